@@ -1,0 +1,1 @@
+namespace BlockMigrate; public static class Placeholder {}

@@ -1,0 +1,184 @@
+// Installs the .deb into a throwaway bookworm root with apt (so Depends must resolve against
+// Debian), uses what it installed, and purges it.  The steps build on each other, in order.
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace BlockMigrate.Packaging.Tests;
+
+[TestFixture, NonParallelizable]
+public partial class InstallChecks
+{
+    private ThrowawayRoot root = null!;
+    private string debInRoot = "";
+    private readonly Stopwatch clock = new();
+
+    private static readonly TimeSpan Short = TimeSpan.FromMinutes(1);
+
+    [OneTimeSetUp]
+    public void MakeRoot()
+    {
+        clock.Start();
+        var deb = Package.Deb;
+        root = ThrowawayRoot.Create();
+        debInRoot = "/tmp/" + Path.GetFileName(deb);
+        File.Copy(deb, root.HostPath(debInRoot));
+        TestContext.Progress.WriteLine($"install checks: root ready after {clock.Elapsed.TotalSeconds:0}s");
+    }
+
+    [OneTimeTearDown]
+    public void RemoveRoot()
+    {
+        root?.Dispose();
+        TestContext.Progress.WriteLine($"install checks: {clock.Elapsed.TotalSeconds:0}s in all");
+    }
+
+    [Test, Order(1)]
+    public void Apt_installs_the_package_and_its_dependencies()
+    {
+        var r = root.Run($"apt-get install -y -q --no-install-recommends {debInRoot}", TimeSpan.FromMinutes(10));
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        var q = root.Run("dpkg-query -W -f='${Status} ${Version}\\n' blockmigrate nbdkit; getent passwd blockmigrate; " +
+                         "stat -c '%U:%G %a %n' /var/lib/blockmigrate/images; ldconfig -p | grep -c 'libblockmigrate.so.1 '; " +
+                         "test -f /etc/blockmigrate/receiver.conf && echo conffile", Short);
+        Assert.Multiple(() =>
+        {
+            Assert.That(q.Stdout, Does.Contain("install ok installed " + Package.Version), q.ToString());
+            Assert.That(q.Stdout, Does.Match(@"blockmigrate:x:\d+:\d+:"), "system user");
+            Assert.That(q.Stdout, Does.Contain("blockmigrate:blockmigrate 750 /var/lib/blockmigrate/images"));
+            Assert.That(q.Stdout, Does.Contain("\n1\n"), "ldconfig knows libblockmigrate.so.1");
+            Assert.That(q.Stdout, Does.Contain("conffile"));
+        });
+    }
+
+    [Test, Order(2)]
+    public void Version_is_the_package_version()
+    {
+        var r = root.Run("blockmigrate --version", Short);
+        var upstream = Regex.Replace(Package.Version, "^[0-9]+:|-[^-]+$", "");
+        Assert.Multiple(() =>
+        {
+            Assert.That(r.ExitCode, Is.Zero, r.ToString());
+            Assert.That(r.Stdout.Trim(), Is.EqualTo(upstream));
+        });
+    }
+
+    [Test, Order(3)]
+    public void Nbdkit_loads_the_installed_filter_and_map_reads_its_map()
+    {
+        // as the shim unit does: the file plugin on an image, our filter by name, as user blockmigrate
+        const string map = "/dev/shm/blockmigrate/test.map", image = "/var/lib/blockmigrate/images/test.img";
+        var user = root.UserSpec("blockmigrate")!;
+        var script =
+            $"install -d -o blockmigrate -g blockmigrate /dev/shm/blockmigrate && truncate -s 16M {image} && chown blockmigrate {image} && " +
+            $"exec chroot --userspec={user} / nbdkit -f -U - --filter=blockmigrate file file={image} dirtymap={map} blocksize=65536 gate=false " +
+            $"--run 'blockmigrate map {map}; echo map-exit=$?; head -c 8 {map}; echo'";
+        var r = root.Run(script, TimeSpan.FromMinutes(2));
+        TestContext.Out.WriteLine(r);
+        Assert.Multiple(() =>
+        {
+            Assert.That(r.Stderr, Does.Not.Contain("filter is incompatible").And.Not.Contain("cannot open filter"), r.ToString());
+            Assert.That(r.Stdout, Does.Contain("BMDIRTY1"), "the filter created its dirty map");
+        });
+        if (r.Stderr.Contains("not implemented"))
+            Assert.Inconclusive("TODO: `blockmigrate map` is the packaging placeholder in this build; the filter loaded and made its map");
+        Assert.That(r.Stdout, Does.Contain("map-exit=0"), r.ToString());
+    }
+
+    [Test, Order(4)]
+    public async Task Receiver_ExecStart_runs_in_the_foreground_and_answers()
+    {
+        var unit = File.ReadAllText(root.HostPath("/lib/systemd/system/blockmigrate-receiver.service"));
+        var execStart = UnitValue(unit, "ExecStart");
+        var credential = UnitValue(unit, "LoadCredential").Split(':', 2); // name:path
+        Assert.That(UnitValue(unit, "Type"), Is.EqualTo("notify"));
+
+        // what the admin does first: a key (keygen) and a trusted list; and a free port for this test
+        var keygen = root.Run($"blockmigrate keygen --out {credential[1]} && chmod 600 {credential[1]}", Short);
+        var placeholder = keygen.Stderr.Contains("not implemented");
+        if (placeholder) File.WriteAllText(root.HostPath(credential[1]), "placeholder key\n");
+        else Assert.That(keygen.ExitCode, Is.Zero, keygen.ToString());
+        File.WriteAllText(root.HostPath("/etc/blockmigrate/trusted"), "");
+        var port = FreePort();
+        var conf = root.HostPath("/etc/blockmigrate/receiver.conf");
+        File.WriteAllText(conf, Regex.Replace(File.ReadAllText(conf), @"(?m)^listen\s*=.*$", $"listen = 127.0.0.1:{port}"));
+
+        // what systemd does: the credential, readable by the service user only, and $NOTIFY_SOCKET
+        var credDir = "/run/credentials/blockmigrate-receiver.service";
+        var user = root.UserSpec("blockmigrate")!;
+        var prep = root.Run($"install -d -m 0500 -o blockmigrate {credDir} && install -m 0400 -o blockmigrate {credential[1]} {credDir}/{credential[0]}", Short);
+        Assert.That(prep.ExitCode, Is.Zero, prep.ToString());
+        const string notifyPath = "/run/bm-test-notify.sock";
+        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        File.Delete(root.HostPath(notifyPath));
+        notify.Bind(new UnixDomainSocketEndPoint(root.HostPath(notifyPath)));
+        File.SetUnixFileMode(root.HostPath(notifyPath), (UnixFileMode)0x1FF);
+
+        var command = execStart.Replace("${CREDENTIALS_DIRECTORY}", credDir);
+        var receiver = root.Start($"exec {command}", user,
+            new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notifyPath, ["CREDENTIALS_DIRECTORY"] = credDir });
+        var stderr = receiver.StandardError.ReadToEndAsync();
+        try
+        {
+            var buffer = new byte[4096];
+            using var ready = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            var state = "";
+            while (!state.Contains("READY=1"))
+            {
+                var n = await notify.ReceiveAsync(buffer, SocketFlags.None, ready.Token);
+                state += Encoding.UTF8.GetString(buffer, 0, n) + "\n";
+            }
+            TestContext.Out.WriteLine("sd_notify: " + state.Trim());
+
+            using var client = new TcpClient();
+            using var connect = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await client.ConnectAsync(IPAddress.Loopback, port, connect.Token);
+            Assert.That(client.Connected, Is.True);
+            Assert.That(receiver.HasExited, Is.False, "the receiver stays in the foreground");
+            if (placeholder)
+            {
+                var line = await new StreamReader(client.GetStream()).ReadLineAsync(connect.Token);
+                Assert.That(line, Does.StartWith("BLOCKMIGRATE"));
+            }
+        }
+        finally
+        {
+            // systemctl stop: SIGTERM (unshare passes it on to the receiver through --kill-child)
+            if (!receiver.HasExited) Process.Start("kill", ["-TERM", receiver.Id.ToString()])!.WaitForExit();
+            if (!receiver.WaitForExit(15_000)) receiver.Kill(entireProcessTree: true);
+            TestContext.Out.WriteLine("receiver stderr:\n" + await stderr);
+        }
+        if (placeholder)
+            Assert.Inconclusive("TODO: the receiver is the packaging placeholder in this build; it bound its port, sent READY=1 and answered");
+    }
+
+    [Test, Order(5)]
+    public void Purge_leaves_nothing_of_ours_behind()
+    {
+        var r = root.Run("apt-get purge -y -q blockmigrate", TimeSpan.FromMinutes(5));
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        var left = root.Run(
+            "find / -xdev \\( -path /proc -o -path /tmp \\) -prune -o -name '*blockmigrate*' -print; " +
+            "grep -H blockmigrate /etc/passwd /etc/group /etc/shadow /etc/gshadow; " +
+            "dpkg-query -W -f='${Status}\\n' blockmigrate 2>/dev/null | grep -v not-installed", Short);
+        Assert.That(left.Stdout.Trim(), Is.Empty, "left behind after purge:\n" + left);
+    }
+
+    private static string UnitValue(string unit, string key)
+    {
+        var m = Regex.Match(unit, $@"(?m)^{key}=(.*)$");
+        Assert.That(m.Success, Is.True, $"{key}= in the unit");
+        return m.Groups[1].Value.Trim();
+    }
+
+    private static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        var port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+}

@@ -77,6 +77,7 @@ public partial class InstallChecks
             $"--run 'blockmigrate map {map}; echo map-exit=$?; head -c 8 {map}; echo'";
         var r = root.Run(script, TimeSpan.FromMinutes(2));
         TestContext.Out.WriteLine(r);
+        root.Run($"rm -f {image}", Short); // received images survive a purge; this one is ours
         Assert.Multiple(() =>
         {
             Assert.That(r.Stderr, Does.Not.Contain("filter is incompatible").And.Not.Contain("cannot open filter"), r.ToString());
@@ -145,10 +146,19 @@ public partial class InstallChecks
         }
         finally
         {
-            // systemctl stop: SIGTERM (unshare passes it on to the receiver through --kill-child)
-            if (!receiver.HasExited) Process.Start("kill", ["-TERM", receiver.Id.ToString()])!.WaitForExit();
-            if (!receiver.WaitForExit(15_000)) receiver.Kill(entireProcessTree: true);
+            // systemctl stop: SIGTERM to the main process.  That is unshare's child (each step of
+            // sh -> chroot -> env -> sh execs the next), not unshare (whose --kill-child signal is
+            // cleared when chroot --userspec changes the credentials).
+            var stopped = false;
+            if (!receiver.HasExited && ChildOf(receiver.Id) is int main)
+            {
+                Process.Start("kill", ["-TERM", main.ToString()])!.WaitForExit();
+                stopped = receiver.WaitForExit(15_000);
+            }
+            if (!stopped) receiver.Kill(entireProcessTree: true);
             TestContext.Out.WriteLine("receiver stderr:\n" + await stderr);
+            root.Run($"rm -rf /run/credentials {notifyPath}", Short);
+            Assert.That(stopped, Is.True, "the receiver stops on SIGTERM");
         }
         if (placeholder)
             Assert.Inconclusive("TODO: the receiver is the packaging placeholder in this build; it bound its port, sent READY=1 and answered");
@@ -171,6 +181,12 @@ public partial class InstallChecks
         var m = Regex.Match(unit, $@"(?m)^{key}=(.*)$");
         Assert.That(m.Success, Is.True, $"{key}= in the unit");
         return m.Groups[1].Value.Trim();
+    }
+
+    private static int? ChildOf(int pid)
+    {
+        var children = File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return children.Length == 1 ? int.Parse(children[0]) : null;
     }
 
     private static int FreePort()

@@ -33,7 +33,8 @@ public partial class SystemdUnitChecks
 
     private Dictionary<string, string> Env() => new()
     {
-        ["MANPATH"] = Path.Combine(Package.StagedRoot, "usr/share/man"),
+        // trailing ":" appends the system man path (nbdkit(1) is documented too)
+        ["MANPATH"] = Path.Combine(Package.StagedRoot, "usr/share/man") + ":",
         ["SYSTEMD_LOG_COLOR"] = "0",
     };
 

@@ -9,8 +9,13 @@ public static class Package
     /// <summary>Full path of the .deb (built on first use).</summary>
     public static string Deb => deb.Value;
 
-    /// <summary>The staged tree build-deb.sh assembled the .deb from.</summary>
-    public static string StagedRoot => Path.Combine(Tool.Top, "build/package/work/debian/blockmigrate");
+    /// <summary>The staged tree build-deb.sh assembled the .deb from (built on first use).</summary>
+    public static string StagedRoot
+    {
+        get { _ = Deb; return Staged; }
+    }
+
+    private static string Staged => Path.Combine(Tool.Top, "build/package/work/debian/blockmigrate");
 
     public static string Version => Tool.Run("dpkg-deb", "--field", Deb, "Version").Stdout.Trim();
 
@@ -18,7 +23,7 @@ public static class Package
     {
         var dir = Path.Combine(Tool.Top, "build/package");
         var existing = Directory.Exists(dir) ? Directory.GetFiles(dir, "blockmigrate_*.deb").FirstOrDefault() : null;
-        if (existing is not null && Directory.Exists(StagedRoot) && File.GetLastWriteTimeUtc(existing) >= NewestInput())
+        if (existing is not null && Directory.Exists(Staged) && File.GetLastWriteTimeUtc(existing) >= NewestInput())
             return existing;
         var r = Tool.Run(Path.Combine(Tool.Top, "packaging/build-deb.sh"), [], TimeSpan.FromMinutes(15));
         if (r.ExitCode != 0)

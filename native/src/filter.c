@@ -70,8 +70,10 @@ blockmigrate_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   }
   if (strcmp (key, "blocksize") == 0) {
     int64_t r = nbdkit_parse_size (value);
-    if (r == -1)
+    if (r == -1) {
+      nbdkit_error ("blockmigrate: blocksize=%s: not a size (e.g. 64K)", value);
       return -1;
+    }
     if (!bm_valid_block_size ((uint64_t) r)) {
       nbdkit_error ("blockmigrate: blocksize=%s: must be a power of two "
                     "between 4K and 1M", value);
@@ -82,8 +84,10 @@ blockmigrate_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   }
   if (strcmp (key, "gate") == 0) {
     int r = nbdkit_parse_bool (value);
-    if (r == -1)
+    if (r == -1) {
+      nbdkit_error ("blockmigrate: gate=%s: expected true or false", value);
       return -1;
+    }
     gate_mode = r;
     return 0;
   }

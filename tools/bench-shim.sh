@@ -9,9 +9,10 @@
 #   (c) qemu-nbd                          the usual alternative
 # Runs are interleaved a,b,c,a,b,c,... (RUNS rounds, default 5) so that drift
 # in the machine hits all three alike; medians are reported, with b/a and b/c.
-# Every target image is preallocated on the same file system (build/bench),
-# page cache in use, no flush at the end: this measures the server path, which
-# is where the filter's cost would show, not the disk.  The results replace
+# All three overwrite the same preallocated image on the same file system
+# (build/bench), page cache in use, synced before each run, no flush at the
+# end: this measures the server path, which is where the filter's cost would
+# show, not the disk.  The results replace
 # the "## Shim write throughput" section of docs/BENCHMARKS.md.
 #
 # Settings, kept comparable:
@@ -71,15 +72,17 @@ wait_for_socket() {
 }
 
 start_server() {            # $1 = a | b | c
+  local cmd
   rm -f "$sock" "$pidfile" "$map"
   case $1 in
-    a) nbdkit -f -U "$sock" -P "$pidfile" file file="$img" ;;
-    b) nbdkit -f -U "$sock" -P "$pidfile" --filter="$filter" file file="$img" \
-         dirtymap="$map" ;;
-    c) qemu-nbd -f raw -t --cache=writeback --aio=threads --shared=8 \
-         -k "$sock" --pid-file="$pidfile" "$img" ;;
-  esac </dev/null >"$work/server.log" 2>&1 &
-  server_pid=$!
+    a) cmd=(nbdkit -f -U "$sock" -P "$pidfile" file file="$img") ;;
+    b) cmd=(nbdkit -f -U "$sock" -P "$pidfile" --filter="$filter" file file="$img"
+            dirtymap="$map") ;;
+    c) cmd=(qemu-nbd -f raw -t --cache=writeback --aio=threads --shared=8
+            -k "$sock" --pid-file="$pidfile" "$img") ;;
+  esac
+  "${cmd[@]}" </dev/null >"$work/server.log" 2>&1 &
+  server_pid=$!             # the server itself: both run in the foreground
   wait_for_socket
 }
 
@@ -91,15 +94,17 @@ stop_server() {
 
 # One timed copy; prints seconds.
 one_run() {               # $1 = a | b | c
-  rm -f "$img"
-  fallocate -l "$size" "$img"
-  sync
+  [ -f "$img" ] || fallocate -l "$size" "$img"
+  sync; sleep "${BENCH_SHIM_SETTLE:-0}"  # start each run with no dirty pages
   start_server "$1"
   local t0 t1
   t0=$(date +%s%N)
   nbdcopy --connections=4 --requests=64 --request-size=262144 \
     "$src" "nbd+unix:///?socket=$sock"
   t1=$(date +%s%N)
+  # the server's CPU time (user + system, all threads), in clock ticks
+  local ticks
+  ticks=$(awk '{ print $14 + $15 }' "/proc/$server_pid/stat")
   if [ "$1" = b ]; then     # the shim must have seen every block
     python3 - "$top/build/native/libblockmigrate.so" "$map" <<'PY'
 import ctypes, sys
@@ -111,28 +116,44 @@ if n != 16384: sys.exit("bench-shim: map has %d dirty blocks, expected 16384" % 
 PY
   fi
   stop_server
-  echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+  echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $(echo "scale=2; $ticks / $(getconf CLK_TCK)" | bc)"
 }
 
-declare -a ta tb tc
+# Diagnostics: BENCH_SHIM_SEQUENCE="a a b b c c" times just those runs and
+# writes nothing.
+if [ -n "${BENCH_SHIM_SEQUENCE:-}" ]; then
+  for x in $BENCH_SHIM_SEQUENCE; do echo "$x $(one_run "$x")"; done  # seconds, server CPU
+  exit 0
+fi
+
+# One untimed round first: the first copy after making the source pays for
+# page-cache and writeback effects the others do not.
+one_run a >/dev/null; one_run b >/dev/null; one_run c >/dev/null
+
+declare -a ta tb tc ca cb cc
 for r in $(seq "$runs"); do
-  ta+=("$(one_run a)"); tb+=("$(one_run b)"); tc+=("$(one_run c)")
-  echo "bench-shim: round $r/$runs: a ${ta[-1]}s  b ${tb[-1]}s  c ${tc[-1]}s" >&2
+  read -r t c < <(one_run a); ta+=("$t"); ca+=("$c")
+  read -r t c < <(one_run b); tb+=("$t"); cb+=("$c")
+  read -r t c < <(one_run c); tc+=("$t"); cc+=("$c")
+  echo "bench-shim: round $r/$runs: a ${ta[-1]}s  b ${tb[-1]}s  c ${tc[-1]}s" \
+       "(server CPU ${ca[-1]} ${cb[-1]} ${cc[-1]} s)" >&2
 done
 
 when=$(date -u +'%Y-%m-%d %H:%M UTC')
 host="$(nproc) CPUs, $(uname -r), nbdkit $(nbdkit --version | awk '{print $2}'), $(qemu-nbd --version | head -1), $(nbdcopy --version | head -1)"
-section=$(python3 - "$when" "$host" "$runs" "${ta[*]}" "${tb[*]}" "${tc[*]}" <<'PY'
+section=$(python3 - "$when" "$host" "$runs" "${ta[*]}" "${tb[*]}" "${tc[*]}" \
+            "${ca[*]}" "${cb[*]}" "${cc[*]}" <<'PY'
 import statistics, sys
 when, host, runs = sys.argv[1], sys.argv[2], sys.argv[3]
-ta, tb, tc = ([float(x) for x in s.split()] for s in sys.argv[4:7])
+ta, tb, tc, ca, cb, cc = ([float(x) for x in s.split()] for s in sys.argv[4:10])
 mib = 1024
-def row(name, ts):
+def row(name, ts, cs):
     m = statistics.median(ts)
-    return m, "| %s | %.3f | %.0f | %s |" % (name, m, mib / m, " ".join("%.3f" % t for t in ts))
-ma, ra = row("(a) nbdkit file", ta)
-mb, rb = row("(b) nbdkit file + blockmigrate filter", tb)
-mc, rc = row("(c) qemu-nbd", tc)
+    return m, "| %s | %.3f | %.0f | %.2f | %s |" % (
+        name, m, mib / m, statistics.median(cs), " ".join("%.3f" % t for t in ts))
+ma, ra = row("(a) nbdkit file", ta, ca)
+mb, rb = row("(b) nbdkit file + blockmigrate filter", tb, cb)
+mc, rc = row("(c) qemu-nbd", tc, cc)
 # throughput ratios: b/a = time(a)/time(b)
 ba, bc = ma / mb, mc / mb
 print(f"""## Shim write throughput
@@ -141,18 +162,19 @@ Measured {when} on {host}.
 Command: `tools/bench-shim.sh {runs}` (also part of `./build.sh bench`).
 
 1 GiB of random data written with `nbdcopy --connections=4 --requests=64 --request-size=262144`
-from a file to a preallocated raw image on the same file system, over a unix socket, page cache
-in use, no final flush; {runs} rounds interleaved a, b, c; medians.
+from a file over a unix socket into one preallocated raw image (the same for all three, overwritten
+in place, synced before each run) on the same file system, page cache in use, no final flush; one untimed warm-up round, then {runs} rounds interleaved a, b, c; medians.
 Servers: `nbdkit -f -U SOCK [--filter=blockmigrate dirtymap=MAP] file file=IMG` and
 `qemu-nbd -f raw -t --cache=writeback --aio=threads --shared=8 -k SOCK IMG`.
 
-| server | median s | MiB/s | runs (s) |
-|---|---|---|---|
+| server | median s | MiB/s | server CPU s (median) | runs (s) |
+|---|---|---|---|---|
 {ra}
 {rb}
 {rc}
 
 Throughput ratio b/a = **{ba:.3f}** (target >= 0.97), b/c = **{bc:.3f}** (target >= 1.0).
+Server CPU is user + system time of the server process over the run, all threads.
 """)
 PY
 )

@@ -24,13 +24,16 @@
  *
  * The map is opened (or created) in .after_fork, when the plugin can be asked
  * for the export size and before any client connects; if that fails nbdkit
- * does not start.  Every connection shares it, so multi-conn is safe.
+ * does not start.  Every connection shares it, so multi-conn is safe.  If the
+ * previous nbdkit on this map died inside a write, every block is marked
+ * dirty (see recover_from_dead_owner).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,6 +149,32 @@ blockmigrate_get_ready (int thread_model)
   return 0;
 }
 
+/* A previous nbdkit that died inside the write window left inflight above 0
+ * (every freeze would then time out) and may have written blocks it never
+ * marked.  We cannot tell which, so every block is marked dirty: one extra
+ * round of copying instead of a silently stale block at the destination. */
+static void
+recover_from_dead_owner (void)
+{
+  uint64_t owner = __atomic_load_n (&map->hdr->owner_pid, __ATOMIC_SEQ_CST);
+  uint64_t inflight = __atomic_load_n (&map->hdr->inflight, __ATOMIC_SEQ_CST);
+
+  if (inflight == 0)
+    return;
+  if (owner != 0 && owner != (uint64_t) getpid () &&
+      !(kill ((pid_t) owner, 0) == -1 && errno == ESRCH)) {
+    nbdkit_debug ("blockmigrate: map %s: %" PRIu64 " writes in flight in live "
+                  "process %" PRIu64 "; leaving them", map_path, inflight, owner);
+    return;
+  }
+  nbdkit_debug ("blockmigrate: map %s: previous owner %" PRIu64 " died with %"
+                PRIu64 " writes in flight; marking every block dirty",
+                map_path, owner, inflight);
+  bm_mark_blocks (map, 0, map->blocks);
+  __atomic_store_n (&map->hdr->inflight, 0, __ATOMIC_SEQ_CST);
+  bm__wake (map);
+}
+
 static int
 blockmigrate_after_fork (nbdkit_backend *backend)
 {
@@ -173,6 +202,7 @@ blockmigrate_after_fork (nbdkit_backend *backend)
     nbdkit_error ("blockmigrate: %s", bm_last_error ());
     return -1;
   }
+  recover_from_dead_owner ();
   bm_set_owner (map, (uint64_t) getpid ());
   nbdkit_debug ("blockmigrate: map %s: %" PRIu64 " blocks of %u bytes, gate %s",
                 map_path, map->blocks, map->block_size,

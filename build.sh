@@ -48,14 +48,14 @@ run_tests() {
   results=build/test-results
   rm -rf "$results"; mkdir -p "$results"
   local rc=0 proj name
-  for proj in tests/*/*.csproj; do
+  for proj in tests/*/*.Tests.csproj; do
     name=$(basename "$proj" .csproj)
     echo "== $name" >&2
     dotnet test "$proj" -c "$config" --no-build -nologo \
       --logger "trx;LogFileName=$name.trx" --results-directory "$results" \
       -- NUnit.DefaultTimeout=600000 || rc=1
   done
-  python3 tools/trx-summary.py "$results" tests/*/*.csproj
+  python3 tools/trx-summary.py "$results" tests/*/*.Tests.csproj
 }
 
 case "${1:-build}" in

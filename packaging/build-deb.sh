@@ -66,7 +66,8 @@ if grep -E 'warning (IL[23][0-9]{3}|NETSDK)' "$log" >&2; then
   die "the NativeAOT publish has warnings (above; full log $log)"
 fi
 [ -x "$publish/blockmigrate" ] || die "publish made no $publish/blockmigrate"
-got=$("$publish/blockmigrate" --version)
+# the executable links libblockmigrate.so.1 (DirectPInvoke): run it against the built one
+got=$(LD_LIBRARY_PATH=$native "$publish/blockmigrate" --version)
 [ "$got" = "$upstream" ] || die "blockmigrate --version says '$got', the changelog '$upstream'"
 
 # --- stage the tree ---------------------------------------------------------------------

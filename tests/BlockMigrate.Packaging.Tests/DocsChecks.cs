@@ -11,15 +11,24 @@ public partial class DocsChecks
     private static string Man => File.ReadAllText(Path.Combine(Tool.Top, "packaging/man/blockmigrate.1")).Replace("\\-", "-");
     private static string Completion => File.ReadAllText(Path.Combine(Tool.Top, "packaging/completion/blockmigrate"));
 
+    // the staged executable links libblockmigrate.so.1, which is staged beside it, not installed
+    private static string Help(params string[] args)
+    {
+        var r = Tool.Run(Exe, [.. args, "--help"], TimeSpan.FromMinutes(1),
+            new Dictionary<string, string> { ["LD_LIBRARY_PATH"] = Path.Combine(Package.StagedRoot, "usr/lib/x86_64-linux-gnu") });
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        return r.Stdout;
+    }
+
     private static List<string> Commands()
     {
-        var help = Tool.Run(Exe, "--help").Stdout;
+        var help = Help();
         var section = help[(help.IndexOf("Commands:", StringComparison.Ordinal) + 9)..];
         return CommandLine().Matches(section).Select(m => m.Groups[1].Value).ToList();
     }
 
     private static List<string> Options(string command) =>
-        LongOption().Matches(Tool.Run(Exe, command, "--help").Stdout).Select(m => m.Value).Distinct()
+        LongOption().Matches(Help(command)).Select(m => m.Value).Distinct()
             .Where(o => o != "--help").ToList();
 
     [Test]

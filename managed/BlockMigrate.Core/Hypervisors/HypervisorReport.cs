@@ -1,0 +1,9 @@
+namespace BlockMigrate.Hypervisors;
+
+/// <summary>What the hypervisor measured: its own downtime, what the guest saw, memory bytes moved.</summary>
+public sealed record HypervisorReport(
+    string Hypervisor,
+    TimeSpan Total,
+    TimeSpan? HypervisorDowntime,
+    TimeSpan? GuestDowntime,
+    long MemoryBytes);

@@ -1,0 +1,23 @@
+namespace BlockMigrate.Hypervisors;
+
+/// <summary>
+/// The hypervisor's part of a migration: memory and device state. The engine moves the disks and
+/// hands the hypervisor a <c>switchover</c> callback; the hypervisor calls it exactly once, when the
+/// source VM has stopped for good (QEMU: the <c>pre-switchover</c> pause; Xen: the domain arrived
+/// paused) and before the destination VM may run. The callback freezes the disks, sends the final
+/// dirty set and returns at the commit point; only then does the hypervisor resume the destination VM.
+/// </summary>
+public interface IHypervisor : IAsyncDisposable
+{
+    /// <summary>"qemu", "xen" or "none".</summary>
+    string Name { get; }
+
+    /// <summary>Checks that the VM runs at the source and that the destination is ready to receive it.</summary>
+    Task PrepareAsync(CancellationToken cancellationToken);
+
+    /// <summary>Moves memory and device state, calling <paramref name="switchover"/> once at the switchover point.</summary>
+    Task<HypervisorReport> MigrateAsync(Func<CancellationToken, Task> switchover, CancellationToken cancellationToken);
+
+    /// <summary>Before the commit point: cancels what was started and leaves the VM running at the source.</summary>
+    Task AbortAsync(CancellationToken cancellationToken);
+}

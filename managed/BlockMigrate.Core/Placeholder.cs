@@ -1,1 +1,0 @@
-namespace BlockMigrate; public static class Placeholder {}

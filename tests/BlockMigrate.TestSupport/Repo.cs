@@ -1,0 +1,27 @@
+namespace BlockMigrate.TestSupport;
+
+/// <summary>Where the tree and what ./build.sh built are, seen from a test assembly.</summary>
+public static class Repo
+{
+    public static string Root { get; } = FindRoot();
+
+    public static string Filter => Path.Combine(Root, "build", "native", "nbdkit-blockmigrate-filter.so");
+
+    /// <summary>The blockmigrate CLI assembly of the same configuration as the running tests.</summary>
+    public static string CliDll
+    {
+        get
+        {
+            var config = AppContext.BaseDirectory.Contains("/Debug/") ? "Debug" : "Release";
+            return Path.Combine(Root, "build", "managed", "bin", "BlockMigrate.Cli", config, "net10.0", "blockmigrate.dll");
+        }
+    }
+
+    private static string FindRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "BlockMigrate.sln")))
+                return d.FullName;
+        throw new InvalidOperationException("BlockMigrate.sln not found above " + AppContext.BaseDirectory);
+    }
+}

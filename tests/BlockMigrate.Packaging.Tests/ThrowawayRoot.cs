@@ -28,6 +28,10 @@ public sealed class ThrowawayRoot : IDisposable
             if (!Tool.Exists(tool)) throw new InvalidOperationException($"{tool} is missing (tools/install-deps.sh installs debootstrap)");
         Directory.CreateDirectory(CacheDir);
         if (!File.Exists(Tarball)) Bootstrap();
+        // roots left by runs that were killed before their teardown (their test host is gone)
+        foreach (var stale in Directory.GetDirectories(CacheDir, "root-*"))
+            if (int.TryParse(System.IO.Path.GetFileName(stale)[5..], out var pid) && !Directory.Exists($"/proc/{pid}"))
+                new ThrowawayRoot(stale).RemoveTree();
         var root = new ThrowawayRoot(System.IO.Path.Combine(CacheDir, $"root-{Environment.ProcessId}"));
         if (Directory.Exists(root.Path)) root.RemoveTree();
         Directory.CreateDirectory(root.Path);

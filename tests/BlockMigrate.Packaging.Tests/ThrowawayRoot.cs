@@ -2,8 +2,9 @@
 //
 // Made once by debootstrap (minbase) and kept as a tar under build/pkgtest/ so later runs only
 // unpack it (a few seconds).  Every command runs through `unshare --mount --propagation private`
-// and chroot: /proc and a tmpfs /dev/shm are mounted inside that private mount namespace only, so
-// they vanish with the command and nothing is ever left mounted on the host, whatever happens.
+// and chroot: /proc is mounted inside that private mount namespace only, so it vanishes with the
+// command and nothing is ever left mounted on the host, whatever happens.  /dev/shm stays the
+// root's plain directory, so dirty maps outlive a command and the host can see them.
 // The apt sources are the host's Debian ones, so the chroot resolves the same nbdkit the filter
 // was built against.
 using System.Diagnostics;
@@ -78,7 +79,26 @@ public sealed class ThrowawayRoot : IDisposable
             catch (InvalidOperationException) { }
             p.Dispose();
         }
+        KillProcessesInside();
         RemoveTree();
+    }
+
+    /// <summary>Kills (by PID) every process whose root directory is this root, such as a
+    /// daemon a unit's ExecStart forked, so none outlives the test.</summary>
+    public void KillProcessesInside()
+    {
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(System.IO.Path.GetFileName(dir), out var pid) || pid == Environment.ProcessId) continue;
+            string? procRoot;
+            try { procRoot = new FileInfo(System.IO.Path.Combine(dir, "root")).LinkTarget; }
+            catch (IOException) { continue; }
+            catch (UnauthorizedAccessException) { continue; }
+            if (procRoot != Path) continue;
+            try { using var p = Process.GetProcessById(pid); p.Kill(); p.WaitForExit(10_000); }
+            catch (ArgumentException) { }          // already gone
+            catch (InvalidOperationException) { }
+        }
     }
 
     private List<string> Command(string script, string? userspec, IDictionary<string, string>? env, string killSignal = "SIGKILL")
@@ -86,7 +106,7 @@ public sealed class ThrowawayRoot : IDisposable
         // $0 = root, $1 = script, then NAME=value pairs for env -i
         const string wrapper =
             "set -e; r=$0; s=$1; u=$2; shift 2; shift; " +
-            "mount -t proc proc \"$r/proc\"; mount -t tmpfs -o mode=1777 tmpfs \"$r/dev/shm\"; " +
+            "mount -t proc proc \"$r/proc\"; chmod 1777 \"$r/dev/shm\"; " +
             "if [ -n \"$u\" ]; then exec chroot --userspec=\"$u\" \"$r\" /usr/bin/env -i \"$@\" /bin/sh -c \"$s\"; " +
             "else exec chroot \"$r\" /usr/bin/env -i \"$@\" /bin/sh -c \"$s\"; fi";
         var args = new List<string>

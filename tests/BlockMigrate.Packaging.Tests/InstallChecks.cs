@@ -114,8 +114,10 @@ public partial class InstallChecks
         {
             // systemctl stop: SIGTERM to the main PID, then nothing of it may remain
             if (File.Exists(root.HostPath(pidFile)) && int.TryParse(File.ReadAllText(root.HostPath(pidFile)).Trim(), out var pid))
+            {
                 Process.Start("kill", ["-TERM", pid.ToString()])!.WaitForExit();
-            for (var i = 0; i < 50 && File.Exists(root.HostPath(env["SOCKET"])); i++) Thread.Sleep(100);
+                for (var i = 0; i < 100 && Directory.Exists($"/proc/{pid}"); i++) Thread.Sleep(50);
+            }
             root.KillProcessesInside();
             // received images survive a purge; these are the test's own
             root.Run($"rm -f {image} {env["DIRTYMAP"]} /etc/blockmigrate/disks/{disk}.conf", Short);
@@ -158,8 +160,12 @@ public partial class InstallChecks
         File.SetUnixFileMode(root.HostPath(notifyPath), (UnixFileMode)0x1FF);
 
         var command = execStart.Replace("${CREDENTIALS_DIRECTORY}", credDir);
-        var receiver = root.Start($"exec {command}", user,
-            new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notifyPath, ["CREDENTIALS_DIRECTORY"] = credDir });
+        // ProtectProc=invisible and ProcSubset=pid, as the kernel's procfs options (other sandbox
+        // settings need systemd itself; the MemoryDenyWriteExecute one is in HardeningChecks)
+        Assert.That(UnitValue(unit, "ProtectProc") + " " + UnitValue(unit, "ProcSubset"), Is.EqualTo("invisible pid"));
+        var receiver = root.Start($"umask {UnitValue(unit, "UMask")} && exec {command}", user,
+            new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notifyPath, ["CREDENTIALS_DIRECTORY"] = credDir },
+            procOptions: "subset=pid,hidepid=invisible");
         var stderr = receiver.StandardError.ReadToEndAsync();
         try
         {

@@ -49,10 +49,12 @@ public sealed class ThrowawayRoot : IDisposable
 
     /// <summary>Starts a script inside the root and returns at once; the process is killed (by PID) on Dispose.
     /// Killing it kills the chrooted command too (--kill-child).</summary>
-    public Process Start(string script, string? userspec = null, IDictionary<string, string>? env = null)
+    /// <param name="procOptions">mount options of the root's /proc, e.g. "subset=pid,hidepid=invisible"
+    /// for a unit's ProcSubset=pid and ProtectProc=invisible</param>
+    public Process Start(string script, string? userspec = null, IDictionary<string, string>? env = null, string procOptions = "defaults")
     {
         var psi = new ProcessStartInfo("unshare") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in Command(script, userspec, env, killSignal: "SIGTERM")) psi.ArgumentList.Add(a);
+        foreach (var a in Command(script, userspec, env, killSignal: "SIGTERM", procOptions)) psi.ArgumentList.Add(a);
         var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start unshare");
         started.Add(p);
         return p;
@@ -101,18 +103,19 @@ public sealed class ThrowawayRoot : IDisposable
         }
     }
 
-    private List<string> Command(string script, string? userspec, IDictionary<string, string>? env, string killSignal = "SIGKILL")
+    private List<string> Command(string script, string? userspec, IDictionary<string, string>? env,
+        string killSignal = "SIGKILL", string procOptions = "defaults")
     {
-        // $0 = root, $1 = script, then NAME=value pairs for env -i
+        // $0 = root, $1 = script, $2 = uid:gid or "", $3 = /proc options, "--", then NAME=value pairs for env -i
         const string wrapper =
-            "set -e; r=$0; s=$1; u=$2; shift 2; shift; " +
-            "mount -t proc proc \"$r/proc\"; chmod 1777 \"$r/dev/shm\"; " +
+            "set -e; r=$0; s=$1; u=$2; o=$3; shift 3; shift; " +
+            "mount -t proc -o \"$o\" proc \"$r/proc\"; chmod 1777 \"$r/dev/shm\"; " +
             "if [ -n \"$u\" ]; then exec chroot --userspec=\"$u\" \"$r\" /usr/bin/env -i \"$@\" /bin/sh -c \"$s\"; " +
             "else exec chroot \"$r\" /usr/bin/env -i \"$@\" /bin/sh -c \"$s\"; fi";
         var args = new List<string>
         {
             "--mount", "--propagation", "private", "--fork", $"--kill-child={killSignal}", "--",
-            "/bin/sh", "-c", wrapper, Path, script, userspec ?? "", "--",
+            "/bin/sh", "-c", wrapper, Path, script, userspec ?? "", procOptions, "--",
             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive",
         };
         if (env is not null) args.AddRange(env.Select(kv => $"{kv.Key}={kv.Value}"));

@@ -94,7 +94,9 @@ public sealed partial class TunnelRedirector
         if (link.Succeeded)
             throw new SetupException($"link {_plan.Link} already exists on the {which} host: another migration uses tunnel id {_plan.Id}; set a different tunnel-id");
         var table = await host.RunAsync("ip", ["route", "show", "table", _plan.Table.ToString()], null, ct).ConfigureAwait(false);
-        if (!table.Succeeded || table.StandardOutput.Trim().Length > 0)
+        bool empty = table.Succeeded ? table.StandardOutput.Trim().Length == 0
+            : table.StandardError.Contains("does not exist", StringComparison.Ordinal);   // a table never used
+        if (!empty)
             throw new SetupException($"routing table {_plan.Table} on the {which} host is not empty or not readable ({table.FirstErrorLine}); set routing-table to a free one");
     }
 

@@ -113,7 +113,10 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
         }
         catch (OperationCanceledException) when (_abort.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
-            return _report;   // AbortAsync removed everything and wrote the report
+            // AbortAsync is removing everything: wait for it, then its report is ours.
+            await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
+            _step.Release();
+            return _report;
         }
         await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
         try

@@ -72,5 +72,11 @@ public sealed record RedirectionReport
         this with { Errors = [.. Errors, new RedirectionError(step, message, DateTimeOffset.UtcNow)] };
 
     /// <summary>This report as indented JSON.</summary>
-    public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this, RedirectionJsonContext.Default.RedirectionReport);
+    public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this, Readable.RedirectionReport);
+
+    // Same metadata, without escaping '+' and other harmless characters (the output is not HTML).
+    static readonly RedirectionJsonContext Readable = new(new System.Text.Json.JsonSerializerOptions(RedirectionJsonContext.Default.Options)
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    });
 }

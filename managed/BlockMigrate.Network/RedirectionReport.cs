@@ -47,6 +47,11 @@ public sealed record RedirectionReport
     /// <summary>The lowered TTL.</summary>
     public int? DnsPreparedTtl { get; init; }
 
+    /// <summary>Until when resolvers may still hold the record with its old, long TTL (prepare time plus
+    /// the old TTL): the engine may wait for this before switchover.</summary>
+    [JsonIgnore]
+    public DateTimeOffset? DnsOldTtlExpiresAt => DnsPreparedAt + (DnsPreviousTtl is { } t ? TimeSpan.FromSeconds(t) : null);
+
     /// <summary>When the primary accepted the update to the new address.</summary>
     public DateTimeOffset? DnsChangedAt { get; init; }
 

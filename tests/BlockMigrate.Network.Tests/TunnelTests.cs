@@ -208,6 +208,29 @@ public sealed class TunnelTests
         SnapshotAssert.Same(before.Dst, after.Dst, "destination host's network configuration");
     }
 
+    [Test, Order(6), CancelAfter(60_000)]
+    public async Task Tunnel_goes_after_the_timeout_even_with_a_connection_open(CancellationToken ct)
+    {
+        if (!_net.VmAtDestination) await _net.MigrateVmAsync(ct);
+        var before = await SnapshotAsync(ct);
+        var o = Options(tunnelId: 12) with { DnsName = null, TunnelTimeout = TimeSpan.FromSeconds(3), TunnelMinimumHold = TimeSpan.Zero };
+        var tunnel = new TunnelRedirector(o);
+        var up = await tunnel.RedirectAsync(ct);
+        Assert.That(up.Errors, Is.Empty, () => up.ToJson());
+        await using var open = await LongLivedClient.ConnectAsync(_net.Cli, TestNetwork.Old, Stopwatch.StartNew(), ct);
+        await Task.Delay(300, ct);
+        Assert.That(open.Error, Is.Null);
+
+        var report = await tunnel.WaitDrainedAndTeardownAsync(ct);
+
+        Assert.That(report.TunnelRemovedBecause, Is.EqualTo(TunnelRemovalReason.Timeout), () => report.ToJson());
+        Assert.That(report.ConnectionsAtRemoval, Is.GreaterThanOrEqualTo(1));
+        Assert.That(report.TunnelRemovedAt - report.TunnelUpAt, Is.InRange(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(6)));
+        var after = await SnapshotAsync(ct);
+        SnapshotAssert.Same(before.Src, after.Src, "source host's network configuration");
+        SnapshotAssert.Same(before.Dst, after.Dst, "destination host's network configuration");
+    }
+
     [Test, Order(5), CancelAfter(60_000)]
     public async Task Gre_is_used_when_the_kernel_has_it_else_vxlan_and_the_report_says_why(CancellationToken ct)
     {

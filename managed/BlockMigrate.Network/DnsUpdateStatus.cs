@@ -9,8 +9,8 @@ public enum DnsUpdateStatus
     Refused,
     /// <summary>The server answered NOTAUTH (bad TSIG signature, unknown key, or not authoritative for the zone).</summary>
     NotAuthorized,
-    /// <summary>The server did not answer in time.</summary>
-    Timeout,
+    /// <summary>No answer: the request timed out or the server's port was closed.</summary>
+    Unreachable,
     /// <summary>The key file was refused before sending (missing or readable by others).</summary>
     KeyRejected,
     /// <summary>Any other failure (nsupdate missing, bad name, server error).</summary>

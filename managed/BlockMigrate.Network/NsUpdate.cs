@@ -40,21 +40,28 @@ internal sealed class NsUpdate(IHostRunner runner, DnsServerAddress server, stri
         if (r.Succeeded) return (DnsUpdateStatus.Updated, "");
         var text = r.StandardError + "\n" + r.StandardOutput;
         var at = $"DNS update ({what}) at {server}";
-        if (text.Contains("NOTAUTH", StringComparison.Ordinal) || text.Contains("TSIG error", StringComparison.Ordinal)
-            || text.Contains("tsig verify failure", StringComparison.Ordinal))
+        bool Has(string s) => text.Contains(s, StringComparison.Ordinal);
+        if (Has("NOTAUTH") || Has("TSIG error") || Has("tsig verify failure"))
         {
             var detail = Between(text, "update failed: ") ?? "NOTAUTH";
-            return (DnsUpdateStatus.NotAuthorized, signed
-                ? $"{at} rejected as not authorised ({detail}): the server does not accept our TSIG key or is not the zone's primary; check that the key file matches the server's key"
-                : $"{at} rejected as not authorised ({detail}): the update is unsigned; configure a key file");
+            string why = detail.Contains("BADTIME", StringComparison.Ordinal)
+                    ? "the signature's time is off: check both clocks"
+                : detail.Contains("BAD", StringComparison.Ordinal) || Has("tsig verify failure")
+                    ? "the server rejected our TSIG signature: the key file's name or secret differs from the server's"
+                : signed ? "the server is not authoritative for the zone: check dns-zone and dns-server (the zone's primary)"
+                : "the update is unsigned, or the server is not authoritative for the zone";
+            return (DnsUpdateStatus.NotAuthorized, $"{at} not authorised ({detail}): {why}");
         }
-        if (text.Contains("REFUSED", StringComparison.Ordinal))
+        if (Has("REFUSED"))
             return (DnsUpdateStatus.Refused, signed
-                ? $"{at} refused (REFUSED): the zone's update-policy does not let this key change the name, or the zone is wrong"
+                ? $"{at} refused (REFUSED): the zone's update-policy does not let this key change the name"
                 : $"{at} refused (REFUSED): the server wants a signed update; configure a TSIG key file");
-        if (text.Contains("timed out", StringComparison.Ordinal) || text.Contains("could not reach", StringComparison.Ordinal)
-            || text.Contains("no servers could be reached", StringComparison.Ordinal))
-            return (DnsUpdateStatus.Timeout, $"{at} got no answer (timed out): check dns-server and that the server is reachable");
+        if (Has("timed out") || Has("connection refused") || Has("could not reach") || Has("no servers could be reached")
+            || Has("network unreachable") || Has("host unreachable"))
+        {
+            var detail = Has("connection refused") ? "connection refused" : Has("timed out") ? "timed out" : "unreachable";
+            return (DnsUpdateStatus.Unreachable, $"{at} got no answer ({detail}): check dns-server and that the primary is up and reachable");
+        }
         return (DnsUpdateStatus.Failed, $"{at} failed: {r.FirstErrorLine}");
     }
 

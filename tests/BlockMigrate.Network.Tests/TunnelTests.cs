@@ -97,7 +97,10 @@ public sealed class TunnelTests
         Assert.That(report.DnsChangedAt, Is.GreaterThanOrEqualTo(report.TunnelUpAt), "paper's order: tunnel, then DNS");
         Assert.That(report.ConnectionsAtTunnelUp, Is.GreaterThanOrEqualTo(1), "conntrack sees the long-lived connection");
 
+        var repliesAtSwitch = await RepliesSeenBySourceAsync(ct);
         await Task.Delay(3000, ct);
+        Assert.That(await RepliesSeenBySourceAsync(ct), Is.GreaterThan(repliesAtSwitch + 50),
+            "the VM's replies from the old address come back through the tunnel and leave the source host, as before the move");
         await shortLoop.DisposeAsync();
         var requests = shortLoop.Requests;
         foreach (var r in requests.Where(r => r.Error is not null))
@@ -137,6 +140,15 @@ public sealed class TunnelTests
         foreach (var field in new[] { "tunnelUpAt", "dnsChangedAt", "tunnelRemovedAt", "tunnelRemovedBecause", "tunnelKind" })
             Assert.That(json.RootElement.TryGetProperty(field, out _), Is.True, field);
         Assert.That(json.RootElement.GetProperty("tunnelRemovedBecause").GetString(), Is.EqualTo("Drained"));
+    }
+
+    // Packets from the old address forwarded by the source host (our nft chain's counter).
+    async Task<long> RepliesSeenBySourceAsync(CancellationToken ct)
+    {
+        var chain = await Sh.RunAsync("nft list chain inet blockmigrate t7", _net.Src, ct);
+        var m = System.Text.RegularExpressions.Regex.Match(chain, $@"ip saddr {System.Text.RegularExpressions.Regex.Escape(TestNetwork.Old.ToString())} .*counter packets (\d+)");
+        Assert.That(m.Success, Is.True, chain);
+        return long.Parse(m.Groups[1].Value);
     }
 
     [Test, Order(2), CancelAfter(60_000)]

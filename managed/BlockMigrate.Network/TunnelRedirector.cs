@@ -35,6 +35,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     readonly TunnelPlan _plan;
     readonly SemaphoreSlim _step = new(1, 1);            // one step at a time (Abort waits for the running step)
     readonly CancellationTokenSource _abort = new();     // cancelled by AbortAsync, stops the drain wait
+    readonly TaskCompletionSource _abortDone = new(TaskCreationOptions.RunContinuationsAsynchronously);   // set when AbortAsync has finished
     readonly List<Undo> _undo = [];                      // guarded by _step
     RedirectionReport _report = new() { Redirector = "tunnel" };   // written under _step
     TunnelKind? _kind;                                   // chosen at prepare
@@ -114,8 +115,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
         catch (OperationCanceledException) when (_abort.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             // AbortAsync is removing everything: wait for it, then its report is ours.
-            await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
-            _step.Release();
+            await _abortDone.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
             return _report;
         }
         await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -136,9 +136,14 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
         {
             if (_state is State.Prepared or State.Up || _undo.Count > 0)
                 await RemoveAllAsync(TunnelRemovalReason.Aborted, null, cancellationToken).ConfigureAwait(false);
+            _state = State.Removed;   // an aborted redirector stays done
             return _report;
         }
-        finally { _step.Release(); }
+        finally
+        {
+            _step.Release();
+            _abortDone.TrySetResult();
+        }
     }
 
     /// <summary>Aborts (removes everything) if the tunnel is still there.</summary>

@@ -10,6 +10,11 @@ public static class Program
         var root = new RootCommand("BlockMigrate: live migration of virtual machines together with their local disks")
         {
             MapCommand.Create(),
+            KeygenCommand.Create(),
+            KeygenCommand.CreateFingerprint(),
+            ReceiveCommand.Create(),
+            MigrateCommand.Create(),
+            VerifyCommand.Create(),
         };
         return CommandRunner.Invoke(root, args);
     }

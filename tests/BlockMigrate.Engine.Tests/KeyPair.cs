@@ -1,0 +1,23 @@
+using BlockMigrate.Transport;
+
+namespace BlockMigrate.Engine.Tests;
+
+/// <summary>Source and receiver keys in a test directory, and the receiver's trusted file listing the source.</summary>
+public sealed class KeyPair
+{
+    public KeyPair(string dir)
+    {
+        SourceKey = Path.Combine(dir, "source.pem");
+        ReceiverKey = Path.Combine(dir, "receiver.pem");
+        Trusted = Path.Combine(dir, "trusted");
+        using (var s = NodeKey.Generate(SourceKey, "source")) SourceFingerprint = s.Fingerprint;
+        using (var r = NodeKey.Generate(ReceiverKey, "receiver")) ReceiverFingerprint = r.Fingerprint;
+        File.WriteAllText(Trusted, $"# sources allowed to send\n{SourceFingerprint} source\n");
+    }
+
+    public string SourceKey { get; }
+    public string ReceiverKey { get; }
+    public string Trusted { get; }
+    public string SourceFingerprint { get; }
+    public string ReceiverFingerprint { get; }
+}

@@ -15,6 +15,19 @@ public sealed class KeyPair
         File.WriteAllText(Trusted, $"# sources allowed to send\n{SourceFingerprint} source\n");
     }
 
+    private KeyPair(string dir, KeyPair source)
+    {
+        SourceKey = source.SourceKey;
+        SourceFingerprint = source.SourceFingerprint;
+        ReceiverKey = Path.Combine(dir, "receiver.pem");
+        Trusted = source.Trusted;
+        using var r = NodeKey.Generate(ReceiverKey, "receiver2");
+        ReceiverFingerprint = r.Fingerprint;
+    }
+
+    /// <summary>The same source key, trusted the same way, by a second receiver with its own key.</summary>
+    public static KeyPair WithNewReceiver(string dir, KeyPair source) => new(dir, source);
+
     public string SourceKey { get; }
     public string ReceiverKey { get; }
     public string Trusted { get; }

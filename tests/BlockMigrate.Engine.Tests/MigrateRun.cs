@@ -21,5 +21,12 @@ public sealed record MigrateRun(int ExitCode, string Stdout, string Stderr)
         return new MigrateRun(r.ExitCode, r.StandardOutput, r.StandardError);
     }
 
+    /// <summary>migrate with exactly these arguments (after "migrate").</summary>
+    public static async Task<MigrateRun> RunArgsAsync(params string[] args)
+    {
+        var r = await Tool.RunAsync("dotnet", new[] { Repo.CliDll, "migrate" }.Concat(args), TimeSpan.FromSeconds(150));
+        return new MigrateRun(r.ExitCode, r.StandardOutput, r.StandardError);
+    }
+
     public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
 }

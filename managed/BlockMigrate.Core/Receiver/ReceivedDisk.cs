@@ -41,7 +41,15 @@ internal sealed class ReceivedDisk : IDisposable
         var state = ReceiverState.Load(dir, imageDir, offer.Name);
         if (state?.Status == ReceiverState.Committed)
             throw new ReceiverException($"disk {offer.Name} was already received and committed ({state.Updated}); remove {DiskName.ImageFile(offer.Name)} and {DiskName.StateFile(offer.Name)} from {imageDir} to receive it again");
-        var image = SparseFile.OpenInDirectory(dir, DiskName.ImageFile(offer.Name), create: true);
+        SafeFileHandle image;
+        try
+        {
+            image = SparseFile.OpenInDirectory(dir, DiskName.ImageFile(offer.Name), create: true);
+        }
+        catch (IOException e)
+        {
+            throw new ReceiverException($"disk {offer.Name}: cannot open {DiskName.ImageFile(offer.Name)} in {imageDir}: {e.Message}");
+        }
         try
         {
             var resume = offer.Resume && state is { Status: ReceiverState.Partial } && state.Lineage == offer.Lineage
@@ -54,6 +62,13 @@ internal sealed class ReceivedDisk : IDisposable
                 new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(dir, imageDir, offer.Name);
             }
             return new ReceivedDisk(dir, imageDir, offer, image, source, resume, GateLink.Open(gateDir, offer.Name));
+        }
+        catch (IOException e)
+        {
+            image.Dispose();
+            throw new ReceiverException(SparseFile.IsDiskFull(e)
+                ? $"disk full: preparing {DiskName.ImageFile(offer.Name)} in {imageDir}: No space left on device"
+                : $"disk {offer.Name}: cannot prepare {DiskName.ImageFile(offer.Name)} in {imageDir}: {e.Message}");
         }
         catch
         {

@@ -89,7 +89,7 @@ public sealed class SecureChannel : IAsyncDisposable
             {
                 await ExpectAsync(ssl, (byte)'A', $"receiver {host}:{port}", cancellationToken);
             }
-            catch (Exception e) when (e is IOException or AuthenticationException)
+            catch (Exception e) when (e is IOException or AuthenticationException or TransportException)
             {
                 await ssl.DisposeAsync();
                 throw new PeerRejectedException($"receiver {host}:{port} refused our key {key.Fingerprint}; add it to the receiver's trusted file");

@@ -2,7 +2,7 @@
 """seqwriter: a guest stand-in that writes sequence-numbered 4 KiB blocks through NBD, and its checker.
 
     tools/seqwriter.py write URI --blocks N [--start S | --continue-from IMAGE] [--log FILE]
-                       [--rate WRITES_PER_S] [--duration S] [--offset BYTES]
+                       [--rate WRITES_PER_S] [--duration S] [--offset BYTES] [--random]
     tools/seqwriter.py check IMAGE --blocks N [--offset BYTES] [--at-least S]
 
 write: write i goes to block i % N (at OFFSET + (i % N) * 4096) and holds "SEQ i BLK b\\n", padded.
@@ -14,6 +14,7 @@ lost, nothing torn. --at-least: S must be at least this (no acknowledged write m
 """
 import argparse
 import os
+import random
 import re
 import signal
 import sys
@@ -51,11 +52,12 @@ def write(a):
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     log = open(a.log, "w") if a.log else None
     t0 = time.monotonic()
+    rnd = random.Random(a.seed) if a.random else None
     period = 1.0 / a.rate if a.rate else 0
     first = seq
     try:
         while not stop and (not a.duration or time.monotonic() - t0 < a.duration):
-            b = seq % a.blocks
+            b = rnd.randrange(a.blocks) if rnd else seq % a.blocks
             h.pwrite(block(seq, b), a.offset + b * BLOCK)
             if log:
                 log.write("%d %d\n" % (seq, time.time_ns() // 1_000_000))
@@ -114,6 +116,8 @@ def main():
     w.add_argument("--rate", type=float, default=0)
     w.add_argument("--duration", type=float, default=0)
     w.add_argument("--offset", type=int, default=0)
+    w.add_argument("--random", action="store_true", help="random blocks instead of a cycle (benchmarks; check does not apply)")
+    w.add_argument("--seed", type=int, default=1)
     c = sub.add_parser("check")
     c.add_argument("image")
     c.add_argument("--blocks", type=int, required=True)

@@ -82,6 +82,27 @@ public class AbortAndResumeTests
     }
 
     [Test]
+    public async Task Ctrl_C_mid_transfer_leaves_the_source_untouched()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, Size, Random);
+        var hash = source.Hash();
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
+        using var migrate = BackgroundProcess.Cli("migrate", "--disk", source.DiskArg(), "--to", receiver.Address, "--key", keys.SourceKey,
+            "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "40M");
+        await Task.Delay(2500);
+        Assert.That(migrate.HasExited, Is.False, "still copying");
+        System.Diagnostics.Process.Start("kill", ["-INT", migrate.Pid.ToString()])!.WaitForExit();
+
+        Assert.That(await migrate.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), migrate.Stderr);
+        Assert.That(migrate.Stderr.TrimEnd().Split('\n')[^1], Is.EqualTo("blockmigrate: migration cancelled; the source is untouched"));
+        AssertUntouched(source, hash);
+        Assert.That(source.Map.Info().DirtyBlocks, Is.GreaterThan(0ul).And.LessThan(source.Map.Info().Blocks));
+        Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), "nothing committed");
+    }
+
+    [Test]
     public async Task A_run_to_another_receiver_after_an_abort_copies_everything()
     {
         using var dir = new TempDir("engine");

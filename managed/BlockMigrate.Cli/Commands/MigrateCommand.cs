@@ -151,6 +151,7 @@ public static class MigrateCommand
             w.WriteNumber("total_seconds", Math.Round(r.TotalSeconds, 3));
             w.WriteNumber("downtime_ms", Math.Round(r.DowntimeMs, 1));
             w.WriteNumber("bytes_on_wire", r.BytesOnWire);
+            w.WriteNumber("bytes_on_wire_after_bulk", r.BytesOnWireAfterBulk);
             w.WriteNumber("bytes_of_data", r.BytesOfData);
             w.WriteNumber("bytes_zero", r.BytesZero);
             w.WriteNumber("bytes_to_send", r.BytesToSend);

@@ -6,6 +6,8 @@ namespace BlockMigrate.Engine;
 
 public sealed partial class Migration
 {
+    private long _bulkWireBytes; // socket bytes when the bulk copy ended
+
     private readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes);
 
     /// <summary>
@@ -19,6 +21,7 @@ public sealed partial class Migration
         SetPhase(MigrationPhase.BulkCopy);
         var stats = await TakeAndSendAsync(ct);
         _bytesToSend = stats.BlockBytes;
+        _bulkWireBytes = _channel!.Counter.BytesWritten;
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
         SetPhase(MigrationPhase.DirtyRounds);
         while (true)

@@ -115,6 +115,7 @@ public sealed partial class Migration
         _clock.Elapsed.TotalSeconds,
         _downtime.TotalMilliseconds,
         _channel!.Counter.BytesWritten,
+        _channel.Counter.BytesWritten - _bulkWireBytes,
         Interlocked.Read(ref _producer!.DataBytes),
         Interlocked.Read(ref _producer.ZeroBytes),
         _bytesToSend,

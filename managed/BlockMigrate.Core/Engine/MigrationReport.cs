@@ -8,6 +8,7 @@ public sealed record MigrationReport(
     double TotalSeconds,
     double DowntimeMs,
     long BytesOnWire,
+    long BytesOnWireAfterBulk,
     long BytesOfData,
     long BytesZero,
     long BytesToSend,

@@ -47,9 +47,11 @@ if [ ! -f "$master" ]; then
   truncate -s $size "$master.tmp"
   mv "$master.tmp" "$master"
 fi
-"$bm" keygen --out "$bench/source.key" > "$bench/source.fp" 2>/dev/null || true
-"$bm" keygen --out "$bench/receiver.key" > "$bench/receiver.fp" 2>/dev/null || true
-"$bm" fingerprint "$bench/source.key" > "$bench/trusted"
+for k in source receiver; do
+  [ -f "$bench/$k.key" ] || "$bm" keygen --out "$bench/$k.key" > /dev/null 2>&1
+  "$bm" fingerprint "$bench/$k.key" > "$bench/$k.fp"
+done
+cp "$bench/source.fp" "$bench/trusted"
 
 results=$bench/results.tsv
 : > "$results"
@@ -179,3 +181,4 @@ open(path + ".tmp", "w").write(text)
 os.replace(path + ".tmp", path)
 PY
 echo "bench-migrate: wrote the \"Migration\" section of docs/BENCHMARKS.md" >&2
+if grep -q FAILED "$results"; then echo "bench-migrate: some runs failed (see above)" >&2; exit 1; fi

@@ -44,8 +44,10 @@ public sealed partial class Migration
         }
         try
         {
+            var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers), ProtocolJson.Default.HelloMessage), default, ct);
             var welcome = ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage);
+            _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
             if (welcome.Disks.Count != _disks.Count) throw new ProtocolException("the receiver's welcome does not list our disks");
             for (var i = 0; i < _disks.Count; i++)
             {

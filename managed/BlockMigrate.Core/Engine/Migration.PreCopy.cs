@@ -7,6 +7,7 @@ namespace BlockMigrate.Engine;
 public sealed partial class Migration
 {
     private long _bulkWireBytes; // socket bytes when the bulk copy ended
+    private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
 
     private readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes);
 
@@ -14,7 +15,8 @@ public sealed partial class Migration
     /// The bulk copy is simply the first round over a map whose bits were all set (or, on resume, over
     /// whatever bits the map kept). Then dirty rounds: take, send, measure. What is left fits when
     /// dirty bytes / drain rate ≤ the downtime target, the drain rate being the socket rate divided by
-    /// the compression ratio of recent data. Past the round limit the copy did not converge.
+    /// the compression ratio of recent data, plus one round trip for the final set and the commit.
+    /// Past the round limit the copy did not converge.
     /// </summary>
     private async Task PreCopyAsync(CancellationToken ct)
     {
@@ -24,12 +26,16 @@ public sealed partial class Migration
         _bulkWireBytes = _channel!.Counter.BytesWritten;
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
         SetPhase(MigrationPhase.DirtyRounds);
+        // the switchover costs a round trip on top of the data (final set out, Committed back)
+        var fixedCost = _roundTrip < _options.MaxDowntime / 2 ? _roundTrip : TimeSpan.Zero;
+        if (fixedCost == TimeSpan.Zero)
+            Say($"warning: the round trip to the receiver ({_roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();
             var dirtyRate = dirtyBytes / Math.Max(stats.Elapsed.TotalSeconds, 1e-3);
-            var estimate = _blockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / _blockRate) : TimeSpan.Zero;
-            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_blockRate)}/s, would take {estimate.TotalMilliseconds:0} ms");
+            var estimate = (_blockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / _blockRate) : TimeSpan.Zero) + fixedCost;
+            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_blockRate)}/s, switchover would take {estimate.TotalMilliseconds:0} ms");
             if (dirtyBlocks == 0 || estimate <= _options.MaxDowntime) return;
             if (_round >= _options.MaxRounds)
                 throw new DidNotConvergeException(

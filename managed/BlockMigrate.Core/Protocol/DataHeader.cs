@@ -2,15 +2,6 @@ using System.Buffers.Binary;
 
 namespace BlockMigrate.Protocol;
 
-/// <summary>How a data frame's bytes are carried.</summary>
-public enum DataEncoding : byte
-{
-    Raw = 0,
-    Lz4 = 1,
-    /// <summary>The range reads as zeros; no bytes follow.</summary>
-    Zero = 2,
-}
-
 /// <summary>
 /// The 24-byte head of a data frame's payload, little-endian: u16 disk index, u8 encoding, u8 0,
 /// u32 0, u64 byte offset, u64 byte length of the range (uncompressed). Raw and LZ4 ranges are at

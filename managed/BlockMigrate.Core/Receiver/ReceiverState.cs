@@ -46,7 +46,3 @@ public sealed record ReceiverState(string Lineage, string Status, ulong Size, ui
         SparseFile.Sync(dir);
     }
 }
-
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true)]
-[JsonSerializable(typeof(ReceiverState))]
-internal sealed partial class ReceiverJson : JsonSerializerContext;

@@ -1,14 +1,5 @@
 namespace BlockMigrate.Verify;
 
-/// <summary>A byte range where two images differ (or where one of them has no bytes).</summary>
-public readonly record struct DiffExtent(long Offset, long Length);
-
-/// <summary>The result of <see cref="ImageComparer.Compare"/>.</summary>
-public sealed record Comparison(long SizeA, long SizeB, IReadOnlyList<DiffExtent> Differences, long DifferentBytes)
-{
-    public bool Equal => SizeA == SizeB && Differences.Count == 0;
-}
-
 /// <summary>
 /// Compares two images in 4 KiB units, streaming both once; adjacent differing units merge into one
 /// extent. A size difference counts the tail of the longer image as differing.

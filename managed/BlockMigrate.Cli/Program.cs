@@ -11,6 +11,11 @@ public static class Program
         var root = new RootCommand("BlockMigrate: live migration of virtual machines together with their local disks")
         {
             MapCommand.Create(),
+            KeygenCommand.Create(),
+            KeygenCommand.CreateFingerprint(),
+            ReceiveCommand.Create(),
+            MigrateCommand.Create(),
+            VerifyCommand.Create(),
         };
         LogOptions.AddTo(root);
         // PLACEHOLDER (pkg branch): stand-ins until the real commands land; remove with the file.

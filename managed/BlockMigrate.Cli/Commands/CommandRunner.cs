@@ -23,7 +23,12 @@ public static class CommandRunner
         Logging.LogOptions.Apply(parse);
         try
         {
-            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            return parse.Invoke(new InvocationConfiguration
+            {
+                EnableDefaultExceptionHandler = false,
+                // Ctrl-C / SIGTERM cancel the command's token; give a migration time to give its bits back
+                ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
+            });
         }
         catch (BlockMigrateException e)
         {

@@ -1,0 +1,174 @@
+using System.CommandLine;
+using System.Text.Json;
+using BlockMigrate.Cli.Config;
+using BlockMigrate.Engine;
+using BlockMigrate.Hypervisors;
+using BlockMigrate.Transport;
+
+namespace BlockMigrate.Cli.Commands;
+
+/// <summary>
+/// <c>blockmigrate migrate</c>: the source side. Exit 0: committed (and verified, when asked);
+/// 1: failed before the commit, the source untouched (run again to resume); 3: committed but the
+/// verification found a difference; 2: usage.
+/// </summary>
+public static class MigrateCommand
+{
+    public const int VerifyFailed = 3;
+
+    public static Command Create()
+    {
+        var disk = new Option<string[]>("--disk") { Description = "NAME=IMAGE:MAP, repeatable (the image file and the shim's dirty map)", AllowMultipleArgumentsPerToken = false };
+        var config = new Option<string?>("--config") { Description = "a VM file: 'key = value' lines (to, key, peer-fingerprint, ...) and [disk NAME] sections with image and map" };
+        var to = new Option<string?>("--to") { Description = $"receiver HOST[:PORT] (default port {MigrationOptions.DefaultPort})" };
+        var key = new Option<string?>("--key") { Description = "this host's key (from 'blockmigrate keygen')" };
+        var peer = new Option<string?>("--peer-fingerprint") { Description = "the receiver's key fingerprint (SHA256:...)" };
+        var knownHosts = new Option<string?>("--known-hosts") { Description = "file of 'HOST[:PORT] SHA256:...' lines pinning receivers' keys" };
+        var bandwidth = new Option<string?>("--bandwidth") { Description = "cap on the link, bits per second like tc: 20M, 100mbit, 1G" };
+        var maxDowntime = new Option<int?>("--max-downtime") { Description = "downtime target in ms (default 300)" };
+        var maxRounds = new Option<int?>("--max-rounds") { Description = "dirty rounds before giving up (default 30)" };
+        var hypervisor = new Option<string>("--hypervisor") { Description = "who moves memory and devices: none (disk only)", DefaultValueFactory = _ => "none" };
+        var json = new Option<bool>("--json") { Description = "print the report as one JSON object" };
+        var plaintext = new Option<bool>("--plaintext") { Description = "no TLS, no authentication (the receiver must use it too)" };
+        var timeout = new Option<int?>("--timeout") { Description = "give up (source untouched) after this many seconds" };
+        var noThrottle = new Option<bool>("--no-throttle") { Description = "never slow the guest's writes (the copy may then not converge)" };
+        var noCompress = new Option<bool>("--no-compress") { Description = "send data uncompressed" };
+        var verify = new Option<bool>("--verify") { Description = "after the commit, hash every image on both sides while the source is frozen" };
+        var keepFrozen = new Option<bool>("--keep-source-frozen") { Description = "with --hypervisor none: leave the source map frozen after the commit" };
+        var command = new Command("migrate", "Migrate disks (and, with a hypervisor, the VM) to a receiver")
+        {
+            disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, hypervisor, json, plaintext, timeout,
+            noThrottle, noCompress, verify, keepFrozen,
+        };
+        command.SetAction(async (r, ct) =>
+        {
+            try
+            {
+                var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
+                var cfgName = r.GetValue(config) ?? "";
+                KeyValueFile.CheckKeys(cfgName, file.Global, "to", "key", "peer-fingerprint", "known-hosts", "bandwidth", "max-downtime",
+                    "max-rounds", "hypervisor", "plaintext", "timeout");
+                string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
+                var disks = new List<DiskSpec>();
+                foreach (var d in r.GetValue(disk) ?? []) disks.Add(ParseDisk(d));
+                foreach (var (kind, name, values) in file.Sections)
+                {
+                    if (kind != "disk") throw new BlockMigrateException($"{cfgName}: unknown section [{kind} {name}]");
+                    KeyValueFile.CheckKeys(cfgName, values, "image", "map");
+                    disks.Add(new DiskSpec(name, values.GetValueOrDefault("image") ?? throw new BlockMigrateException($"{cfgName}: [disk {name}] has no image"),
+                        values.GetValueOrDefault("map") ?? $"/dev/shm/blockmigrate/{name}.map"));
+                }
+                if (disks.Count == 0) throw new BlockMigrateException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
+                var target = Get(to, "to") ?? throw new BlockMigrateException("no receiver (--to HOST[:PORT])");
+                var (host, port) = Endpoint.ParseHostPort(target, MigrationOptions.DefaultPort);
+                var isPlain = r.GetValue(plaintext) || file.Global.GetValueOrDefault("plaintext") is "true" or "yes" or "1";
+                var fingerprint = Get(peer, "peer-fingerprint") is { } fp
+                    ? KeyFingerprint.Normalize(fp) ?? throw new BlockMigrateException($"bad --peer-fingerprint '{fp}' (expected SHA256:... as printed by keygen)")
+                    : Get(knownHosts, "known-hosts") is { } kh ? TrustList.LookupKnownHost(kh, host, port) : null;
+                if (!isPlain && fingerprint == null)
+                    throw new BlockMigrateException($"receiver {host}:{port} has no pinned key: give --peer-fingerprint or list it in --known-hosts");
+                var hvName = r.GetValue(hypervisor) ?? file.Global.GetValueOrDefault("hypervisor") ?? "none";
+                IHypervisor hv = hvName switch
+                {
+                    "none" => new NoneHypervisor(),
+                    _ => throw new BlockMigrateException($"hypervisor '{hvName}' is not available in this build (known: none)"),
+                };
+                var options = new MigrationOptions
+                {
+                    Disks = disks,
+                    Host = host,
+                    Port = port,
+                    KeyPath = Get(key, "key"),
+                    PeerFingerprint = fingerprint,
+                    Plaintext = isPlain,
+                    BandwidthBytesPerSecond = Get(bandwidth, "bandwidth") is { } bw ? Rate.ParseBitsPerSecond(bw) : null,
+                    MaxDowntime = TimeSpan.FromMilliseconds(r.GetValue(maxDowntime) ?? IntOf(file, "max-downtime") ?? 300),
+                    MaxRounds = r.GetValue(maxRounds) ?? IntOf(file, "max-rounds") ?? 30,
+                    Throttle = !r.GetValue(noThrottle),
+                    Compress = !r.GetValue(noCompress),
+                    Verify = r.GetValue(verify),
+                    KeepSourceFrozen = r.GetValue(keepFrozen),
+                    Timeout = (r.GetValue(timeout) ?? IntOf(file, "timeout")) is { } s ? TimeSpan.FromSeconds(s) : null,
+                };
+                var display = new ProgressDisplay(!Console.IsErrorRedirected);
+                await using var migration = new Migration(options, hv);
+                migration.Log += display.OnLog;
+                migration.Progress += display.OnProgress;
+                MigrationReport report;
+                try
+                {
+                    report = await migration.RunAsync(ct);
+                }
+                finally
+                {
+                    display.Finish();
+                }
+                if (r.GetValue(json)) WriteJson(report);
+                else WriteText(report, target);
+                if (report.Verified == false)
+                {
+                    Console.Error.WriteLine("blockmigrate: committed, but the destination differs from the source at the freeze");
+                    return VerifyFailed;
+                }
+                return CommandRunner.Ok;
+            }
+            catch (BlockMigrateException e)
+            {
+                return CommandRunner.Fail(e.Message);
+            }
+        });
+        return command;
+    }
+
+    private static int? IntOf(KeyValueFile f, string name) =>
+        f.Global.GetValueOrDefault(name) is { } v ? int.TryParse(v, out var n) ? n : throw new BlockMigrateException($"config: {name} = {v} is not a number") : null;
+
+    public static DiskSpec ParseDisk(string text)
+    {
+        var eq = text.IndexOf('=');
+        var colon = text.LastIndexOf(':');
+        if (eq <= 0 || colon < eq + 2 || colon == text.Length - 1)
+            throw new BlockMigrateException($"bad --disk '{text}': expected NAME=IMAGE:MAP");
+        return new DiskSpec(text[..eq], text[(eq + 1)..colon], text[(colon + 1)..]);
+    }
+
+    private static void WriteText(MigrationReport r, string target)
+    {
+        var o = Console.Out;
+        o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
+        o.WriteLine($"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
+        o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros");
+        o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
+        o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
+    }
+
+    private static void WriteJson(MigrationReport r)
+    {
+        using var stdout = Console.OpenStandardOutput();
+        using (var w = new Utf8JsonWriter(stdout))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("total_seconds", Math.Round(r.TotalSeconds, 3));
+            w.WriteNumber("downtime_ms", Math.Round(r.DowntimeMs, 1));
+            w.WriteNumber("bytes_on_wire", r.BytesOnWire);
+            w.WriteNumber("bytes_on_wire_after_bulk", r.BytesOnWireAfterBulk);
+            w.WriteNumber("bytes_of_data", r.BytesOfData);
+            w.WriteNumber("bytes_zero", r.BytesZero);
+            w.WriteNumber("bytes_to_send", r.BytesToSend);
+            w.WriteNumber("rounds", r.Rounds);
+            w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));
+            w.WriteNumber("writes_delayed_seconds", Math.Round(r.WritesDelayedSeconds, 3));
+            if (r.Verified is { } v) w.WriteBoolean("verified", v);
+            else w.WriteNull("verified");
+            w.WriteBoolean("resumed", r.Resumed);
+            w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
+            w.WriteNumber("final_blocks", r.FinalBlocks);
+            w.WriteString("hypervisor", r.Hypervisor);
+            w.WriteStartArray("disks");
+            foreach (var d in r.Disks) w.WriteStringValue(d);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        stdout.WriteByte((byte)'\n');
+    }
+}

@@ -1,0 +1,50 @@
+using BlockMigrate.Engine;
+
+namespace BlockMigrate.Cli.Commands;
+
+/// <summary>Live progress: one line rewritten in place on a terminal (stderr), plain log lines otherwise.</summary>
+public sealed class ProgressDisplay(bool tty)
+{
+    private readonly object _lock = new();
+    private int _width;
+
+    public void OnLog(string line)
+    {
+        lock (_lock)
+        {
+            ClearLine();
+            Console.Error.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} migrate: {line}");
+        }
+    }
+
+    public void OnProgress(MigrationProgress p)
+    {
+        if (!tty) return;
+        var pct = p.RoundBytesTotal > 0 ? $" {100.0 * Math.Min(p.RoundBytesDone, p.RoundBytesTotal) / p.RoundBytesTotal,5:0.0}%" : "";
+        var phase = p.Phase switch
+        {
+            MigrationPhase.BulkCopy => "bulk copy" + pct,
+            MigrationPhase.DirtyRounds => $"round {p.Round}" + pct,
+            _ => p.Phase.ToString().ToLowerInvariant(),
+        };
+        var line = $"[{p.Elapsed:mm\\:ss}] {phase} | {Units.Bytes(p.WireBytesPerSecond)}/s | dirty {p.DirtyBlocks} blocks ({Units.Bytes(p.DirtyBytes)})" +
+                   $" | ETA {(p.Eta is { } e ? $"{e.TotalSeconds:0}s" : "?")} | throttle {(p.ThrottleBytesPerSecond == 0 ? "off" : Units.Bytes(p.ThrottleBytesPerSecond) + "/s")}";
+        lock (_lock)
+        {
+            Console.Error.Write("\r" + line.PadRight(_width));
+            _width = line.Length;
+        }
+    }
+
+    public void Finish()
+    {
+        lock (_lock) ClearLine();
+    }
+
+    private void ClearLine()
+    {
+        if (!tty || _width == 0) return;
+        Console.Error.Write("\r" + new string(' ', _width) + "\r");
+        _width = 0;
+    }
+}

@@ -1,0 +1,50 @@
+namespace BlockMigrate.Cli.Config;
+
+/// <summary>
+/// A <c>key = value</c> file with optional <c>[section NAME]</c> headers (e.g. <c>[disk vda]</c>).
+/// '#' starts a comment line; keys are lower-case with dashes, as the flags they stand for.
+/// </summary>
+public sealed class KeyValueFile
+{
+    public Dictionary<string, string> Global { get; } = new(StringComparer.OrdinalIgnoreCase);
+    public List<(string Kind, string Name, Dictionary<string, string> Values)> Sections { get; } = [];
+
+    public static KeyValueFile Load(string path)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new BlockMigrateException($"cannot read config file {path}: {e.Message}");
+        }
+        var file = new KeyValueFile();
+        var current = file.Global;
+        for (var i = 0; i < lines.Length; i++)
+        {
+            var t = lines[i].Trim();
+            if (t.Length == 0 || t.StartsWith('#')) continue;
+            if (t.StartsWith('[') && t.EndsWith(']'))
+            {
+                var parts = t[1..^1].Split((char[]?)null, 2, StringSplitOptions.RemoveEmptyEntries);
+                if (parts.Length != 2) throw new BlockMigrateException($"{path}:{i + 1}: expected a section like [disk NAME]");
+                current = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+                file.Sections.Add((parts[0].ToLowerInvariant(), parts[1], current));
+                continue;
+            }
+            var eq = t.IndexOf('=');
+            if (eq <= 0) throw new BlockMigrateException($"{path}:{i + 1}: expected 'key = value'");
+            current[t[..eq].Trim()] = t[(eq + 1)..].Trim();
+        }
+        return file;
+    }
+
+    public static void CheckKeys(string path, IReadOnlyDictionary<string, string> values, params string[] known)
+    {
+        foreach (var k in values.Keys)
+            if (!known.Contains(k, StringComparer.OrdinalIgnoreCase))
+                throw new BlockMigrateException($"{path}: unknown key '{k}' (known: {string.Join(", ", known)})");
+    }
+}

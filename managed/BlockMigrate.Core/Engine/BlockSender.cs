@@ -1,0 +1,230 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Text;
+using BlockMigrate.Protocol;
+using BlockMigrate.Transport;
+
+namespace BlockMigrate.Engine;
+
+/// <summary>
+/// The socket stage of the pipeline and the receiving half of the connection.
+///
+/// Sending: a frame waits for room in the window (bytes sent and not acknowledged), then for the
+/// bandwidth cap, then goes out; its blocks are remembered under its sequence number.
+/// Receiving (one task): cumulative acks drop the blocks of every frame up to the acked number
+/// from the disks' outstanding sets and open the window; Committed/VerifyResult complete their
+/// awaiters; an Error frame, a closed connection or a bad frame fails everything at once.
+/// </summary>
+internal sealed class BlockSender : IAsyncDisposable
+{
+    private readonly FrameWriter _writer;
+    private readonly FrameReader _reader;
+    private readonly BandwidthLimit? _limit;
+    private readonly long _window;
+    private readonly TimeSpan _stallTimeout;
+    private readonly object _lock = new();
+    private readonly Queue<(ulong Seq, SourceDisk Disk, ulong First, ulong Blocks, int Bytes)> _inflight = new(); // _lock
+    private long _inflightBytes;   // _lock
+    private ulong _acked;          // _lock: highest sequence number acknowledged
+    private long _lastProgress = Stopwatch.GetTimestamp(); // _lock
+    private TaskCompletionSource _progress = NewSignal(); // _lock: completed on every ack and on failure
+    private Exception? _failure;   // _lock
+    private readonly TaskCompletionSource _committed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<VerifyResultMessage> _verified = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _readLoop;
+
+    public BlockSender(FrameWriter writer, FrameReader reader, MigrationOptions options)
+    {
+        _writer = writer;
+        _reader = reader;
+        _window = options.WindowBytes;
+        _stallTimeout = options.StallTimeout;
+        if (options.BandwidthBytesPerSecond is { } bps) _limit = new BandwidthLimit(bps);
+    }
+
+    public void Start() => _readLoop = Task.Run(ReadLoopAsync);
+
+    /// <summary>Sends one data frame (returning its pooled buffer); waits for window room first.</summary>
+    public async Task SendAsync(OutgoingFrame frame, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await WaitAsync(() => _inflightBytes == 0 || _inflightBytes + frame.WireBytes <= _window, cancellationToken);
+            if (_limit != null) await _limit.WaitAsync(frame.WireBytes, cancellationToken);
+            var head = new byte[DataHeader.Size];
+            frame.Header.Write(head);
+            // registered before the write: the ack may arrive before WriteAsync returns
+            lock (_lock)
+            {
+                if (_inflightBytes == 0) _lastProgress = Stopwatch.GetTimestamp();
+                _inflightBytes += frame.WireBytes;
+            }
+            ulong seq;
+            try
+            {
+                seq = await _writer.WriteAsync(FrameType.Data, head, frame.Body, cancellationToken);
+            }
+            catch (IOException e)
+            {
+                throw Fail(new TransportException($"link to the receiver failed: {e.Message}"));
+            }
+            lock (_lock)
+            {
+                if (seq <= _acked)
+                {
+                    _inflightBytes -= frame.WireBytes;
+                    frame.Disk.Acknowledge(frame.FirstBlock, frame.Blocks);
+                }
+                else _inflight.Enqueue((seq, frame.Disk, frame.FirstBlock, frame.Blocks, frame.WireBytes));
+            }
+        }
+        finally
+        {
+            if (frame.Rented != null) ArrayPool<byte>.Shared.Return(frame.Rented);
+        }
+    }
+
+    /// <summary>A control frame, in order with the data frames before it.</summary>
+    public async Task SendControlAsync(FrameType type, byte[] payload, CancellationToken cancellationToken)
+    {
+        ThrowIfFailed();
+        try
+        {
+            await _writer.WriteAsync(type, payload, default, cancellationToken);
+        }
+        catch (IOException e)
+        {
+            throw Fail(new TransportException($"link to the receiver failed: {e.Message}"));
+        }
+    }
+
+    /// <summary>Waits until every frame sent has been acknowledged.</summary>
+    public Task DrainAsync(CancellationToken cancellationToken) => WaitAsync(() => _inflight.Count == 0 && _inflightBytes == 0, cancellationToken);
+
+    public async Task WaitCommittedAsync(CancellationToken cancellationToken)
+    {
+        await WaitAsync(() => _committed.Task.IsCompleted, cancellationToken);
+    }
+
+    public async Task<VerifyResultMessage> WaitVerifiedAsync(CancellationToken cancellationToken)
+    {
+        await WaitAsync(() => _verified.Task.IsCompleted, cancellationToken, stallCheck: false);
+        return await _verified.Task;
+    }
+
+    public long InflightBytes { get { lock (_lock) return _inflightBytes; } }
+
+    private async Task WaitAsync(Func<bool> done, CancellationToken cancellationToken, bool stallCheck = true)
+    {
+        while (true)
+        {
+            Task signal;
+            lock (_lock)
+            {
+                if (_failure != null) throw _failure;
+                if (done()) return;
+                if (stallCheck && _inflightBytes > 0 && Stopwatch.GetElapsedTime(_lastProgress) > _stallTimeout)
+                    throw Fail(new TransportException($"no acknowledgement from the receiver for {_stallTimeout.TotalSeconds:0} s; the link is stalled"));
+                signal = _progress.Task;
+            }
+            await Task.WhenAny(signal, Task.Delay(TimeSpan.FromMilliseconds(500), cancellationToken));
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+    }
+
+    private void ThrowIfFailed()
+    {
+        lock (_lock)
+            if (_failure != null) throw _failure;
+    }
+
+    private Exception Fail(Exception e)
+    {
+        lock (_lock)
+        {
+            _failure ??= e;
+            Signal();
+            return _failure;
+        }
+    }
+
+    private void Signal()
+    {
+        var old = _progress;
+        _progress = NewSignal();
+        old.TrySetResult();
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private async Task ReadLoopAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                var frame = await _reader.ReadAsync(_stop.Token);
+                if (frame == null) throw new TransportException("the receiver closed the connection");
+                switch (frame.Type)
+                {
+                    case FrameType.Ack when frame.Payload.Length == 8:
+                        OnAck(BitConverter.ToUInt64(frame.Payload));
+                        break;
+                    case FrameType.Committed:
+                        _committed.TrySetResult();
+                        lock (_lock) Signal();
+                        break;
+                    case FrameType.VerifyResult:
+                        _verified.TrySetResult(ProtocolJson.Decode(frame, FrameType.VerifyResult, ProtocolJson.Default.VerifyResultMessage));
+                        lock (_lock) Signal();
+                        break;
+                    case FrameType.Error:
+                        throw new RemoteFailureException("receiver: " + Encoding.UTF8.GetString(frame.Payload));
+                    default:
+                        throw new ProtocolException($"unexpected {frame.Type} frame from the receiver");
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            Fail(new MigrationException("connection closed"));
+        }
+        catch (BlockMigrateException e)
+        {
+            Fail(e);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or System.Security.Authentication.AuthenticationException)
+        {
+            Fail(new TransportException($"link to the receiver failed: {e.Message}"));
+        }
+    }
+
+    private void OnAck(ulong seq)
+    {
+        lock (_lock)
+        {
+            if (seq > _acked) _acked = seq;
+            while (_inflight.Count > 0 && _inflight.Peek().Seq <= seq)
+            {
+                var f = _inflight.Dequeue();
+                _inflightBytes -= f.Bytes;
+                f.Disk.Acknowledge(f.First, f.Blocks);
+            }
+            _lastProgress = Stopwatch.GetTimestamp();
+            Signal();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        if (_readLoop != null)
+            try
+            {
+                await _readLoop.WaitAsync(TimeSpan.FromSeconds(2));
+            }
+            catch (TimeoutException) { }
+        _stop.Dispose();
+    }
+}

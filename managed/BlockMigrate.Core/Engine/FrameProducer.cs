@@ -1,0 +1,137 @@
+using System.Buffers;
+using System.Threading.Channels;
+using BlockMigrate.Interop;
+using BlockMigrate.Maps;
+using BlockMigrate.Protocol;
+
+namespace BlockMigrate.Engine;
+
+/// <summary>
+/// The reading and compressing stage of the pipeline (reader → compressor → socket): turns taken bits
+/// into block-aligned data frames. Per chunk of at most 1 MiB of contiguous dirty blocks:
+///  - SEEK_DATA/SEEK_HOLE find the holes of the image file; a block lying wholly in a hole is a zero
+///    range and is not read;
+///  - the other blocks are read; all-zero blocks become zero ranges too;
+///  - runs of non-zero blocks are LZ4-compressed when that pays, else sent raw.
+/// Every frame covers whole blocks (the image's last block may be short), so an acknowledgement of a
+/// frame releases exactly its blocks, and the destination gate can release them.
+/// </summary>
+internal sealed class FrameProducer(bool compress)
+{
+    public long DataBytes;  // uncompressed bytes of data frames (Interlocked)
+    public long ZeroBytes;  // bytes sent as zero ranges (Interlocked)
+
+    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, ulong[] Taken)> work, ChannelWriter<OutgoingFrame> output,
+        CancellationToken cancellationToken)
+    {
+        foreach (var (disk, taken) in work)
+        {
+            var chunkBlocks = Math.Max(1ul, (ulong)DataHeader.MaxDataLength / disk.BlockSize);
+            foreach (var range in BlockRange.FromBits(taken))
+                for (var b = range.First; b <= range.Last; b += chunkBlocks)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var n = Math.Min(chunkBlocks, range.Last - b + 1);
+                    foreach (var frame in Chunk(disk, b, n))
+                        await output.WriteAsync(frame, cancellationToken);
+                }
+        }
+    }
+
+    /// <summary>Bytes of blocks [first, first+count), clipped to the image.</summary>
+    private static (long Start, long End) Bytes(SourceDisk disk, ulong first, ulong count) =>
+        ((long)(first * disk.BlockSize), (long)Math.Min((first + count) * disk.BlockSize, disk.Size));
+
+    private IEnumerable<OutgoingFrame> Chunk(SourceDisk disk, ulong first, ulong count)
+    {
+        var holes = HoleBlocks(disk, first, count);
+        ulong i = 0;
+        while (i < count)
+        {
+            var j = i;
+            while (j < count && holes[j] == holes[i]) j++;
+            if (holes[i]) yield return Zero(disk, first + i, j - i);
+            else foreach (var f in DataRun(disk, first + i, j - i)) yield return f;
+            i = j;
+        }
+    }
+
+    /// <summary>For each block of the chunk: does it lie wholly in a hole of the image file?</summary>
+    private static bool[] HoleBlocks(SourceDisk disk, ulong first, ulong count)
+    {
+        var holes = new bool[count];
+        var (start, end) = Bytes(disk, first, count);
+        Array.Fill(holes, true);
+        var pos = start;
+        while (pos < end)
+        {
+            var data = SparseFile.NextData(disk.Image, pos, end);
+            if (data >= end) break;
+            var hole = SparseFile.NextHole(disk.Image, data, end);
+            if (hole <= data) hole = end; // defensive: never loop without progress
+            var b0 = (ulong)(data / disk.BlockSize) - first;
+            var b1 = (ulong)((hole - 1) / disk.BlockSize) - first;
+            for (var b = b0; b <= b1 && b < count; b++) holes[b] = false;
+            pos = hole;
+        }
+        return holes;
+    }
+
+    private OutgoingFrame Zero(SourceDisk disk, ulong first, ulong count)
+    {
+        var (start, end) = Bytes(disk, first, count);
+        Interlocked.Add(ref ZeroBytes, end - start);
+        return new OutgoingFrame(new DataHeader(disk.Index, DataEncoding.Zero, (ulong)start, (ulong)(end - start)),
+            ReadOnlyMemory<byte>.Empty, null, disk, first, count);
+    }
+
+    private IEnumerable<OutgoingFrame> DataRun(SourceDisk disk, ulong first, ulong count)
+    {
+        var (start, end) = Bytes(disk, first, count);
+        var length = (int)(end - start);
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            var got = 0;
+            while (got < length)
+            {
+                var n = RandomAccess.Read(disk.Image, buffer.AsSpan(got, length - got), start + got);
+                if (n == 0) throw new MigrationException($"disk {disk.Name}: image {disk.Spec.ImagePath} shrank while being read");
+                got += n;
+            }
+            // split into runs of all-zero and non-zero blocks
+            var bs = (int)disk.BlockSize;
+            ulong i = 0;
+            while (i < count)
+            {
+                var zero = IsZero(buffer, (int)i * bs, length, bs);
+                var j = i + 1;
+                while (j < count && IsZero(buffer, (int)j * bs, length, bs) == zero) j++;
+                if (zero) yield return Zero(disk, first + i, j - i);
+                else yield return Data(disk, first + i, j - i, buffer.AsMemory((int)i * bs, Math.Min((int)j * bs, length) - (int)i * bs), start + (long)i * bs);
+                i = j;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static bool IsZero(byte[] buffer, int offset, int length, int bs) =>
+        buffer.AsSpan(offset, Math.Min(bs, length - offset)).IndexOfAnyExcept((byte)0) < 0;
+
+    private OutgoingFrame Data(SourceDisk disk, ulong first, ulong count, ReadOnlyMemory<byte> data, long offset)
+    {
+        Interlocked.Add(ref DataBytes, data.Length);
+        var scratch = ArrayPool<byte>.Shared.Rent(BlockCodec.ScratchSize(data.Length));
+        var (encoding, body) = BlockCodec.Encode(data, scratch, compress);
+        if (encoding == DataEncoding.Raw)
+        {
+            // the read buffer is reused for the next run: the frame keeps its own copy
+            data.CopyTo(scratch);
+            body = scratch.AsMemory(0, data.Length);
+        }
+        return new OutgoingFrame(new DataHeader(disk.Index, encoding, (ulong)offset, (ulong)data.Length), body, scratch, disk, first, count);
+    }
+}

@@ -1,0 +1,79 @@
+using BlockMigrate.Protocol;
+using BlockMigrate.Transport;
+
+namespace BlockMigrate.Engine;
+
+public sealed partial class Migration
+{
+    /// <summary>
+    /// Connects and authenticates, then the handshake: Hello lists each disk with the lineage its map's
+    /// cookie names and whether the map's bits are resumable against this receiver; Welcome says per
+    /// disk whether the receiver holds that lineage's consistent base. Where both agree the map's bits
+    /// are kept (resume); otherwise every block is marked dirty (a fresh copy). Only then is the cookie
+    /// set to "running", so a run that dies without giving bits back is never resumed from.
+    /// </summary>
+    private async Task ConnectAsync(CancellationToken ct)
+    {
+        SetPhase(MigrationPhase.Connecting);
+        NodeKey? key = null;
+        try
+        {
+            if (!_options.Plaintext)
+            {
+                if (_options.KeyPath == null) throw new TransportException("no key given (--key FILE); make one with 'blockmigrate keygen', or use --plaintext on both sides");
+                key = NodeKey.Load(_options.KeyPath);
+            }
+            _channel = await SecureChannel.ConnectAsync(_options.Host, _options.Port, key, _options.PeerFingerprint, _options.Plaintext, ct);
+        }
+        finally
+        {
+            key?.Dispose();
+        }
+        Say($"connected to {_options.Host}:{_options.Port} ({(_options.Plaintext ? "plaintext" : "TLS 1.3, receiver key " + _channel.Peer)})");
+
+        var writer = new FrameWriter(_channel.Stream);
+        var reader = new FrameReader(_channel.Stream);
+        var offers = new List<DiskOffer>();
+        foreach (var d in _disks)
+        {
+            var identity = ResumeCookie.IdentityOf(_channel.Peer, d.Name, d.Size, d.BlockSize);
+            var old = ResumeCookie.Decode(d.Map.GetCookie());
+            var resume = old.AllowsResume(identity);
+            d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
+            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume));
+        }
+        try
+        {
+            var sent = System.Diagnostics.Stopwatch.GetTimestamp();
+            await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers), ProtocolJson.Default.HelloMessage), default, ct);
+            var welcome = ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage);
+            _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
+            if (welcome.Disks.Count != _disks.Count) throw new ProtocolException("the receiver's welcome does not list our disks");
+            for (var i = 0; i < _disks.Count; i++)
+            {
+                var d = _disks[i];
+                var resume = offers[i].Resume && welcome.Disks[i].Resume;
+                if (resume)
+                {
+                    _resumed = true;
+                    Say($"disk {d.Name}: resuming lineage {d.Cookie!.LineageHex}: {d.Map.DirtyCount()} blocks to send");
+                }
+                else
+                {
+                    d.Map.MarkBlocks(0, d.Map.Blocks);
+                    Say($"disk {d.Name}: full copy of {d.Size} bytes in {d.Map.Blocks} blocks of {d.BlockSize}");
+                }
+                d.Cookie = d.Cookie! with { State = ResumeCookie.Running };
+                d.Map.SetCookie(d.Cookie.Encode());
+                d.Map.SetState(Maps.MapState.Tracking);
+            }
+        }
+        catch (IOException e)
+        {
+            throw new TransportException($"link to the receiver failed during the handshake: {e.Message}");
+        }
+        _sender = new BlockSender(writer, reader, _options);
+        _sender.Start();
+        _producer = new FrameProducer(_options.Compress);
+    }
+}

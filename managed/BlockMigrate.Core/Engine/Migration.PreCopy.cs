@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using BlockMigrate.Maps;
+
+namespace BlockMigrate.Engine;
+
+public sealed partial class Migration
+{
+    private long _bulkWireBytes; // socket bytes when the bulk copy ended
+    private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
+
+    private readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes);
+
+    /// <summary>
+    /// The bulk copy is simply the first round over a map whose bits were all set (or, on resume, over
+    /// whatever bits the map kept). Then dirty rounds: take, send, measure. What is left fits when
+    /// dirty bytes / drain rate ≤ the downtime target, the drain rate being the socket rate divided by
+    /// the compression ratio of recent data, plus one round trip for the final set and the commit.
+    /// Past the round limit the copy did not converge.
+    /// </summary>
+    private async Task PreCopyAsync(CancellationToken ct)
+    {
+        SetPhase(MigrationPhase.BulkCopy);
+        var stats = await TakeAndSendAsync(ct);
+        _bytesToSend = stats.BlockBytes;
+        _bulkWireBytes = _channel!.Counter.BytesWritten;
+        Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
+        SetPhase(MigrationPhase.DirtyRounds);
+        // the switchover costs a round trip on top of the data (final set out, Committed back)
+        var fixedCost = _roundTrip < _options.MaxDowntime / 2 ? _roundTrip : TimeSpan.Zero;
+        if (fixedCost == TimeSpan.Zero)
+            Say($"warning: the round trip to the receiver ({_roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
+        while (true)
+        {
+            var (dirtyBlocks, dirtyBytes) = Dirty();
+            var dirtyRate = dirtyBytes / Math.Max(stats.Elapsed.TotalSeconds, 1e-3);
+            var estimate = (_blockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / _blockRate) : TimeSpan.Zero) + fixedCost;
+            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_blockRate)}/s, switchover would take {estimate.TotalMilliseconds:0} ms");
+            if (dirtyBlocks == 0 || estimate <= _options.MaxDowntime) return;
+            if (_round >= _options.MaxRounds)
+                throw new DidNotConvergeException(
+                    $"did not converge in {_options.MaxRounds} rounds: {Mib(dirtyBytes)} still dirty, dirtied at {Mib(dirtyRate)}/s against {Mib(_blockRate)}/s drained" +
+                    (_options.Throttle ? "; raise --max-downtime or --max-rounds" : "; allow throttling (drop --no-throttle) or raise --max-downtime"));
+            if (_options.Throttle) AdjustThrottle(dirtyRate, stats.Elapsed);
+            _round++;
+            stats = await TakeAndSendAsync(ct);
+        }
+    }
+
+    private (ulong Blocks, double Bytes) Dirty()
+    {
+        ulong blocks = 0;
+        double bytes = 0;
+        foreach (var d in _disks)
+        {
+            var n = d.Map.DirtyCount();
+            blocks += n;
+            bytes += (double)n * d.BlockSize;
+        }
+        return (blocks, bytes);
+    }
+
+    private async Task<RoundStats> TakeAndSendAsync(CancellationToken ct)
+    {
+        var work = new List<(SourceDisk, ulong[])>();
+        long blockBytes = 0;
+        foreach (var d in _disks)
+        {
+            var taken = d.Take(out var n);
+            blockBytes += (long)Math.Min(n * d.BlockSize, d.Size);
+            work.Add((d, taken));
+        }
+        var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct);
+        Measure(stats);
+        return stats;
+    }
+
+    /// <summary>Runs the pipeline over taken bits: producer (read, classify, compress) → sender (window, cap, socket).</summary>
+    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, ulong[])> work, long blockBytes, bool drain, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var wire0 = _channel!.Counter.BytesWritten;
+        var data0 = Interlocked.Read(ref _producer!.DataBytes);
+        _roundBytesTotal = blockBytes;
+        _roundBytesStart = data0 + Interlocked.Read(ref _producer.ZeroBytes);
+        var frames = Channel.CreateBounded<OutgoingFrame>(new BoundedChannelOptions(16) { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var produce = Task.Run(async () =>
+        {
+            try
+            {
+                await _producer.ProduceAsync(work, frames.Writer, stop.Token);
+                frames.Writer.TryComplete();
+            }
+            catch (Exception e)
+            {
+                frames.Writer.TryComplete(e);
+            }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (var frame in frames.Reader.ReadAllAsync(stop.Token))
+                await _sender!.SendAsync(frame, stop.Token);
+            await produce;
+        }
+        catch
+        {
+            await stop.CancelAsync();
+            await produce;
+            while (frames.Reader.TryRead(out var f))
+                if (f.Rented != null) System.Buffers.ArrayPool<byte>.Shared.Return(f.Rented);
+            throw;
+        }
+        if (drain) await _sender!.DrainAsync(ct);
+        return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
+            Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes);
+    }
+
+    /// <summary>Updates the socket rate and the drain rate from a round large enough to say something.</summary>
+    private void Measure(RoundStats s)
+    {
+        var seconds = Math.Max(s.Elapsed.TotalSeconds, 1e-4);
+        if (s.WireBytes >= 256 * 1024 || _wireRate == 0)
+            _wireRate = s.WireBytes / seconds;
+        if (s.DataBytes >= 256 * 1024 || _blockRate == 0)
+        {
+            // dirty blocks are mostly data: drain rate = socket rate / (wire bytes per data byte)
+            var ratio = Math.Clamp((double)s.WireBytes / Math.Max(s.DataBytes, 1), 0.05, 1.2);
+            _blockRate = s.DataBytes > 0 ? _wireRate / ratio : Math.Max(_blockRate, s.BlockBytes / seconds);
+        }
+    }
+
+    private static string Mib(double bytes) => $"{bytes / (1 << 20):0.0} MiB";
+}

@@ -1,0 +1,36 @@
+namespace BlockMigrate.Engine;
+
+/// <summary>Everything <see cref="Migration"/> needs; the CLI fills it from flags or a VM file.</summary>
+public sealed record MigrationOptions
+{
+    public const int DefaultPort = 7420;
+
+    public required IReadOnlyList<DiskSpec> Disks { get; init; }
+    public required string Host { get; init; }
+    public int Port { get; init; } = DefaultPort;
+    /// <summary>Our key (PEM); required unless <see cref="Plaintext"/>.</summary>
+    public string? KeyPath { get; init; }
+    /// <summary>The receiver's pinned key fingerprint (SHA256:...); required unless <see cref="Plaintext"/>.</summary>
+    public string? PeerFingerprint { get; init; }
+    public bool Plaintext { get; init; }
+    /// <summary>Cap on the bytes per second put on the socket; null = no cap.</summary>
+    public double? BandwidthBytesPerSecond { get; init; }
+    public TimeSpan MaxDowntime { get; init; } = TimeSpan.FromMilliseconds(300);
+    /// <summary>Dirty rounds after the bulk copy before giving up with "did not converge".</summary>
+    public int MaxRounds { get; init; } = 30;
+    /// <summary>Throttle the guest's writes when they outrun the link (off only to show that it is needed).</summary>
+    public bool Throttle { get; init; } = true;
+    public bool Compress { get; init; } = true;
+    /// <summary>After the commit, hash every image on both sides while the source is still frozen.</summary>
+    public bool Verify { get; init; }
+    /// <summary>With no hypervisor: leave the source frozen after the commit instead of thawing it.</summary>
+    public bool KeepSourceFrozen { get; init; }
+    /// <summary>Whole-migration deadline; null = none.</summary>
+    public TimeSpan? Timeout { get; init; }
+    /// <summary>Fail when frames are in flight and nothing is acknowledged for this long.</summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long the freeze may wait for writes in flight to drain.</summary>
+    public TimeSpan FreezeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Bytes sent and not yet acknowledged, at most (fills a long fat pipe: 32 MiB ≈ 1 Gbit/s × 250 ms).</summary>
+    public long WindowBytes { get; init; } = 32L << 20;
+}

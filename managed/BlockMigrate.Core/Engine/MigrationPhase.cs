@@ -1,0 +1,12 @@
+namespace BlockMigrate.Engine;
+
+public enum MigrationPhase
+{
+    Connecting,
+    BulkCopy,
+    DirtyRounds,
+    Switchover,
+    Verifying,
+    Done,
+    Aborting,
+}

@@ -1,0 +1,14 @@
+namespace BlockMigrate.Engine;
+
+/// <summary>A snapshot for a progress display: raised a few times a second and at every phase change.</summary>
+public sealed record MigrationProgress(
+    MigrationPhase Phase,
+    int Round,
+    long RoundBytesDone,
+    long RoundBytesTotal,
+    double WireBytesPerSecond,
+    ulong DirtyBlocks,
+    ulong DirtyBytes,
+    ulong ThrottleBytesPerSecond,
+    TimeSpan? Eta,
+    TimeSpan Elapsed);

@@ -1,0 +1,18 @@
+using BlockMigrate.Protocol;
+
+namespace BlockMigrate.Engine;
+
+/// <summary>
+/// A data frame ready to send: its head, its body (rented from the pool when <see cref="Rented"/> is set)
+/// and the whole blocks it delivers, so their outstanding bits can be dropped when it is acknowledged.
+/// </summary>
+internal sealed record OutgoingFrame(
+    DataHeader Header,
+    ReadOnlyMemory<byte> Body,
+    byte[]? Rented,
+    SourceDisk Disk,
+    ulong FirstBlock,
+    ulong Blocks)
+{
+    public int WireBytes => FrameFormat.HeaderSize + DataHeader.Size + Body.Length;
+}

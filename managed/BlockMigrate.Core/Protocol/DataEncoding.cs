@@ -1,0 +1,10 @@
+namespace BlockMigrate.Protocol;
+
+/// <summary>How a data frame's bytes are carried.</summary>
+public enum DataEncoding : byte
+{
+    Raw = 0,
+    Lz4 = 1,
+    /// <summary>The range reads as zeros; no bytes follow.</summary>
+    Zero = 2,
+}

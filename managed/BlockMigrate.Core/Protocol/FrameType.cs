@@ -1,0 +1,26 @@
+namespace BlockMigrate.Protocol;
+
+/// <summary>The kind of a frame. Control frames carry JSON; the rest have binary layouts (see each type).</summary>
+public enum FrameType : byte
+{
+    /// <summary>source → receiver, JSON <see cref="HelloMessage"/>: the disks and what the source knows of them.</summary>
+    Hello = 1,
+    /// <summary>receiver → source, JSON <see cref="WelcomeMessage"/>: per disk, resume or fresh.</summary>
+    Welcome = 2,
+    /// <summary>source → receiver, <see cref="DataHeader"/> then the bytes (raw or LZ4), or nothing for zeros.</summary>
+    Data = 3,
+    /// <summary>source → receiver, <see cref="FinalSet"/>: the blocks still stale at the freeze, before their data.</summary>
+    FinalSet = 4,
+    /// <summary>source → receiver, empty: flush everything and make it durable; the commit point.</summary>
+    Commit = 5,
+    /// <summary>receiver → source, empty: everything is written and fsynced.</summary>
+    Committed = 6,
+    /// <summary>receiver → source, 8 bytes: the highest sequence number written (cumulative).</summary>
+    Ack = 7,
+    /// <summary>either way, UTF-8: one line saying what failed; the connection is closed after it.</summary>
+    Error = 8,
+    /// <summary>source → receiver, empty: hash every disk now (after the commit, while the source is frozen).</summary>
+    Verify = 9,
+    /// <summary>receiver → source, JSON <see cref="VerifyResultMessage"/>.</summary>
+    VerifyResult = 10,
+}

@@ -1,0 +1,44 @@
+namespace BlockMigrate.Protocol;
+
+/// <summary>
+/// Writes frames to one direction of a connection. Safe to call from several tasks: frames are
+/// numbered and written whole under one lock, so numbers on the wire are always in order.
+/// </summary>
+public sealed class FrameWriter(Stream stream)
+{
+    private readonly SemaphoreSlim _lock = new(1, 1);
+    private ulong _next = 1;
+    private long _bytesWritten;
+
+    /// <summary>Bytes of frames written so far, headers included.</summary>
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
+
+    /// <summary>Writes one frame (payload = <paramref name="head"/> then <paramref name="body"/>); returns its sequence number.</summary>
+    public async Task<ulong> WriteAsync(FrameType type, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> body = default,
+        CancellationToken cancellationToken = default)
+    {
+        var length = head.Length + body.Length;
+        if (length > FrameFormat.MaxPayload) throw new ArgumentException($"frame payload {length} over the limit");
+        // one buffer, one write: one TLS record per frame
+        var buffer = new byte[FrameFormat.HeaderSize + length];
+        head.CopyTo(buffer.AsMemory(FrameFormat.HeaderSize));
+        body.CopyTo(buffer.AsMemory(FrameFormat.HeaderSize + head.Length));
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            var seq = _next++;
+            FrameFormat.WriteHeader(buffer, type, seq, buffer.AsSpan(FrameFormat.HeaderSize));
+            await stream.WriteAsync(buffer, cancellationToken);
+            await stream.FlushAsync(cancellationToken);
+            Interlocked.Add(ref _bytesWritten, buffer.Length);
+            return seq;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    public Task<ulong> WriteAsync(FrameType type, CancellationToken cancellationToken = default) =>
+        WriteAsync(type, ReadOnlyMemory<byte>.Empty, default, cancellationToken);
+}

@@ -1,0 +1,32 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace BlockMigrate.Protocol;
+
+/// <summary>JSON of control frames (source-generated: the CLI is published AOT).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(HelloMessage))]
+[JsonSerializable(typeof(WelcomeMessage))]
+[JsonSerializable(typeof(VerifyResultMessage))]
+public sealed partial class ProtocolJson : JsonSerializerContext
+{
+    public static byte[] Encode<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info) =>
+        JsonSerializer.SerializeToUtf8Bytes(value, info);
+
+    public static T Decode<T>(Frame frame, FrameType expected, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info)
+    {
+        if (frame.Type == FrameType.Error)
+            throw new RemoteFailureException(Encoding.UTF8.GetString(frame.Payload));
+        if (frame.Type != expected)
+            throw new ProtocolException($"expected a {expected} frame, got {frame.Type}");
+        try
+        {
+            return JsonSerializer.Deserialize(frame.Payload, info) ?? throw new ProtocolException($"empty {expected} frame");
+        }
+        catch (JsonException e)
+        {
+            throw new ProtocolException($"malformed {expected} frame: {e.Message}");
+        }
+    }
+}

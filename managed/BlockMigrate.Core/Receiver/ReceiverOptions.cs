@@ -1,0 +1,19 @@
+using System.Net;
+
+namespace BlockMigrate.Receiver;
+
+/// <summary>The receiver's configuration (flags or a <c>key = value</c> file, see docs/engine.md).</summary>
+public sealed record ReceiverOptions
+{
+    public IPEndPoint Listen { get; init; } = new(IPAddress.Any, Engine.MigrationOptions.DefaultPort);
+    public required string ImageDir { get; init; }
+    public string? KeyPath { get; init; }
+    public string? TrustedPath { get; init; }
+    public bool Plaintext { get; init; }
+    /// <summary>Exit after one migration (committed or not).</summary>
+    public bool Once { get; init; }
+    /// <summary>Where destination shims keep their maps (NAME.map); a disk whose map exists there is gated.</summary>
+    public string GateMapDir { get; init; } = "/dev/shm/blockmigrate";
+    /// <summary>A connection idle this long (nothing received) is dropped.</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+}

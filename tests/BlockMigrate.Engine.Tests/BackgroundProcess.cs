@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+using BlockMigrate.TestSupport;
+
+namespace BlockMigrate.Engine.Tests;
+
+/// <summary>A long-running process a test starts (receiver, writer, WAN emulator); output captured; killed by PID on Dispose.</summary>
+public sealed class BackgroundProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _stdout = new(), _stderr = new();
+    private readonly SemaphoreSlim _line = new(0);
+
+    public BackgroundProcess(string program, IEnumerable<string> args)
+    {
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["PATH"] = Tool.Env["PATH"];
+        _process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start " + program);
+        _process.OutputDataReceived += (_, e) => { if (e.Data != null) { lock (_stdout) _stdout.AppendLine(e.Data); _line.Release(); } };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (_stderr) _stderr.AppendLine(e.Data); };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public static BackgroundProcess Cli(params string[] args) => new("dotnet", new[] { Repo.CliDll }.Concat(args));
+
+    public static BackgroundProcess Python(string script, params string[] args) =>
+        new("/usr/bin/python3", new[] { Path.Combine(Repo.Root, "tools", script) }.Concat(args));
+
+    public int Pid => _process.Id;
+    public bool HasExited => _process.HasExited;
+    public int ExitCode => _process.ExitCode;
+    public string Stdout { get { lock (_stdout) return _stdout.ToString(); } }
+    public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
+
+    /// <summary>Waits for a stdout line matching <paramref name="pattern"/>; returns its match.</summary>
+    public async Task<Match> WaitForLineAsync(string pattern, TimeSpan timeout)
+    {
+        var re = new Regex(pattern, RegexOptions.Multiline);
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var m = re.Match(Stdout);
+            if (m.Success) return m;
+            if (_process.HasExited && !re.IsMatch(Stdout))
+                throw new InvalidOperationException($"process exited ({_process.ExitCode}) without printing /{pattern}/: {Stderr}");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"no line /{pattern}/ within {timeout}: {Stderr}");
+            await _line.WaitAsync(TimeSpan.FromMilliseconds(100));
+        }
+    }
+
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+        _process.WaitForExit(); // flush the output readers
+        return _process.ExitCode;
+    }
+
+    /// <summary>SIGTERM, then SIGKILL if it does not go within the grace period.</summary>
+    public void Stop(TimeSpan? grace = null)
+    {
+        if (_process.HasExited) return;
+        Process.Start("kill", ["-TERM", _process.Id.ToString()])?.WaitForExit();
+        if (!_process.WaitForExit((int)(grace ?? TimeSpan.FromSeconds(5)).TotalMilliseconds)) Kill();
+        else _process.WaitForExit();
+    }
+
+    public void Kill()
+    {
+        try
+        {
+            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+            _process.WaitForExit(10_000);
+        }
+        catch (InvalidOperationException) { }
+    }
+
+    public void Dispose()
+    {
+        Kill();
+        _process.Dispose();
+    }
+}

@@ -1,0 +1,69 @@
+using BlockMigrate.Maps;
+using BlockMigrate.TestSupport;
+
+namespace BlockMigrate.Engine.Tests;
+
+/// <summary>A disk migrated while a writer keeps writing through the shim arrives whole.</summary>
+[CancelAfter(120_000)]
+public class MigrationUnderWriterTests
+{
+    private const int SeqBlocks = 2048; // 8 MiB of sequence-numbered 4 KiB blocks at the start of the disk
+
+    [Test]
+    public async Task Destination_equals_source_at_freeze_and_keeps_every_acknowledged_write()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, 32L << 20);
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
+        var log = dir["writer.log"];
+        using var writer = BackgroundProcess.Python("seqwriter.py", "write", source.Uri, "--blocks", SeqBlocks.ToString(), "--log", log, "--rate", "3000");
+        await Task.Delay(1000);
+
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify", "--keep-source-frozen");
+        writer.Kill();
+
+        Assert.That(run.ExitCode, Is.Zero, run.ToString());
+        var report = run.Report;
+        Assert.That(report.GetProperty("verified").GetBoolean(), Is.True, "SHA-256 of the frozen source equals the committed destination");
+        Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(20)), Is.Zero, receiver.Process.Stderr);
+
+        // every write acknowledged before the freeze is on the destination, and the destination is
+        // exactly the state after its newest write (no torn or stale block)
+        var frozenAt = report.GetProperty("frozen_at_unix_ms").GetInt64();
+        var acked = File.ReadAllLines(log).Select(l => l.Split(' ')).Where(p => p.Length == 2 && long.Parse(p[1]) < frozenAt)
+            .Select(p => long.Parse(p[0])).DefaultIfEmpty(-1).Max();
+        Assert.That(acked, Is.GreaterThan(1000), "the writer was writing during the migration");
+        var check = await Tool.RunAsync("/usr/bin/python3", [Path.Combine(Repo.Root, "tools", "seqwriter.py"), "check", receiver.Image("vda"),
+            "--blocks", SeqBlocks.ToString(), "--at-least", acked.ToString()]);
+        Assert.That(check.ExitCode, Is.Zero, check.StandardOutput);
+
+        // byte for byte: the source is still frozen (--keep-source-frozen), so it is the source at the freeze
+        var same = await Tool.BlockMigrateAsync("verify", source.Image, receiver.Image("vda"));
+        Assert.That(same.ExitCode, Is.Zero, same.StandardOutput + same.StandardError);
+        Assert.That(source.Map.Info().State.HasFlag(MapState.Frozen), Is.True);
+        source.Map.Thaw();
+    }
+
+    [Test]
+    public async Task Source_map_is_thawed_after_commit_with_no_hypervisor_and_the_writer_goes_on()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, 16L << 20);
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
+        using var writer = BackgroundProcess.Python("seqwriter.py", "write", source.Uri, "--blocks", "256", "--rate", "500");
+        await Task.Delay(500);
+
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys);
+
+        Assert.That(run.ExitCode, Is.Zero, run.ToString());
+        var info = source.Map.Info();
+        Assert.That(info.State & (MapState.Frozen | MapState.Tracking), Is.EqualTo(MapState.None));
+        Assert.That(info.ThrottleBytesPerSecond, Is.Zero);
+        var writes = info.Writes;
+        await Task.Delay(500);
+        Assert.That(source.Map.Info().Writes, Is.GreaterThan(writes), "the writer is not held after the commit");
+        Assert.That(run.Report.GetProperty("verified").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null), "not asked to verify, not claimed");
+    }
+}

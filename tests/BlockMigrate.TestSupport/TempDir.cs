@@ -5,7 +5,8 @@ public sealed class TempDir : IDisposable
 {
     public TempDir(string? purpose = null)
     {
-        var name = $"{purpose ?? "t"}-{Environment.ProcessId}-{Guid.NewGuid():N}"[..Math.Min(60, (purpose?.Length ?? 1) + 42)];
+        var full = $"{purpose ?? "t"}-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        var name = full[..Math.Min(60, full.Length)]; // short: unix socket paths in it must stay under 108 bytes
         Path = System.IO.Path.Combine("/tmp/blockmigrate-tests", name);
         Directory.CreateDirectory(Path);
     }

@@ -28,7 +28,9 @@
  *    the bit is cleared (the block's data has landed).
  *
  * Functions return -1 (or NULL) on error and leave a message for
- * bm_last_error(), which is thread-local.
+ * bm_last_error(), which is thread-local.  The *_ns counters are summed over
+ * requests, so with many requests waiting at once they grow faster than the
+ * clock.
  */
 #ifndef BLOCKMIGRATE_DIRTYMAP_H
 #define BLOCKMIGRATE_DIRTYMAP_H
@@ -56,7 +58,7 @@ extern "C" {
 #define BM_STATE_GATE_ALL  0x8u   /* destination: every request waits */
 
 /* The shared header.  Readers go through bm_map_info(); C# never maps this
- * struct by hand (tests compare bm_layout_offset() with its own view). */
+ * struct by hand (tests compare bm_info_offset() with its own view). */
 struct bm_header {
   char     magic[8];          /* BM_MAGIC */
   uint32_t version;           /* BM_VERSION */
@@ -105,13 +107,14 @@ struct bm_info {
 
 typedef struct bm_map bm_map;
 
-/* Creating and opening. */
+/* Creating and opening.  bm_map_create fails (errno EEXIST) when path exists;
+ * it creates missing parent directories and publishes the map atomically. */
 bm_map *bm_map_create (const char *path, uint64_t image_size, uint32_t block_size);
 bm_map *bm_map_open (const char *path);         /* validates magic, version, geometry */
 /* Open when present and its geometry matches, create when absent, refuse otherwise. */
 bm_map *bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_size);
 void bm_map_close (bm_map *map);
-const char *bm_last_error (void);
+const char *bm_last_error (void);              /* never NULL; "" before any error */
 int bm_valid_block_size (uint64_t block_size);  /* 1 when acceptable */
 
 /* Reading state. */

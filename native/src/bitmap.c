@@ -1,0 +1,199 @@
+/* BlockMigrate dirty map: the bitmaps -- peeking, taking, marking.
+ *
+ * Bit b is bit (b % 64) of 64-bit word (b / 64).  Two rules keep the
+ * pre-copy honest:
+ *
+ *  - Setting is an atomic OR (writers in bm_write_end, the orchestrator in
+ *    bm_mark_words when it gives back blocks whose transfer failed).
+ *  - Taking is an atomic exchange of a whole word with 0 (bm_take).  A bit
+ *    set after the exchange belongs to the next round, and a write whose bit
+ *    was taken reached the store before it was marked, so the block the
+ *    orchestrator reads after taking is never older than an acknowledged write.
+ *
+ * Nothing else ever clears a dirty bit.  Bits beyond the last block are never
+ * set, so population counts are exact.
+ */
+#include <errno.h>
+#include <inttypes.h>
+
+#include "internal.h"
+
+#define LOAD(field) __atomic_load_n (&map->hdr->field, __ATOMIC_SEQ_CST)
+
+BM_API int64_t
+bm_dirty_count (bm_map *map)
+{
+  if (map == NULL) {
+    errno = EINVAL;
+    return bm__error ("bm_dirty_count: null map");
+  }
+  return bm__popcount_words (map->dirty, map->words);
+}
+
+/* Words [first, first+n) must lie inside the bitmap. */
+static int
+check_words (bm_map *map, const char *fn, uint64_t first, uint64_t n)
+{
+  if (map == NULL) {
+    errno = EINVAL;
+    return bm__error ("%s: null map", fn);
+  }
+  if (first > map->words || n > map->words - first) {
+    errno = ERANGE;
+    return bm__error ("%s: dirty map %s: words %" PRIu64 "..%" PRIu64
+                      " outside the bitmap of %" PRIu64 " words", fn,
+                      map->path, first, first + n, map->words);
+  }
+  return 0;
+}
+
+BM_API int
+bm_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
+{
+  uint64_t i;
+
+  if (check_words (map, "bm_peek", first_word, nwords) == -1)
+    return -1;
+  if (out == NULL && nwords > 0) {
+    errno = EINVAL;
+    return bm__error ("bm_peek: null output buffer");
+  }
+  for (i = 0; i < nwords; i++)
+    out[i] = __atomic_load_n (&map->dirty[first_word + i], __ATOMIC_SEQ_CST);
+  return 0;
+}
+
+/* ---- taking and marking ------------------------------------------------ */
+
+BM_API int64_t
+bm_take (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
+{
+  int64_t n = 0;
+  uint64_t i, old;
+
+  if (check_words (map, "bm_take", first_word, nwords) == -1)
+    return -1;
+  /* out may be NULL: take and discard (start of tracking). */
+  for (i = 0; i < nwords; i++) {
+    uint64_t *w = &map->dirty[first_word + i];
+    /* A word that reads 0 is left alone: taking it would return 0 too, and a
+     * bit set right after belongs to the next round either way.  Skipping the
+     * exchange keeps clean cache lines clean. */
+    old = __atomic_load_n (w, __ATOMIC_SEQ_CST);
+    if (old != 0)
+      old = __atomic_exchange_n (w, 0, __ATOMIC_SEQ_CST);
+    if (out)
+      out[i] = old;
+    n += __builtin_popcountll (old);
+  }
+  return n;
+}
+
+static int
+or_words (bm_map *map, uint64_t *bitmap, const char *fn,
+          uint64_t first_word, uint64_t nwords, const uint64_t *bits)
+{
+  uint64_t i, last_mask = ~(uint64_t) 0;
+
+  if (check_words (map, fn, first_word, nwords) == -1)
+    return -1;
+  if (bits == NULL && nwords > 0) {
+    errno = EINVAL;
+    return bm__error ("%s: null bits", fn);
+  }
+  /* Never set bits past the last block: counts must stay exact. */
+  if (map->blocks % 64)
+    last_mask = ((uint64_t) 1 << (map->blocks % 64)) - 1;
+  for (i = 0; i < nwords; i++) {
+    uint64_t b = bits[i];
+    if (first_word + i == map->words - 1)
+      b &= last_mask;
+    if (b)
+      __atomic_fetch_or (&bitmap[first_word + i], b, __ATOMIC_SEQ_CST);
+  }
+  return 0;
+}
+
+BM_API int
+bm_mark_words (bm_map *map, uint64_t first_word, uint64_t nwords,
+               const uint64_t *bits)
+{
+  return or_words (map, map ? map->dirty : NULL, "bm_mark_words",
+                   first_word, nwords, bits);
+}
+
+int
+bm__gate_or_words (bm_map *map, uint64_t first_word, uint64_t nwords,
+                   const uint64_t *bits)
+{
+  return or_words (map, map ? map->gate : NULL, "bm_gate_mark_words",
+                   first_word, nwords, bits);
+}
+
+void
+bm__or_bits (uint64_t *bitmap, uint64_t first, uint64_t n)
+{
+  uint64_t end = first + n;
+
+  while (first < end) {
+    uint64_t w = first / 64, bit = first % 64;
+    uint64_t span = 64 - bit < end - first ? 64 - bit : end - first;
+    uint64_t mask = span == 64 ? ~(uint64_t) 0
+                               : (((uint64_t) 1 << span) - 1) << bit;
+    __atomic_fetch_or (&bitmap[w], mask, __ATOMIC_SEQ_CST);
+    first += span;
+  }
+}
+
+BM_API int
+bm_mark_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
+{
+  if (map == NULL) {
+    errno = EINVAL;
+    return bm__error ("bm_mark_blocks: null map");
+  }
+  if (first_block > map->blocks || nblocks > map->blocks - first_block) {
+    errno = ERANGE;
+    return bm__error ("bm_mark_blocks: dirty map %s: blocks %" PRIu64 "..%"
+                      PRIu64 " outside the map's %" PRIu64 " blocks", map->path,
+                      first_block, first_block + nblocks, map->blocks);
+  }
+  bm__or_bits (map->dirty, first_block, nblocks);
+  return 0;
+}
+
+int
+bm__bytes_to_blocks (bm_map *map, uint64_t offset, uint64_t count,
+                     uint64_t *first_block, uint64_t *nblocks)
+{
+  uint64_t end;
+
+  *first_block = *nblocks = 0;
+  if (count == 0)
+    return 0;
+  if (offset >= map->image_size) {
+    errno = ERANGE;
+    return bm__error ("dirty map %s: offset %" PRIu64 " beyond the image size %"
+                      PRIu64, map->path, offset, map->image_size);
+  }
+  end = count > map->image_size - offset ? map->image_size : offset + count;
+  *first_block = offset >> map->block_shift;
+  *nblocks = ((end - 1) >> map->block_shift) - *first_block + 1;
+  return 0;
+}
+
+BM_API int
+bm_mark_bytes (bm_map *map, uint64_t offset, uint64_t count)
+{
+  uint64_t first, n;
+
+  if (map == NULL) {
+    errno = EINVAL;
+    return bm__error ("bm_mark_bytes: null map");
+  }
+  if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1)
+    return -1;
+  bm__or_bits (map->dirty, first, n);
+  return 0;
+}
+

@@ -1,0 +1,203 @@
+/* bm-selftest: a quick check of the dirty-map library's own promises --
+ * geometry checks, take/mark, the freeze handshake with real threads, the
+ * gate.  The project's real tests are NUnit (tests/); this exists so that
+ * native/ can be checked on its own: build/native/tests/bm-selftest.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "blockmigrate/dirtymap.h"
+
+static int failures;
+
+#define CHECK(cond) do { \
+    if (!(cond)) { \
+      fprintf (stderr, "%s:%d: FAILED: %s (last error: %s)\n", \
+               __FILE__, __LINE__, #cond, bm_last_error ()); \
+      failures++; \
+    } \
+  } while (0)
+
+static char path[256];
+
+static void
+sleep_ms (int ms)
+{
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+  nanosleep (&ts, NULL);
+}
+
+static void
+test_geometry (void)
+{
+  bm_map *m, *m2;
+  struct bm_info info;
+
+  unlink (path);
+  CHECK (bm_valid_block_size (65536));
+  CHECK (!bm_valid_block_size (65536 + 4096));
+  CHECK (!bm_valid_block_size (2048));
+  CHECK (!bm_valid_block_size (2u << 20));
+
+  m = bm_map_create (path, (1u << 30) + 1, 65536);
+  CHECK (m != NULL);
+  CHECK (bm_map_create (path, 1u << 30, 65536) == NULL && errno == EEXIST);
+  CHECK (bm_map_info (m, &info) == 0);
+  CHECK (info.blocks == 16385 && info.bitmap_words == 257 && info.version == 1);
+
+  m2 = bm_map_open_or_create (path, 2u << 30, 65536);
+  CHECK (m2 == NULL);
+  CHECK (strstr (bm_last_error (), "geometry mismatch: map has 16385 blocks of "
+                 "65536 bytes, export needs 32768 blocks of 65536 bytes") != NULL);
+  m2 = bm_map_open_or_create (path, (1u << 30) + 1, 65536);
+  CHECK (m2 != NULL);
+  bm_map_close (m2);
+  bm_map_close (m);
+
+  /* A corrupt header is refused. */
+  int fd = open (path, O_WRONLY);
+  CHECK (fd >= 0);
+  CHECK (pwrite (fd, "BMDIRTY9", 8, 0) == 8);
+  close (fd);
+  CHECK (bm_map_open (path) == NULL);
+  CHECK (strstr (bm_last_error (), "bad magic") != NULL);
+  unlink (path);
+
+  CHECK (bm_info_offset ("block_size") == 4);
+  CHECK (bm_info_offset ("gated_blocks") == (int64_t) bm_info_size () - 8);
+  CHECK (bm_info_offset ("nonsense") == -1);
+}
+
+static void
+test_take_mark (bm_map *m)
+{
+  uint64_t w[4];
+
+  CHECK (bm_take (m, 0, 4, NULL) == 0);
+  CHECK (bm_mark_bytes (m, 65535, 2) == 0);           /* blocks 0 and 1 */
+  CHECK (bm_dirty_count (m) == 2);
+  CHECK (bm_peek (m, 0, 1, w) == 0 && w[0] == 3);
+  CHECK (bm_mark_blocks (m, 63, 3) == 0);             /* crosses a word */
+  CHECK (bm_take (m, 0, 2, w) == 5);
+  CHECK (w[0] == (3 | (1ull << 63)) && w[1] == 3);
+  CHECK (bm_dirty_count (m) == 0);
+  CHECK (bm_mark_words (m, 0, 2, w) == 0);
+  CHECK (bm_dirty_count (m) == 5);
+  CHECK (bm_take (m, 0, 100000, w) == -1);            /* out of range */
+  CHECK (bm_take (m, 0, 256, NULL) == 5);
+}
+
+struct writer { bm_map *m; volatile int stop; uint64_t n; };
+
+static void *
+writer_thread (void *arg)
+{
+  struct writer *w = arg;
+
+  while (!w->stop) {
+    if (bm_write_begin (w->m) == -1)
+      break;
+    bm_write_end (w->m, (w->n % 16384) * 65536, 4096, 1);
+    w->n++;
+  }
+  return NULL;
+}
+
+static void
+test_freeze (bm_map *m)
+{
+  struct writer w[3];
+  pthread_t t[3];
+  struct bm_info info;
+  int i, round;
+
+  for (i = 0; i < 3; i++) {
+    w[i] = (struct writer) { .m = m };
+    pthread_create (&t[i], NULL, writer_thread, &w[i]);
+  }
+  for (round = 0; round < 50; round++) {
+    sleep_ms (2);
+    CHECK (bm_freeze (m, 5000) == 0);
+    uint64_t before[3] = { w[0].n, w[1].n, w[2].n };
+    bm_take (m, 0, 256, NULL);
+    CHECK (bm_map_info (m, &info) == 0 && info.inflight == 0);
+    sleep_ms (2);
+    CHECK (bm_dirty_count (m) == 0);                   /* nothing got through */
+    for (i = 0; i < 3; i++)
+      CHECK (w[i].n <= before[i] + 1);      /* n++ may follow write_end */
+    CHECK (bm_thaw (m) == 0);
+  }
+  for (i = 0; i < 3; i++) {
+    w[i].stop = 1;
+    pthread_join (t[i], NULL);
+  }
+  CHECK (bm_map_info (m, &info) == 0 && info.inflight == 0 && info.frozen_ns > 0);
+
+  /* A writer stuck in the window makes freeze time out and thaw. */
+  CHECK (bm_write_begin (m) == 0);
+  CHECK (bm_freeze (m, 50) == -1);
+  CHECK (bm_map_info (m, &info) == 0 && !(info.state & BM_STATE_FROZEN));
+  bm_write_end (m, 0, 1, 0);
+}
+
+struct gated { bm_map *m; uint64_t offset; volatile int done; };
+
+static void *
+gate_thread (void *arg)
+{
+  struct gated *g = arg;
+
+  bm_gate_wait (g->m, g->offset, 4096);
+  g->done = 1;
+  return NULL;
+}
+
+static void
+test_gate (bm_map *m)
+{
+  uint64_t bits = 1u << 5;
+  struct gated g = { .m = m, .offset = 5 * 65536 + 100 };
+  struct bm_info info;
+  pthread_t t;
+
+  CHECK (bm_gate_mark_words (m, 0, 1, &bits) == 0);
+  CHECK (bm_gate_wait (m, g.offset, 1) == 0);         /* GATE not set yet */
+  CHECK (bm_set_state_flags (m, BM_STATE_GATE, 0) == 0);
+  CHECK (bm_gate_wait (m, 0, 65536) == 0);            /* block 0 is not gated */
+  pthread_create (&t, NULL, gate_thread, &g);
+  sleep_ms (50);
+  CHECK (!g.done);
+  CHECK (bm_gate_clear_blocks (m, 5, 1) == 0);
+  pthread_join (t, NULL);
+  CHECK (g.done);
+  CHECK (bm_map_info (m, &info) == 0 && info.gated_ns > 0 && info.gated_blocks == 0);
+  CHECK (bm_set_state_flags (m, 0, BM_STATE_GATE) == 0);
+}
+
+int
+main (void)
+{
+  bm_map *m;
+
+  snprintf (path, sizeof path, "/dev/shm/blockmigrate/selftest-%ld.map",
+            (long) getpid ());
+  test_geometry ();
+  m = bm_map_create (path, 1u << 30, 65536);
+  CHECK (m != NULL);
+  if (m) {
+    test_take_mark (m);
+    test_freeze (m);
+    test_gate (m);
+    bm_map_close (m);
+  }
+  unlink (path);
+  printf ("bm-selftest: %s (%d failures)\n", failures ? "FAILED" : "ok", failures);
+  return failures != 0;
+}

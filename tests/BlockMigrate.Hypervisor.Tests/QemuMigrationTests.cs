@@ -1,14 +1,16 @@
 using System.Text.Json.Nodes;
 using BlockMigrate.Hypervisors;
 using BlockMigrate.Hypervisors.Qemu;
+using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
 namespace BlockMigrate.Hypervisor.Tests;
 
 /// <summary>
-/// QemuHypervisor moving a real TCG guest that writes sequence-numbered blocks. Storage is shared (both
-/// QEMUs attach to one nbdkit export), so these tests are about memory, device state and the switchover
-/// point; the disk hand-over belongs to the engine. One source guest boots once for the fixture; the
+/// QemuHypervisor moving a real TCG guest that writes sequence-numbered blocks. Storage is shared: both
+/// QEMUs attach to one export of our shim (nbdkit + blockmigrate filter), so these tests are about memory,
+/// device state and the switchover point; the disk hand-over belongs to the engine. The switchover
+/// callback freezes the shim as the engine does, which shows no guest write reaches the disk then. One source guest boots once for the fixture; the
 /// abort cases run first, each against a fresh destination, and leave it running; the last test moves it.
 /// </summary>
 [TestFixture, NonParallelizable]
@@ -28,7 +30,7 @@ public sealed class QemuMigrationTests
     {
         _dir = new TempDir("hv-mig");
         await Tool.CheckAsync("truncate", ["-s", $"{Blocks * GuestDisk.BlockSize}", _dir["disk.img"]]);
-        _disk = NbdkitServer.Start(_dir.Path, ["file", "file=" + _dir["disk.img"]]);
+        _disk = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_dir["disk.img"], _dir["disk.map"]));
         _source = QemuGuest.Start(_dir.Path, Guest("src"));
         _sourceObserver = await QmpClient.ConnectAsync(_source.ObserverQmpSocket, TimeSpan.FromSeconds(10), CancellationToken.None);
         await _source.Serial.WaitForAsync(@"PROGRESS seq=100\b", Boot);
@@ -132,6 +134,7 @@ public sealed class QemuMigrationTests
         using var destinationEvents = destinationObserver.Subscribe("RESUME");
         string? sourceStatus = null, destinationStatus = null;
         long progressAtSwitchover = -1, progressAfterHold = -1;
+        ulong diskWritesAtSwitchover = 0, diskWritesAfterHold = 0;
         DateTimeOffset switchoverEnded = default;
         var calls = 0;
         var hold = TimeSpan.FromMilliseconds(300); // stands for the engine's final dirty set and commit
@@ -144,7 +147,12 @@ public sealed class QemuMigrationTests
             sourceStatus = await StatusAsync(_sourceObserver, c);
             destinationStatus = await StatusAsync(destinationObserver, c);
             progressAtSwitchover = _source.Serial.LastProgress();
+            using var map = DirtyMap.Open(_dir["disk.map"]);
+            map.Freeze(TimeSpan.FromSeconds(5));
+            diskWritesAtSwitchover = map.Info().Writes;
             await Task.Delay(hold, c);
+            diskWritesAfterHold = map.Info().Writes;
+            map.Thaw();
             progressAfterHold = _source.Serial.LastProgress();
             switchoverEnded = DateTimeOffset.UtcNow;
         }, ct);
@@ -153,7 +161,9 @@ public sealed class QemuMigrationTests
         Assert.That(calls, Is.EqualTo(1));
         Assert.That(sourceStatus, Is.EqualTo("finish-migrate").Or.EqualTo("paused"), "source VM stopped during switchover");
         Assert.That(destinationStatus, Is.EqualTo("inmigrate"), "destination cannot run during switchover");
-        Assert.That(progressAfterHold, Is.EqualTo(progressAtSwitchover), "the guest wrote at the source during switchover");
+        Assert.That(progressAfterHold, Is.EqualTo(progressAtSwitchover), "the guest ran at the source during switchover");
+        Assert.That(diskWritesAfterHold, Is.EqualTo(diskWritesAtSwitchover), "a write reached the disk during switchover");
+        Assert.That(diskWritesAtSwitchover, Is.GreaterThan(0UL), "the shim saw the guest's writes");
         var resumed = await destinationEvents.WaitAsync("RESUME", null, ct);
         Assert.That(resumed.Timestamp, Is.GreaterThanOrEqualTo(switchoverEnded.AddMilliseconds(-50)), "destination resumed before switchover returned");
         Assert.That(await StatusAsync(destinationObserver, ct), Is.EqualTo("running"));

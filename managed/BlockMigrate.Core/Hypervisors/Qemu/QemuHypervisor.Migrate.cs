@@ -66,7 +66,9 @@ public sealed partial class QemuHypervisor
 
         var info = await source.ExecuteObjectAsync("query-migrate", null, ct);
         var ram = info["ram"] as JsonObject;
-        // ram.transferred already counts what the multifd channels sent (multifd-bytes is a subset)
+        // ram.transferred already counts what the multifd channels sent (multifd-bytes is a subset).
+        // With multifd compression QEMU 7.2 counts bytes before compression (measured here: 78 MB
+        // counted, 29 MB on the wire with zstd), so this is an upper bound on the wire bytes then.
         var memoryBytes = (long?)ram?["transferred"] ?? 0;
         TimeSpan? qemuDowntime = info["downtime"] is JsonValue d ? TimeSpan.FromMilliseconds((long)d) : null;
         return new HypervisorReport(Name, total, qemuDowntime, resumedAt - stoppedAt.Value, memoryBytes)

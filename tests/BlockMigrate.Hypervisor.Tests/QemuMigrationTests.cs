@@ -24,6 +24,7 @@ public sealed class QemuMigrationTests
     private QmpClient _sourceObserver = null!;
     private readonly List<QemuGuest> _destinations = [];
     private bool _moved;
+    private QemuGuest? _movedTo;
 
     [OneTimeSetUp]
     public async Task BootSource()
@@ -64,9 +65,11 @@ public sealed class QemuMigrationTests
         return d;
     }
 
-    private QemuOptions Options(QemuGuest destination, long? maxBandwidth = null) => new()
+    private QemuOptions Options(QemuGuest destination, long? maxBandwidth = null) => Options(_source, destination, maxBandwidth);
+
+    private QemuOptions Options(QemuGuest source, QemuGuest destination, long? maxBandwidth = null) => new()
     {
-        SourceQmp = _source.QmpSocket,
+        SourceQmp = source.QmpSocket,
         DestinationQmp = destination.QmpSocket,
         MigrationUri = "unix:" + _dir[destination.Options.Name + "-mig.sock"],
         MaxBandwidth = maxBandwidth ?? 1L << 30,
@@ -189,6 +192,45 @@ public sealed class QemuMigrationTests
         var verdict = GuestDisk.Verify(_dir["disk.img"], Blocks);
         Assert.That(verdict.Ok, verdict.ToString());
         Assert.That(verdict.MaxSeq, Is.GreaterThan(first));
+        await destinationObserver.ExecuteAsync("cont", null, ct);
+        _movedTo = destination;
+    }
+
+    [Test, Order(4), CancelAfter(120_000)]
+    public async Task A_rerun_after_our_process_died_mid_copy_recovers_the_source_and_succeeds(CancellationToken ct)
+    {
+        Assume.That(_movedTo, Is.Not.Null, "needs the VM moved by the previous test");
+        var vm = _movedTo!; // the VM now runs there: move it on
+        await using var observer = await QmpClient.ConnectAsync(vm.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        using var migrationEvents = observer.Subscribe("MIGRATION");
+
+        // first run: slow memory copy, then the orchestrator vanishes without aborting
+        var orphan = StartDestination("dst-orphaned");
+        var first = new QemuHypervisor(Options(vm, orphan, maxBandwidth: 2 << 20));
+        await first.PrepareAsync(ct);
+        var dying = first.MigrateAsync(_ => Task.CompletedTask, ct);
+        await migrationEvents.WaitAsync("MIGRATION", e => e.DataString("status") == "active", ct);
+        await first.DisposeAsync(); // its monitors close: as if the process was killed
+        Assert.ThrowsAsync<QmpException>(async () => await dying);
+        Assert.That((string?)(await observer.ExecuteObjectAsync("query-migrate", null, ct))["status"], Is.EqualTo("active"),
+            "QEMU goes on migrating without us");
+
+        // re-run to a fresh destination: Prepare cancels the stale migration, then all proceeds
+        var destination = StartDestination("dst-rerun");
+        await using var second = new QemuHypervisor(Options(vm, destination));
+        await second.PrepareAsync(ct);
+        Assert.That((string?)(await observer.ExecuteObjectAsync("query-status", null, ct))["status"], Is.EqualTo("running"));
+        var switchovers = 0;
+        var report = await second.MigrateAsync(_ => { switchovers++; return Task.CompletedTask; }, ct);
+
+        Assert.That(switchovers, Is.EqualTo(1));
+        Assert.That(report.MemoryBytes, Is.GreaterThan(0));
+        var last = vm.Serial.LastProgress();
+        await destination.Serial.WaitForProgressBeyondAsync(last + 50, TimeSpan.FromSeconds(30));
+        await using var destinationObserver = await QmpClient.ConnectAsync(destination.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        await destinationObserver.ExecuteAsync("stop", null, ct);
+        var verdict = GuestDisk.Verify(_dir["disk.img"], Blocks);
+        Assert.That(verdict.Ok, verdict.ToString());
     }
 
     [Test, Order(0), CancelAfter(30_000)]

@@ -17,7 +17,33 @@ public sealed partial class QemuHypervisor
             _phase = QemuPhase.Aborted;
             return;
         }
-        var source = _source;
+        if (_destination != null && _destination.IsConnected)
+        {
+            // a QEMU migration that completed but whose disks did not commit: if the destination started
+            // on its own (no -S) there are two copies already; do not make it worse by resuming the source
+            string dst;
+            try
+            {
+                dst = await StatusAsync(_destination, cancellationToken);
+            }
+            catch (QmpException e) when (e.ErrorClass == QmpException.DisconnectedClass)
+            {
+                dst = "gone"; // the destination died: nothing runs there
+            }
+            if (dst == "running")
+                throw new HypervisorException(
+                    "qemu: the destination QEMU started by itself (it was not started with -S); the source stays stopped. " +
+                    "Stop one of them by hand.");
+        }
+        await CancelAndResumeSourceAsync(_source, cancellationToken);
+        // left on, the capability would make anyone's next migration of this VM wait in pre-switchover
+        await SetCapabilitiesAsync(_source, cancellationToken, ("pause-before-switchover", false));
+        _phase = QemuPhase.Aborted;
+    }
+
+    /// <summary>migrate_cancel, wait until the migration has ended, then cont unless the source runs.</summary>
+    private static async Task CancelAndResumeSourceAsync(QmpClient source, CancellationToken cancellationToken)
+    {
         try
         {
             await source.ExecuteAsync("migrate_cancel", null, cancellationToken);
@@ -26,26 +52,14 @@ public sealed partial class QemuHypervisor
         {
             // nothing to cancel
         }
-        string status;
         while (true)
         {
-            status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"] ?? "none";
+            var status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"] ?? "none";
             if (status is not ("setup" or "active" or "pre-switchover" or "device" or "cancelling"))
                 break;
             await Task.Delay(20, cancellationToken);
         }
-        if (status == "completed" && _destination != null && _destination.IsConnected)
-        {
-            // the destination may have started on its own (no -S): then there are two copies; do not make it worse
-            var dst = await StatusAsync(_destination, cancellationToken);
-            if (dst == "running")
-                throw new HypervisorException(
-                    "qemu: the destination QEMU started by itself (it was not started with -S); the source stays stopped. " +
-                    "Stop one of them by hand.");
-        }
-        var run = await StatusAsync(source, cancellationToken);
-        if (run != "running")
+        if (await StatusAsync(source, cancellationToken) != "running")
             await source.ExecuteAsync("cont", null, cancellationToken);
-        _phase = QemuPhase.Aborted;
     }
 }

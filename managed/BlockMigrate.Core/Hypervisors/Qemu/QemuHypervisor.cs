@@ -41,6 +41,7 @@ public sealed partial class QemuHypervisor : IHypervisor
         _source = await QmpClient.ConnectAsync(_options.SourceQmp, _options.ConnectTimeout, cancellationToken);
         _destination = await QmpClient.ConnectAsync(_options.DestinationQmp, _options.ConnectTimeout, cancellationToken);
 
+        await RecoverStaleMigrationAsync(_source, cancellationToken);
         var src = await StatusAsync(_source, cancellationToken);
         if (src != "running")
             throw new HypervisorException($"qemu: the source VM ({_options.SourceQmp}) is '{src}', not running; start it (cont) before migrating");
@@ -48,10 +49,6 @@ public sealed partial class QemuHypervisor : IHypervisor
         if (dst != "inmigrate")
             throw new HypervisorException(
                 $"qemu: the destination QEMU ({_options.DestinationQmp}) is '{dst}'; it must be waiting for a migration: start it with -incoming defer -S");
-        var srcMigration = (string?)(await _source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"];
-        if (srcMigration is "setup" or "active" or "pre-switchover" or "device" or "cancelling" or "postcopy-active")
-            throw new HypervisorException($"qemu: the source already runs a migration (status {srcMigration}); cancel it first (migrate_cancel)");
-
         if (_options.Multifd)
             await CheckMultifdAsync(cancellationToken);
 
@@ -81,6 +78,25 @@ public sealed partial class QemuHypervisor : IHypervisor
         if (_options.StartIncoming)
             await _destination.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = IncomingUri }, cancellationToken);
         _phase = QemuPhase.Prepared;
+    }
+
+    /// <summary>
+    /// A migration still in progress at the source is refused, unless it is one of ours whose
+    /// orchestrator died (our process killed mid-copy): pause-before-switchover is on, which only we
+    /// (or libvirt) set. Its destination never received the device state, so it never ran and the
+    /// source holds the only live copy of the VM: cancel, and restart the source if it stopped.
+    /// A re-run then needs a fresh destination QEMU (the old one exits when its migration fails).
+    /// </summary>
+    private static async Task RecoverStaleMigrationAsync(QmpClient source, CancellationToken cancellationToken)
+    {
+        var status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"];
+        if (status is not ("setup" or "active" or "pre-switchover" or "device" or "cancelling" or "postcopy-active"))
+            return;
+        var caps = await source.ExecuteAsync("query-migrate-capabilities", null, cancellationToken) as JsonArray ?? [];
+        var ours = caps.Any(c => (string?)c?["capability"] == "pause-before-switchover" && (bool?)c?["state"] == true);
+        if (!ours || status == "postcopy-active")
+            throw new HypervisorException($"qemu: the source already runs a migration (status {status}) that BlockMigrate did not start; cancel it first (migrate_cancel)");
+        await CancelAndResumeSourceAsync(source, cancellationToken);
     }
 
     private async Task CheckMultifdAsync(CancellationToken cancellationToken)

@@ -33,7 +33,7 @@ internal sealed class FakeXl : IDisposable
     /// <summary>
     /// ok: handed over, paused at the destination, gone here. fail: xl resumed it here. fail-leftover:
     /// as fail, with a half-built NAME--incoming left at the destination. fail-paused / fail-suspended:
-    /// interrupted, leaving the source domain paused / suspended.
+    /// interrupted, leaving the source domain paused / suspended. hang: never ends (until a signal).
     /// </summary>
     public string MigrateOutcome { set => File.WriteAllText(_dir["migrate-mode"], value); }
 
@@ -94,6 +94,7 @@ internal sealed class FakeXl : IDisposable
                   echo "Migration failed, resuming at sender." >&2; exit 1 ;;
               fail-paused) echo "--p---" > "$d/state/src/$dom"; exit 1 ;;
               fail-suspended) echo "---s--" > "$d/state/src/$dom"; exit 1 ;;
+              hang) exec sleep 60 ;;
             esac ;;
           *) echo "fake xl: unexpected command $1" >&2; exit 2 ;;
         esac

@@ -122,6 +122,29 @@ public sealed class XenHypervisorTests
     }
 
     [Test, CancelAfter(30_000)]
+    public async Task Cancelling_during_xl_migrate_interrupts_it_and_abort_checks_both_ends(CancellationToken ct)
+    {
+        _xl.MigrateOutcome = "hang";
+        await using var hv = new XenHypervisor(_xl.Options("vm1"));
+        await hv.PrepareAsync(ct);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cancel.CancelAfter(TimeSpan.FromMilliseconds(500));
+        var started = DateTime.UtcNow;
+        Assert.That(() => hv.MigrateAsync(_ => Task.CompletedTask, cancel.Token), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(DateTime.UtcNow - started, Is.LessThan(TimeSpan.FromSeconds(10)), "xl migrate was not interrupted");
+        await hv.AbortAsync(ct);
+
+        Assert.That(_xl.Calls()[PrepareCalls.Length..], Is.EqualTo(new[]
+        {
+            "xl@src migrate -p vm1 dsthost",
+            "xl@src list vm1",
+            "ssh dsthost xl list vm1--incoming",
+            "xl@dst list vm1--incoming",
+        }));
+        Assert.That(_xl.Domain("src", "vm1"), Is.EqualTo(FakeXl.Running));
+    }
+
+    [Test, CancelAfter(30_000)]
     public async Task Abort_after_handover_keeps_the_paused_destination_domain(CancellationToken ct)
     {
         await using var hv = new XenHypervisor(_xl.Options("vm1"));

@@ -42,4 +42,14 @@ public sealed class HypervisorFactoryTests
         Assert.That(() => HypervisorFactory.Create(new HypervisorOptions { Kind = HypervisorKind.Xen }),
             Throws.TypeOf<HypervisorException>().With.Message.Contains("--xen-domain"));
     }
+
+    [Test]
+    public void Remote_xl_commands_use_the_same_ssh_as_xl_migrate()
+    {
+        Assert.That(new XenOptions { Domain = "vm1", DestinationHost = "h" }.Remote, Is.EqualTo(new[] { "ssh", "h" }));
+        Assert.That(new XenOptions { Domain = "vm1", DestinationHost = "h", SshCommand = "ssh -p 2222" }.Remote,
+            Is.EqualTo(new[] { "ssh", "-p", "2222", "h" }));
+        Assert.That(new XenOptions { Domain = "vm1", DestinationHost = "h", SshCommand = "ssh", RemoteCommand = ["rsh", "x"] }.Remote,
+            Is.EqualTo(new[] { "rsh", "x" }));
+    }
 }

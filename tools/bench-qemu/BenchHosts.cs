@@ -26,6 +26,8 @@ public sealed class BenchHosts : IDisposable
     public string DestinationImage => _dir["dst.img"];
     public string SourceDiskSocket { get; private set; } = "";
     public string DestinationDiskSocket { get; private set; } = "";
+    public NbdkitServer SourceDisk { get; private set; } = null!;
+    public NbdkitServer DestinationDisk { get; private set; } = null!;
     public QemuGuest Source { get; private set; } = null!;
     public QemuGuest Destination { get; private set; } = null!;
 
@@ -51,6 +53,8 @@ public sealed class BenchHosts : IDisposable
         await MakeImageAsync(DestinationImage, s.DiskBytes, 0, 0);
         var src = Own(NbdkitServer.Start(Directory, ["file", "file=" + SourceImage]));
         var dst = Own(NbdkitServer.Start(Directory, ["file", "file=" + DestinationImage]));
+        SourceDisk = src;
+        DestinationDisk = dst;
         SourceDiskSocket = src.Socket;
         DestinationDiskSocket = dst.Socket;
         Source = Own(QemuGuest.Start(Directory, Guest("src", SourceDiskSocket, Net.Source, incoming: false)));
@@ -88,6 +92,18 @@ public sealed class BenchHosts : IDisposable
     {
         _owned.Add(d);
         return d;
+    }
+
+    /// <summary>What went wrong on the side: an NBD server that died (with its stderr), guest I/O errors.</summary>
+    public string Diagnose()
+    {
+        var notes = new List<string>();
+        foreach (var (name, server) in new[] { ("source nbdkit", SourceDisk), ("destination nbdkit", DestinationDisk) })
+            if (server is { HasExited: true })
+                notes.Add($"{name} exited: {server.Stderr.Trim()}");
+        if (Source != null && Source.Serial.Text().Contains("WRITE-ERR"))
+            notes.Add("source guest saw write errors");
+        return string.Join("; ", notes);
     }
 
     public void Dispose()

@@ -46,7 +46,19 @@ for (var run = 1; run <= settings.Runs; run++)
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(15));
         using var hosts = await BenchHosts.StartAsync(settings);
         var wireBefore = await WireCounter.BytesAsync(hosts.Net.Source);
-        var (total, downtime, qemuDowntime, memory, detail) = await method.RunAsync(hosts, timeout.Token);
+        (TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail) measured;
+        try
+        {
+            measured = await method.RunAsync(hosts, timeout.Token);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            var why = $"FAILED: {e.Message} {hosts.Diagnose()}".Replace('|', '/').Replace('\n', ' ');
+            results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why));
+            Console.WriteLine($"| {method.Name} | {run} | | | | | | BAD | {why} |");
+            continue;
+        }
+        var (total, downtime, qemuDowntime, memory, detail) = measured;
         var wire = await WireCounter.BytesAsync(hosts.Net.Source) - wireBefore;
         // the guest must go on at the destination, and the destination disk must hold every write
         var last = hosts.Source.Serial.LastProgress();

@@ -71,7 +71,14 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         {
             ["job-id"] = "mig0", ["device"] = "d0", ["target"] = "mirror-tgt", ["sync"] = "full",
         }, ct);
-        await srcEvents.WaitAsync("BLOCK_JOB_READY", null, ct);
+        while (true)
+        {
+            var e = await srcEvents.Reader.ReadAsync(ct);
+            if (e.Name == "BLOCK_JOB_READY")
+                break;
+            if (e.Name == "BLOCK_JOB_COMPLETED")
+                throw new InvalidOperationException("mirror ended before READY: " + (e.DataString("error") ?? "no error given"));
+        }
         var mirrorReady = Stopwatch.GetElapsedTime(started);
 
         await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:{dstIp}:{MemoryPort}" }, ct);

@@ -26,7 +26,7 @@ public sealed record XenOptions
 
     /// <summary>
     /// Program and arguments that run a command on the destination dom0; the xl command line is
-    /// appended. Null = <c>ssh DestinationHost</c>.
+    /// appended. Null = <see cref="SshCommand"/> (split on spaces, no quoting) or <c>ssh</c>, then the host.
     /// </summary>
     public IReadOnlyList<string>? RemoteCommand { get; init; }
 
@@ -36,5 +36,9 @@ public sealed record XenOptions
     /// <summary>Time allowed for one short xl command (list, unpause, destroy).</summary>
     public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
-    internal IReadOnlyList<string> Remote => RemoteCommand ?? ["ssh", DestinationHost];
+    /// <summary>The remote command prefix: <see cref="RemoteCommand"/>, else the ssh that xl migrate uses, then the host.</summary>
+    internal IReadOnlyList<string> Remote => RemoteCommand ??
+        (string.IsNullOrWhiteSpace(SshCommand)
+            ? ["ssh", DestinationHost]
+            : [.. SshCommand.Split(' ', StringSplitOptions.RemoveEmptyEntries), DestinationHost]);
 }

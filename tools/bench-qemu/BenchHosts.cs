@@ -100,7 +100,7 @@ public sealed class BenchHosts : IDisposable
         var notes = new List<string>();
         foreach (var (name, server) in new[] { ("source nbdkit", SourceDisk), ("destination nbdkit", DestinationDisk) })
             if (server is { HasExited: true })
-                notes.Add($"{name} exited: {server.Stderr.Trim()}");
+                notes.Add($"{name} exited ({server.ExitCode}): {server.Stderr.Trim()}");
         if (Source != null && Source.Serial.Text().Contains("WRITE-ERR"))
             notes.Add("source guest saw write errors");
         return string.Join("; ", notes);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using BlockMigrate.Cli.Commands;
+using BlockMigrate.Cli.Logging;
 
 namespace BlockMigrate.Cli;
 
@@ -11,6 +12,9 @@ public static class Program
         {
             MapCommand.Create(),
         };
+        LogOptions.AddTo(root);
+        // PLACEHOLDER (pkg branch): stand-ins until the real commands land; remove with the file.
+        PackagingPlaceholders.AddMissing(root);
         return CommandRunner.Invoke(root, args);
     }
 }

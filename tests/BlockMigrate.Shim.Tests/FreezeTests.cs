@@ -34,7 +34,7 @@ public class FreezeTests
     public async Task Freeze_waits_for_writes_in_flight()
     {
         // nbdkit's delay filter beneath ours keeps each write in flight for 2 s
-        using var shim = ShimHarness.Start(8L << 20, innerFilters: ["delay"], extra: ["delay-write=2s"]);
+        using var shim = ShimHarness.Start(8L << 20, innerFilters: ["delay"], extra: ["delay-write=2000ms"]);
         var write = Tool.CheckAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x78 0 4096", shim.Uri]);
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (shim.Map.Info().WritesInFlight == 0 && DateTime.UtcNow < deadline)
@@ -57,7 +57,7 @@ public class FreezeTests
     [Test]
     public async Task Freeze_that_cannot_drain_in_time_fails_and_thaws()
     {
-        using var shim = ShimHarness.Start(8L << 20, innerFilters: ["delay"], extra: ["delay-write=3s"]);
+        using var shim = ShimHarness.Start(8L << 20, innerFilters: ["delay"], extra: ["delay-write=3000ms"]);
         var write = Tool.CheckAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x79 0 4096", shim.Uri]);
         while (shim.Map.Info().WritesInFlight == 0) await Task.Delay(10);
         Assert.Throws<DirtyMapException>(() => shim.Map.Freeze(TimeSpan.FromMilliseconds(200)));

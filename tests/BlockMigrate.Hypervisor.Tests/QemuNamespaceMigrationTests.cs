@@ -75,8 +75,15 @@ public sealed class QemuNamespaceMigrationTests
             MultifdChannels = 2,
             MultifdCompression = "zstd",
             DowntimeLimit = TimeSpan.FromMilliseconds(300),
+            AutoConverge = true,
         });
         await hv.PrepareAsync(ct);
+        await using (var sourceObserver = await QmpClient.ConnectAsync(source.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct))
+        {
+            var caps = await sourceObserver.ExecuteAsync("query-migrate-capabilities", null, ct) as System.Text.Json.Nodes.JsonArray;
+            bool On(string name) => caps!.Any(c => (string?)c?["capability"] == name && (bool?)c?["state"] == true);
+            Assert.That(On("pause-before-switchover") && On("multifd") && On("auto-converge") && On("events"), caps!.ToJsonString());
+        }
         var parameters = await destinationObserver.ExecuteObjectAsync("query-migrate-parameters", null, ct);
         Assert.That((string?)parameters["multifd-compression"], Is.EqualTo("zstd"), "both sides must agree on compression");
 

@@ -54,7 +54,8 @@ public sealed partial class QemuHypervisor : IHypervisor
 
         // events on both sides (MIGRATION status changes); the pause on the source is our switchover hook
         await SetCapabilitiesAsync(_source, cancellationToken,
-            ("events", true), ("pause-before-switchover", true), ("multifd", _options.Multifd));
+            ("events", true), ("pause-before-switchover", true), ("multifd", _options.Multifd),
+            ("auto-converge", _options.AutoConverge));
         await SetCapabilitiesAsync(_destination, cancellationToken, ("events", true), ("multifd", _options.Multifd));
 
         var parameters = new JsonObject();

@@ -43,6 +43,13 @@ public sealed record QemuOptions
     /// <summary>multifd compression: <c>none</c>, <c>zlib</c> or <c>zstd</c> (<c>--memory-compression</c>).</summary>
     public string MultifdCompression { get; init; } = "zstd";
 
+    /// <summary>
+    /// QEMU's <c>auto-converge</c>: slow the guest's vCPUs down while its memory is dirtied faster than
+    /// the link drains it, so the memory copy always ends, as the shim's throttle does for the disk
+    /// (<c>--auto-converge</c>).
+    /// </summary>
+    public bool AutoConverge { get; init; }
+
     /// <summary>How long to retry connecting to a monitor that is not there yet.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }

@@ -42,9 +42,9 @@ public sealed class WholeVmMigrationTests
         var destination = bed.StartDestination();
         var (receiver, address) = await bed.StartReceiverAsync();
         var migrate = bed.StartMigrate(address, destination, 1, extra);
-        var exit = await migrate.WaitForExitAsync(TimeSpan.FromSeconds(220));
+        var exit = await WholeVmTestbed.ExitOfAsync(migrate, TimeSpan.FromSeconds(220));
         Assert.That(exit, Is.Zero, $"migrate: {migrate.Stderr}\nreceiver: {receiver.Stderr}");
-        Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
+        Assert.That(await WholeVmTestbed.ExitOfAsync(receiver, TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
         var report = WholeVmTestbed.Report(migrate);
         TestContext.Out.WriteLine(report.ToString());
         var stoppedAt = bed.Source.Serial.LastProgress();
@@ -84,13 +84,13 @@ public sealed class WholeVmMigrationTests
         Assert.That(migrate.HasExited, Is.False, "still copying memory when the destination dies");
         destination.Kill();
 
-        var exit = await migrate.WaitForExitAsync(TimeSpan.FromSeconds(90));
+        var exit = await WholeVmTestbed.ExitOfAsync(migrate, TimeSpan.FromSeconds(90));
         var lines = migrate.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         TestContext.Out.WriteLine(migrate.Stderr);
         Assert.That(exit, Is.EqualTo(1));
         Assert.That(lines[^1], Does.StartWith("blockmigrate: "), "one line saying what failed");
         Assert.That(migrate.Stdout, Is.Empty, "no report for a failed migration");
-        Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), "the receiver did not commit");
+        Assert.That(await WholeVmTestbed.ExitOfAsync(receiver, TimeSpan.FromSeconds(30)), Is.EqualTo(1), "the receiver did not commit");
 
         Assert.That(await WholeVmTestbed.StatusAsync(bed.Source, ct), Is.EqualTo("running"));
         var now = bed.Source.Serial.LastProgress();
@@ -121,19 +121,21 @@ public sealed class WholeVmMigrationTests
         migrate.Kill(); // SIGKILL: nothing of ours gets to clean up
         Assert.That(await WholeVmTestbed.MigrationStatusAsync(bed.Source, ct), Is.AnyOf("setup", "active", "pre-switchover"),
             "QEMU goes on migrating without us: the stale state the re-run must clean");
-        Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(60)), Is.EqualTo(1), "the receiver did not commit");
+        Assert.That(await WholeVmTestbed.ExitOfAsync(receiver, TimeSpan.FromSeconds(60)), Is.EqualTo(1), "the receiver did not commit");
 
-        // the old destination QEMU cannot take a second incoming migration: a fresh one, as the docs say
-        first.Kill();
+        // the old destination QEMU cannot take a second incoming migration: a fresh one, as the docs
+        // say; the old one is left as it is (the re-run's cancel of the stale migration ends it)
         var destination = bed.StartDestination();
         (receiver, address) = await bed.StartReceiverAsync();
         var rerun = bed.StartMigrate(address, destination, 2);
-        var exit = await rerun.WaitForExitAsync(TimeSpan.FromSeconds(200));
+        var exit = await WholeVmTestbed.ExitOfAsync(rerun, TimeSpan.FromSeconds(200));
         Assert.That(exit, Is.Zero, $"re-run: {rerun.Stderr}\nreceiver: {receiver.Stderr}");
-        Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
+        Assert.That(await WholeVmTestbed.ExitOfAsync(receiver, TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
         var report = WholeVmTestbed.Report(rerun);
         TestContext.Out.WriteLine(report.ToString());
         Assert.That(report.GetProperty("resumed").GetBoolean(), Is.True, rerun.Stderr);
+        for (var i = 0; i < 100 && !first.HasExited; i++) await Task.Delay(100, ct);
+        Assert.That(first.HasExited, "the stale destination QEMU ends when the re-run cancels the stale migration");
         Assert.That(report.GetProperty("bytes_of_data").GetInt64(), Is.LessThan(WholeVmTestbed.FillBytes),
             "a full copy sends at least the random fill; a resumed one only what changed");
         Assert.That(File.Exists(bed.SourceMap + ".outstanding"), Is.False, "the outstanding record is gone after the commit");

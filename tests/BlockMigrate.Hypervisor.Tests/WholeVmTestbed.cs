@@ -142,6 +142,20 @@ public sealed class WholeVmTestbed : IDisposable
         return Own(BackgroundProcess.CliIn(Net?.Source, args.ToArray()));
     }
 
+    /// <summary>Waits for a CLI process to exit; on timeout fails the test with what it logged.</summary>
+    public static async Task<int> ExitOfAsync(BackgroundProcess p, TimeSpan timeout)
+    {
+        try
+        {
+            return await p.WaitForExitAsync(timeout);
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"still running after {timeout.TotalSeconds:0} s; stderr:\n{p.Stderr}");
+            throw;
+        }
+    }
+
     public static JsonElement Report(BackgroundProcess migrate) => JsonDocument.Parse(migrate.Stdout).RootElement;
 
     public static async Task<string> StatusAsync(QemuGuest guest, CancellationToken ct)

@@ -13,13 +13,16 @@ namespace BlockMigrate.Engine;
 /// Layout: 8 bytes "BMOUT1\0\0", 16 bytes lineage, 1 byte valid, 7 bytes padding, then the words.
 /// Before each take the file is marked invalid, and rewritten valid (outstanding ∪ taken) after it:
 /// a run killed between the two leaves an invalid file, and the next run copies afresh. The file may
-/// list bits acknowledged since the last take; resending those is merely redundant.
+/// list bits acknowledged since it was last written (at most 200 ms of acknowledgements, or since the last
+/// take); resending those is merely redundant.
 /// </para>
 /// </summary>
 internal sealed class SourceDisk : IDisposable
 {
     private readonly object _lock = new();
     private readonly ulong[] _outstanding; // guarded by _lock
+    private long _persistedAt;              // guarded by _lock: when the outstanding file was last written (TickCount64)
+    private const long PersistEveryMs = 200;
 
     public SourceDisk(ushort index, DiskSpec spec)
     {
@@ -89,7 +92,14 @@ internal sealed class SourceDisk : IDisposable
                 _outstanding[w] &= ~mask;
                 b += (ulong)span;
             }
+            if (Environment.TickCount64 - _persistedAt >= PersistEveryMs) PersistOutstanding(valid: true);
         }
+    }
+
+    /// <summary>Writes the outstanding bits to their file now (e.g. before a long phase without takes).</summary>
+    public void SyncOutstanding()
+    {
+        lock (_lock) PersistOutstanding(valid: true);
     }
 
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>
@@ -149,6 +159,7 @@ internal sealed class SourceDisk : IDisposable
     private void PersistOutstanding(bool valid)
     {
         if (Cookie is not { } cookie) return;
+        _persistedAt = Environment.TickCount64;
         var data = new byte[OutstandingHeader + (valid ? _outstanding.Length * 8 : 0)];
         OutstandingMagic.CopyTo(data, 0);
         cookie.Lineage.AsSpan(0, 16).CopyTo(data.AsSpan(8));

@@ -44,7 +44,7 @@ for (var run = 1; run <= settings.Runs; run++)
     foreach (var method in methods)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(15));
-        using var hosts = await BenchHosts.StartAsync(settings);
+        using var hosts = await BenchHosts.StartAsync(settings, shim: method is BlockMigrateMigration);
         var wireBefore = await WireCounter.BytesAsync(hosts.Net.Source);
         (TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail) measured;
         try

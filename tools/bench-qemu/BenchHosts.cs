@@ -130,6 +130,24 @@ public sealed class BenchHosts : IDisposable
         return string.Join("; ", notes);
     }
 
+    /// <summary>The source QEMU's memory migration, from its observer monitor: status, time, bytes, dirty-sync passes.</summary>
+    public async Task<string> MigrationStateAsync()
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Source.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
+            var m = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
+            var ram = m["ram"] as System.Text.Json.Nodes.JsonObject;
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"memory migration {(string?)m["status"] ?? "none"} for {((long?)m["total-time"] ?? 0) / 1000.0:0} s, {((long?)ram?["transferred"] ?? 0) / 1e6:0} MB sent, {(long?)ram?["dirty-sync-count"] ?? 0} passes");
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return "memory migration state unknown: " + e.Message;
+        }
+    }
+
     public void Dispose()
     {
         for (var i = _owned.Count - 1; i >= 0; i--)

@@ -23,6 +23,7 @@ internal sealed class SourceDisk : IDisposable
     private readonly ulong[] _outstanding; // guarded by _lock
     private long _persistedAt;              // guarded by _lock: when the outstanding file was last written (TickCount64)
     private const long PersistEveryMs = 200;
+    private bool _persistDisabled;          // guarded by _lock: the record cannot be written here (read-only directory)
 
     public SourceDisk(ushort index, DiskSpec spec)
     {
@@ -158,7 +159,7 @@ internal sealed class SourceDisk : IDisposable
     // guarded by _lock
     private void PersistOutstanding(bool valid)
     {
-        if (Cookie is not { } cookie) return;
+        if (Cookie is not { } cookie || _persistDisabled) return;
         _persistedAt = Environment.TickCount64;
         var data = new byte[OutstandingHeader + (valid ? _outstanding.Length * 8 : 0)];
         OutstandingMagic.CopyTo(data, 0);
@@ -174,7 +175,17 @@ internal sealed class SourceDisk : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new MigrationException($"disk {Name}: cannot write {OutstandingPath}: {e.Message}");
+            // Without the record a run killed later is copied afresh, as before it existed; but a stale
+            // valid record must not survive, or that copy would miss blocks.
+            try
+            {
+                File.Delete(OutstandingPath);
+            }
+            catch (Exception d) when (d is IOException or UnauthorizedAccessException)
+            {
+                throw new MigrationException($"disk {Name}: cannot write or remove {OutstandingPath}: {e.Message}");
+            }
+            _persistDisabled = true;
         }
     }
 

@@ -96,7 +96,8 @@ stop_server() {
   server_pid=
 }
 
-# One timed copy; prints seconds.
+# One timed copy; sets run_s (seconds) and run_cpu (server CPU seconds).
+# Runs in the main shell (never in $(...)) so the EXIT trap sees server_pid.
 one_run() {               # $1 = a | b | c
   [ -f "$img" ] || fallocate -l "$size" "$img"
   sync; sleep "${BENCH_SHIM_SETTLE:-0}"  # start each run with no dirty pages
@@ -120,25 +121,26 @@ if n != 16384: sys.exit("bench-shim: map has %d dirty blocks, expected 16384" % 
 PY
   fi
   stop_server
-  echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $(echo "scale=2; $ticks / $(getconf CLK_TCK)" | bc)"
+  run_s=$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc)
+  run_cpu=$(echo "scale=2; $ticks / $(getconf CLK_TCK)" | bc)
 }
 
 # Diagnostics: BENCH_SHIM_SEQUENCE="a a b b c c" times just those runs and
 # writes nothing.
 if [ -n "${BENCH_SHIM_SEQUENCE:-}" ]; then
-  for x in $BENCH_SHIM_SEQUENCE; do echo "$x $(one_run "$x")"; done  # seconds, server CPU
+  for x in $BENCH_SHIM_SEQUENCE; do one_run "$x"; echo "$x ${run_s}s server CPU ${run_cpu}s"; done
   exit 0
 fi
 
 # One untimed round first: the first copy after making the source pays for
 # page-cache and writeback effects the others do not.
-one_run a >/dev/null; one_run b >/dev/null; one_run c >/dev/null
+one_run a; one_run b; one_run c
 
 declare -a ta tb tc ca cb cc
 for r in $(seq "$runs"); do
-  read -r t c < <(one_run a); ta+=("$t"); ca+=("$c")
-  read -r t c < <(one_run b); tb+=("$t"); cb+=("$c")
-  read -r t c < <(one_run c); tc+=("$t"); cc+=("$c")
+  one_run a; ta+=("$run_s"); ca+=("$run_cpu")
+  one_run b; tb+=("$run_s"); cb+=("$run_cpu")
+  one_run c; tc+=("$run_s"); cc+=("$run_cpu")
   echo "bench-shim: round $r/$runs: a ${ta[-1]}s  b ${tb[-1]}s  c ${tc[-1]}s" \
        "(server CPU ${ca[-1]} ${cb[-1]} ${cc[-1]} s)" >&2
 done

@@ -11,8 +11,8 @@ packages=(
   libnbd-bin python3-libnbd qemu-utils qemu-system-x86
   # guests, network hosts, DNS
   busybox-static cpio socat iproute2 nftables bind9 bind9-dnsutils conntrack
-  # packaging checks
-  dpkg-dev fakeroot lintian systemd debootstrap
+  # packaging: NativeAOT publish links with clang; checks
+  clang zlib1g-dev dpkg-dev fakeroot lintian systemd debootstrap bash-completion man-db
   # misc
   xxd zstd
 )

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using BlockMigrate.Cli.Commands;
+using BlockMigrate.Cli.Logging;
 
 namespace BlockMigrate.Cli;
 
@@ -16,6 +17,9 @@ public static class Program
             MigrateCommand.Create(),
             VerifyCommand.Create(),
         };
+        LogOptions.AddTo(root);
+        // PLACEHOLDER (pkg branch): stand-ins until the real commands land; remove with the file.
+        PackagingPlaceholders.AddMissing(root);
         return CommandRunner.Invoke(root, args);
     }
 }

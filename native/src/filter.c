@@ -13,7 +13,14 @@
  *   -> reply to the client
  *
  * so a block's dirty bit is set after its data reached the plugin and before
- * the client hears about it.  Reads, flushes and extents mark nothing.
+ * the client hears about it.  Reads, flushes and extents mark nothing.  A
+ * failed request marks nothing new (the contract: bm_write_end marks only on
+ * success) and never clears a bit; a plugin that can fail half-way through a
+ * write would leave a modified but unmarked block, which the file plugin does
+ * not do for the errors it reports.  The fast path takes no lock and makes no
+ * system call: a relaxed load of the throttle rate, then a handful of atomics
+ * on the shared header (about 150 instructions a request under callgrind).
+ * The filter keeps the plugin's thread model (parallel for file).
  *
  * Destination side (gate=true) every request additionally waits on the gate
  * (gate.c) before it starts: reads and cache so the guest never sees a stale

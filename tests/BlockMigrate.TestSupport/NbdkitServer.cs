@@ -25,6 +25,8 @@ public sealed class NbdkitServer : IDisposable
     public string Uri => $"nbd+unix:///?socket={Socket}";
     public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
     public bool HasExited => _process.HasExited;
+    /// <summary>nbdkit's exit status once it has exited (negative: killed by that signal, as .NET reports it).</summary>
+    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
 
     /// <summary>
     /// Arguments for the filter and plugin: <c>--filter=OURS [--filter=inner...] file file=IMG dirtymap=MAP ...</c>.
@@ -48,7 +50,7 @@ public sealed class NbdkitServer : IDisposable
         var psi = new ProcessStartInfo("nbdkit") { RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "-f", "-U", socket }.Concat(args)) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
-        var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start nbdkit");
+        var p = StartOnOwnThread(psi);
         var server = new NbdkitServer(p, socket);
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(20));
         while (!File.Exists(socket))
@@ -66,6 +68,38 @@ public sealed class NbdkitServer : IDisposable
             Thread.Sleep(20);
         }
         return server;
+    }
+
+    /// <summary>
+    /// nbdkit sets PR_SET_PDEATHSIG(SIGTERM) on itself, and Linux delivers that signal when the *thread*
+    /// that forked it exits, not the process. Started from a thread-pool thread, nbdkit was shut down
+    /// the moment the pool retired that thread (about 20 s idle): a long test lost its disk. So fork it
+    /// from a thread of its own that lives until nbdkit exits.
+    /// </summary>
+    private static Process StartOnOwnThread(ProcessStartInfo psi)
+    {
+        Process? started = null;
+        Exception? failed = null;
+        using var ready = new ManualResetEventSlim();
+        var thread = new Thread(() =>
+        {
+            Process? p = null;
+            try
+            {
+                p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start nbdkit");
+                started = p;
+            }
+            catch (Exception e)
+            {
+                failed = e;
+            }
+            ready.Set();
+            p?.WaitForExit();
+        })
+        { IsBackground = true, Name = "nbdkit parent" };
+        thread.Start();
+        ready.Wait();
+        return started ?? throw (failed ?? new InvalidOperationException("cannot start nbdkit"));
     }
 
     /// <summary>Runs nbdkit expecting it to refuse to start; returns its exit code and stderr.</summary>

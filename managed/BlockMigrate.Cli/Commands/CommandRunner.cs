@@ -20,6 +20,7 @@ public static class CommandRunner
             Console.Error.WriteLine("Try 'blockmigrate --help'.");
             return Usage;
         }
+        Logging.LogOptions.Apply(parse);
         try
         {
             return parse.Invoke(new InvocationConfiguration

@@ -6,4 +6,8 @@ public sealed record HypervisorReport(
     TimeSpan Total,
     TimeSpan? HypervisorDowntime,
     TimeSpan? GuestDowntime,
-    long MemoryBytes);
+    long MemoryBytes)
+{
+    /// <summary>How long the switchover callback ran (disk freeze, final dirty set, commit), if measured here.</summary>
+    public TimeSpan? Switchover { get; init; }
+}

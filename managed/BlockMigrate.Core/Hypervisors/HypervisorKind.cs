@@ -1,0 +1,10 @@
+namespace BlockMigrate.Hypervisors;
+
+/// <summary>Which hypervisor adapter a migration uses (<c>--hypervisor qemu|xen|none</c>).</summary>
+public enum HypervisorKind
+{
+    /// <summary>Disk only.</summary>
+    None,
+    Qemu,
+    Xen,
+}

@@ -1,0 +1,132 @@
+using System.Text.Json.Nodes;
+
+namespace BlockMigrate.Hypervisors.Qemu;
+
+/// <summary>
+/// QEMU/KVM: memory and device state move with QEMU's own live migration, driven over QMP on both
+/// hosts. The destination QEMU was started with <c>-incoming defer -S</c>; its disk is the destination
+/// shim in gate mode, so it can never read a block that has not arrived.
+///
+/// The switchover hook is QEMU's <c>pause-before-switchover</c> capability: when the memory copy has
+/// converged, the source stops the guest for good (STOP event, runstate finish-migrate), and instead of
+/// sending the final device state it waits in migration status <c>pre-switchover</c> until told
+/// <c>migrate-continue</c>. At that point no more guest writes can happen at the source and the
+/// destination cannot have run yet, which is exactly where the disks must be frozen and their final
+/// dirty set sent. libvirt uses the same capability for the same reason: its copy-storage migration
+/// and its storage-backed switchover (e.g. shared-storage lock hand-over) must happen after the
+/// source stopped and before the destination starts. Without it we would have to race QEMU's own
+/// completion. The source stays in pre-switchover for as long as the callback takes; QEMU counts that
+/// time in its reported downtime.
+/// </summary>
+public sealed partial class QemuHypervisor : IHypervisor
+{
+    private readonly QemuOptions _options;
+    private QmpClient? _source;      // owned; connected in Prepare
+    private QmpClient? _destination; // owned; connected in Prepare
+    private QemuPhase _phase = QemuPhase.Idle;
+
+    public QemuHypervisor(QemuOptions options)
+    {
+        _options = options;
+    }
+
+    public string Name => "qemu";
+
+    private string IncomingUri => _options.IncomingUri ?? _options.MigrationUri;
+
+    public async Task PrepareAsync(CancellationToken cancellationToken)
+    {
+        if (_phase != QemuPhase.Idle)
+            throw new HypervisorException($"qemu: Prepare called twice (phase {_phase})");
+        _source = await QmpClient.ConnectAsync(_options.SourceQmp, _options.ConnectTimeout, cancellationToken);
+        _destination = await QmpClient.ConnectAsync(_options.DestinationQmp, _options.ConnectTimeout, cancellationToken);
+
+        await RecoverStaleMigrationAsync(_source, cancellationToken);
+        var src = await StatusAsync(_source, cancellationToken);
+        if (src != "running")
+            throw new HypervisorException($"qemu: the source VM ({_options.SourceQmp}) is '{src}', not running; start it (cont) before migrating");
+        var dst = await StatusAsync(_destination, cancellationToken);
+        if (dst != "inmigrate")
+            throw new HypervisorException(
+                $"qemu: the destination QEMU ({_options.DestinationQmp}) is '{dst}'; it must be waiting for a migration: start it with -incoming defer -S");
+        if (_options.Multifd)
+            await CheckMultifdAsync(cancellationToken);
+
+        // events on both sides (MIGRATION status changes); the pause on the source is our switchover hook
+        await SetCapabilitiesAsync(_source, cancellationToken,
+            ("events", true), ("pause-before-switchover", true), ("multifd", _options.Multifd),
+            ("auto-converge", _options.AutoConverge));
+        await SetCapabilitiesAsync(_destination, cancellationToken, ("events", true), ("multifd", _options.Multifd));
+
+        var parameters = new JsonObject();
+        if (_options.MaxBandwidth is { } bw)
+            parameters["max-bandwidth"] = bw;
+        if (_options.DowntimeLimit is { } dl)
+            parameters["downtime-limit"] = (long)Math.Max(1, dl.TotalMilliseconds);
+        if (_options.Multifd)
+        {
+            parameters["multifd-channels"] = _options.MultifdChannels;
+            parameters["multifd-compression"] = _options.MultifdCompression;
+            await _destination.ExecuteAsync("migrate-set-parameters", new JsonObject
+            {
+                ["multifd-channels"] = _options.MultifdChannels,
+                ["multifd-compression"] = _options.MultifdCompression,
+            }, cancellationToken);
+        }
+        if (parameters.Count > 0)
+            await _source.ExecuteAsync("migrate-set-parameters", parameters, cancellationToken);
+
+        if (_options.StartIncoming)
+            await _destination.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = IncomingUri }, cancellationToken);
+        _phase = QemuPhase.Prepared;
+    }
+
+    /// <summary>
+    /// A migration still in progress at the source is refused, unless it is one of ours whose
+    /// orchestrator died (our process killed mid-copy): pause-before-switchover is on, which only we
+    /// (or libvirt) set. Its destination never received the device state, so it never ran and the
+    /// source holds the only live copy of the VM: cancel, and restart the source if it stopped.
+    /// A re-run then needs a fresh destination QEMU (the old one exits when its migration fails).
+    /// </summary>
+    private static async Task RecoverStaleMigrationAsync(QmpClient source, CancellationToken cancellationToken)
+    {
+        var status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"];
+        if (status is not ("setup" or "active" or "pre-switchover" or "device" or "cancelling" or "postcopy-active"))
+            return;
+        var caps = await source.ExecuteAsync("query-migrate-capabilities", null, cancellationToken) as JsonArray ?? [];
+        var ours = caps.Any(c => (string?)c?["capability"] == "pause-before-switchover" && (bool?)c?["state"] == true);
+        if (!ours || status == "postcopy-active")
+            throw new HypervisorException($"qemu: the source already runs a migration (status {status}) that BlockMigrate did not start; cancel it first (migrate_cancel)");
+        await CancelAndResumeSourceAsync(source, cancellationToken);
+    }
+
+    private async Task CheckMultifdAsync(CancellationToken cancellationToken)
+    {
+        foreach (var (side, qmp) in new[] { ("source", _source!), ("destination", _destination!) })
+        {
+            var caps = await qmp.ExecuteAsync("query-migrate-capabilities", null, cancellationToken) as JsonArray ?? [];
+            if (!caps.Any(c => (string?)c?["capability"] == "multifd"))
+                throw new HypervisorException($"qemu: the {side} QEMU has no multifd migration; run without --multifd");
+        }
+    }
+
+    private static async Task SetCapabilitiesAsync(QmpClient qmp, CancellationToken cancellationToken, params (string Name, bool State)[] caps)
+    {
+        var list = new JsonArray();
+        foreach (var (name, state) in caps)
+            list.Add((JsonNode)new JsonObject { ["capability"] = name, ["state"] = state });
+        await qmp.ExecuteAsync("migrate-set-capabilities", new JsonObject { ["capabilities"] = list }, cancellationToken);
+    }
+
+    private static async Task<string> StatusAsync(QmpClient qmp, CancellationToken cancellationToken) =>
+        (string?)(await qmp.ExecuteObjectAsync("query-status", null, cancellationToken))["status"] ?? "unknown";
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_source != null)
+            await _source.DisposeAsync();
+        if (_destination != null)
+            await _destination.DisposeAsync();
+        _source = _destination = null;
+    }
+}

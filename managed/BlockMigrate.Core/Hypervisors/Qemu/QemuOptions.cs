@@ -1,0 +1,55 @@
+namespace BlockMigrate.Hypervisors.Qemu;
+
+/// <summary>
+/// How to reach the two QEMUs of a migration and how to tune QEMU's memory migration.
+/// The destination QEMU must have been started with <c>-incoming defer</c> (and <c>-S</c>), its disk
+/// served by the destination shim in gate mode.
+/// </summary>
+public sealed record QemuOptions
+{
+    /// <summary>The source QEMU's monitor: a unix socket path or <c>tcp:HOST:PORT</c> (<c>--qmp-source</c>).</summary>
+    public required string SourceQmp { get; init; }
+
+    /// <summary>The destination QEMU's monitor (<c>--qmp-destination</c>).</summary>
+    public required string DestinationQmp { get; init; }
+
+    /// <summary>
+    /// Where the source sends the memory stream (QEMU URI: <c>tcp:HOST:PORT</c>, <c>unix:PATH</c>)
+    /// (<c>--migration-uri</c>). The destination listens on <see cref="IncomingUri"/>, by default the same.
+    /// </summary>
+    public required string MigrationUri { get; init; }
+
+    /// <summary>What the destination listens on (<c>migrate-incoming</c>), e.g. <c>tcp:0.0.0.0:4444</c>; null = <see cref="MigrationUri"/>.</summary>
+    public string? IncomingUri { get; init; }
+
+    /// <summary>Send <c>migrate-incoming</c> to the destination in Prepare (false if the admin already did).</summary>
+    public bool StartIncoming { get; init; } = true;
+
+    /// <summary>QEMU's <c>max-bandwidth</c> for memory, bytes per second; null keeps QEMU's default (<c>--memory-bandwidth</c>).</summary>
+    public long? MaxBandwidth { get; init; }
+
+    /// <summary>QEMU's <c>downtime-limit</c>: the pause it aims for when it stops the source; null keeps QEMU's default (300 ms).</summary>
+    public TimeSpan? DowntimeLimit { get; init; }
+
+    /// <summary>
+    /// Several memory channels with compression, for slow links (<c>--multifd</c>). Both QEMUs must
+    /// support it; Prepare sets it on both sides and fails before anything starts if one cannot.
+    /// </summary>
+    public bool Multifd { get; init; }
+
+    /// <summary>Number of multifd channels (QEMU's default is 2).</summary>
+    public int MultifdChannels { get; init; } = 2;
+
+    /// <summary>multifd compression: <c>none</c>, <c>zlib</c> or <c>zstd</c> (<c>--memory-compression</c>).</summary>
+    public string MultifdCompression { get; init; } = "zstd";
+
+    /// <summary>
+    /// QEMU's <c>auto-converge</c>: slow the guest's vCPUs down while its memory is dirtied faster than
+    /// the link drains it, so the memory copy always ends, as the shim's throttle does for the disk
+    /// (<c>--auto-converge</c>).
+    /// </summary>
+    public bool AutoConverge { get; init; }
+
+    /// <summary>How long to retry connecting to a monitor that is not there yet.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}

@@ -1,0 +1,163 @@
+using NLog;
+
+namespace BlockMigrate.Network;
+
+/// <summary>
+/// Keeps connections to the VM's old address alive after it moved, with a tunnel from the source host to
+/// the destination host (Bradford et al. §3.3), built with iproute2 through CliWrap.
+///
+/// <code>
+///  client ──► source host ──rule "to OLD" → table T: OLD via overlay──► bmtunN ══ VXLAN/GRE/IPIP/WG ══╗
+///                 ▲                                                                                  ║
+///                 ║                                      destination host: bmtunN ◄══════════════════╝
+///                 ║                                        rule "to OLD"   → table T: OLD dev VM-link ──► VM
+///                 ╚════════ bmtunN ◄── rule "from OLD" → table T: default via overlay ◄── replies from OLD
+/// </code>
+///
+/// Replies go back through the tunnel (not straight from the destination), so they leave the source host
+/// exactly as before the move: the client, its firewalls and strict reverse-path filters see the same path.
+/// The source host's conntrack sees both directions, which is how we know when connections have drained;
+/// our nft chain (table inet blockmigrate, chain tN) only makes sure conntrack tracks the old address.
+///
+/// Everything we add is pushed on an undo list before it is added, and the list is played back on
+/// teardown or abort; we only ever delete what is on it. Our things: links bmtunN, their /30 overlay
+/// addresses, routing table T (checked empty first), two rules per host at <see cref="RedirectionOptions.RulePriority"/>,
+/// and chain tN in table inet blockmigrate (the table is removed when its last chain is).
+/// Requirements: iproute2 and IPv4 forwarding on both hosts, conntrack-tools on the source host.
+/// </summary>
+public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
+{
+    static readonly Logger Log = LogManager.GetLogger("BlockMigrate.Network.Tunnel");
+
+    readonly RedirectionOptions _options;
+    readonly IHostRunner _source;
+    readonly IHostRunner _destination;
+    readonly TunnelPlan _plan;
+    readonly SemaphoreSlim _step = new(1, 1);            // one step at a time (Abort waits for the running step)
+    readonly CancellationTokenSource _abort = new();     // cancelled by AbortAsync, stops the drain wait
+    readonly TaskCompletionSource _abortDone = new(TaskCreationOptions.RunContinuationsAsynchronously);   // set when AbortAsync has finished
+    readonly List<Undo> _undo = [];                      // guarded by _step
+    RedirectionReport _report = new() { Redirector = "tunnel" };   // written under _step
+    TunnelKind? _kind;                                   // chosen at prepare
+    State _state;                                        // guarded by _step
+    bool _noConntrack;                                   // conntrack missing: drain by timeout only
+
+    enum State { New, Prepared, Up, Removed }
+
+    /// <summary>A tunnel redirector running source commands via <paramref name="source"/> and destination
+    /// commands via <paramref name="destination"/>.</summary>
+    public TunnelRedirector(RedirectionOptions options, IHostRunner source, IHostRunner destination)
+    {
+        if (options.Validate() is { Count: > 0 } errors)
+            throw new ArgumentException(string.Join("; ", errors), nameof(options));
+        if (!options.TunnelEnabled)
+            throw new ArgumentException("tunnel kind is none", nameof(options));
+        _options = options;
+        _source = source;
+        _destination = destination;
+        _plan = TunnelPlan.From(options);
+    }
+
+    /// <summary>A tunnel redirector with runners from <see cref="RedirectionOptions.SourceCommand"/> and
+    /// <see cref="RedirectionOptions.DestinationCommand"/>.</summary>
+    public TunnelRedirector(RedirectionOptions options)
+        : this(options, CommandPrefixRunner.Parse(options.SourceCommand), CommandPrefixRunner.Parse(options.DestinationCommand))
+    {
+    }
+
+    /// <inheritdoc/>
+    public string Kind => "tunnel";
+
+    /// <inheritdoc/>
+    public RedirectionReport Report => _report;
+
+    /// <summary>The link name on both hosts.</summary>
+    public string LinkName => _plan.Link;
+
+    /// <inheritdoc/>
+    public async Task<RedirectionReport> PrepareAsync(CancellationToken cancellationToken)
+    {
+        await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_state == State.New) await PrepareCoreAsync(cancellationToken).ConfigureAwait(false);
+            return _report;
+        }
+        finally { _step.Release(); }
+    }
+
+    /// <inheritdoc/>
+    public async Task<RedirectionReport> RedirectAsync(CancellationToken cancellationToken)
+    {
+        await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_state == State.New && !await PrepareCoreAsync(cancellationToken).ConfigureAwait(false))
+                return _report;
+            if (_state == State.Prepared) await RedirectCoreAsync(cancellationToken).ConfigureAwait(false);
+            return _report;
+        }
+        finally { _step.Release(); }
+    }
+
+    /// <inheritdoc/>
+    public async Task<RedirectionReport> WaitDrainedAndTeardownAsync(CancellationToken cancellationToken)
+    {
+        if (_state != State.Up)
+            return _report;
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _abort.Token);
+        TunnelRemovalReason reason;
+        int live;
+        try
+        {
+            (reason, live) = await WaitDrainedAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_abort.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            // AbortAsync is removing everything: wait for it, then its report is ours.
+            await _abortDone.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return _report;
+        }
+        await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_state == State.Up) await RemoveAllAsync(reason, live, cancellationToken).ConfigureAwait(false);
+            return _report;
+        }
+        finally { _step.Release(); }
+    }
+
+    /// <inheritdoc/>
+    public async Task<RedirectionReport> AbortAsync(CancellationToken cancellationToken)
+    {
+        await _abort.CancelAsync().ConfigureAwait(false);
+        await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_state is State.Prepared or State.Up || _undo.Count > 0)
+                await RemoveAllAsync(TunnelRemovalReason.Aborted, null, cancellationToken).ConfigureAwait(false);
+            _state = State.Removed;   // an aborted redirector stays done
+            return _report;
+        }
+        finally
+        {
+            _step.Release();
+            _abortDone.TrySetResult();
+        }
+    }
+
+    /// <summary>Aborts (removes everything) if the tunnel is still there.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_state is State.Prepared or State.Up)
+            await AbortAsync(CancellationToken.None).ConfigureAwait(false);
+        _abort.Dispose();
+        _step.Dispose();
+    }
+
+    void Error(string step, string message)
+    {
+        Log.Error("{0}: {1}", step, message);
+        _report = _report.WithError(step, message);
+    }
+}

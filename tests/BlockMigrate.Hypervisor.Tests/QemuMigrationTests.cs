@@ -1,0 +1,250 @@
+using System.Text.Json.Nodes;
+using BlockMigrate.Hypervisors;
+using BlockMigrate.Hypervisors.Qemu;
+using BlockMigrate.Maps;
+using BlockMigrate.TestSupport;
+
+namespace BlockMigrate.Hypervisor.Tests;
+
+/// <summary>
+/// QemuHypervisor moving a real TCG guest that writes sequence-numbered blocks. Storage is shared: both
+/// QEMUs attach to one export of our shim (nbdkit + blockmigrate filter), so these tests are about memory,
+/// device state and the switchover point; the disk hand-over belongs to the engine. The switchover
+/// callback freezes the shim as the engine does, which shows no guest write reaches the disk then. One source guest boots once for the fixture; the
+/// abort cases run first, each against a fresh destination, and leave it running; the last test moves it.
+/// </summary>
+[TestFixture, NonParallelizable]
+public sealed class QemuMigrationTests
+{
+    private const int Blocks = 4096;
+    private static readonly TimeSpan Boot = TimeSpan.FromSeconds(60);
+    private TempDir _dir = null!;
+    private NbdkitServer _disk = null!;
+    private QemuGuest _source = null!;
+    private QmpClient _sourceObserver = null!;
+    private readonly List<QemuGuest> _destinations = [];
+    private bool _moved;
+    private QemuGuest? _movedTo;
+
+    [OneTimeSetUp]
+    public async Task BootSource()
+    {
+        _dir = new TempDir("hv-mig");
+        await Tool.CheckAsync("truncate", ["-s", $"{Blocks * GuestDisk.BlockSize}", _dir["disk.img"]]);
+        _disk = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_dir["disk.img"], _dir["disk.map"]));
+        _source = QemuGuest.Start(_dir.Path, Guest("src"));
+        _sourceObserver = await QmpClient.ConnectAsync(_source.ObserverQmpSocket, TimeSpan.FromSeconds(10), CancellationToken.None);
+        await _source.Serial.WaitForAsync(@"PROGRESS seq=100\b", Boot);
+    }
+
+    [OneTimeTearDown]
+    public async Task StopAll()
+    {
+        if (_sourceObserver != null)
+            await _sourceObserver.DisposeAsync();
+        foreach (var d in _destinations)
+            d.Dispose();
+        _source?.Dispose();
+        _disk?.Dispose();
+        _dir?.Dispose();
+    }
+
+    private QemuGuestOptions Guest(string name, bool incoming = false) => new()
+    {
+        Name = name,
+        DiskSocket = _disk.Socket,
+        Blocks = Blocks,
+        Incoming = incoming,
+        Paused = incoming,
+    };
+
+    private QemuGuest StartDestination(string name)
+    {
+        var d = QemuGuest.Start(_dir.Path, Guest(name, incoming: true));
+        _destinations.Add(d);
+        return d;
+    }
+
+    private QemuOptions Options(QemuGuest destination, long? maxBandwidth = null) => Options(_source, destination, maxBandwidth);
+
+    private QemuOptions Options(QemuGuest source, QemuGuest destination, long? maxBandwidth = null) => new()
+    {
+        SourceQmp = source.QmpSocket,
+        DestinationQmp = destination.QmpSocket,
+        MigrationUri = "unix:" + _dir[destination.Options.Name + "-mig.sock"],
+        MaxBandwidth = maxBandwidth ?? 1L << 30,
+        DowntimeLimit = TimeSpan.FromMilliseconds(100),
+    };
+
+    private static async Task<string> StatusAsync(QmpClient qmp, CancellationToken ct) =>
+        (string?)(await qmp.ExecuteObjectAsync("query-status", null, ct))["status"] ?? "?";
+
+    private async Task AssertSourceRunsAndWritesAsync(CancellationToken ct)
+    {
+        Assert.That(await StatusAsync(_sourceObserver, ct), Is.EqualTo("running"));
+        var progress = _source.Serial.LastProgress();
+        await _source.Serial.WaitForProgressBeyondAsync(progress + 50, TimeSpan.FromSeconds(30));
+    }
+
+    [Test, Order(1), CancelAfter(90_000)]
+    public async Task Abort_after_destination_dies_during_memory_copy_leaves_the_source_running(CancellationToken ct)
+    {
+        Assume.That(_moved, Is.False);
+        var destination = StartDestination("dst-dies");
+        var switchoverRan = false;
+        await using var hv = new QemuHypervisor(Options(destination, maxBandwidth: 2 << 20)); // slow: seconds of copy
+        await hv.PrepareAsync(ct);
+        using var migrationEvents = _sourceObserver.Subscribe("MIGRATION");
+        var migrating = hv.MigrateAsync(_ => { switchoverRan = true; return Task.CompletedTask; }, ct);
+        await migrationEvents.WaitAsync("MIGRATION", e => e.DataString("status") == "active", ct);
+        await Task.Delay(500, ct);
+        destination.Kill();
+
+        var e = Assert.ThrowsAsync<HypervisorException>(async () => await migrating);
+        Assert.That(e!.Message, Does.Contain("failed"));
+        await hv.AbortAsync(ct);
+
+        Assert.That(switchoverRan, Is.False, "switchover must not run when the memory copy failed");
+        await AssertSourceRunsAndWritesAsync(ct);
+    }
+
+    [Test, Order(2), CancelAfter(90_000)]
+    public async Task Abort_at_the_switchover_point_resumes_the_paused_source(CancellationToken ct)
+    {
+        Assume.That(_moved, Is.False);
+        var destination = StartDestination("dst-fails-commit");
+        string? sourceStatusInCallback = null;
+        await using var hv = new QemuHypervisor(Options(destination));
+        await hv.PrepareAsync(ct);
+        var migrating = hv.MigrateAsync(async c =>
+        {
+            sourceStatusInCallback = await StatusAsync(_sourceObserver, c);
+            destination.Kill();
+            throw new InvalidOperationException("destination lost before commit");
+        }, ct);
+
+        Assert.ThrowsAsync<InvalidOperationException>(async () => await migrating);
+        Assert.That(sourceStatusInCallback, Is.EqualTo("finish-migrate").Or.EqualTo("paused"));
+        await hv.AbortAsync(ct);
+        await AssertSourceRunsAndWritesAsync(ct);
+    }
+
+    [Test, Order(3), CancelAfter(120_000)]
+    public async Task Migration_runs_switchover_while_source_is_stopped_and_before_destination_runs(CancellationToken ct)
+    {
+        var destination = StartDestination("dst");
+        await using var destinationObserver = await QmpClient.ConnectAsync(destination.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        using var destinationEvents = destinationObserver.Subscribe("RESUME");
+        string? sourceStatus = null, destinationStatus = null;
+        long progressAtSwitchover = -1, progressAfterHold = -1;
+        ulong diskWritesAtSwitchover = 0, diskWritesAfterHold = 0;
+        DateTimeOffset switchoverEnded = default;
+        var calls = 0;
+        var hold = TimeSpan.FromMilliseconds(300); // stands for the engine's final dirty set and commit
+
+        await using var hv = new QemuHypervisor(Options(destination));
+        await hv.PrepareAsync(ct);
+        var report = await hv.MigrateAsync(async c =>
+        {
+            calls++;
+            sourceStatus = await StatusAsync(_sourceObserver, c);
+            destinationStatus = await StatusAsync(destinationObserver, c);
+            progressAtSwitchover = _source.Serial.LastProgress();
+            using var map = DirtyMap.Open(_dir["disk.map"]);
+            map.Freeze(TimeSpan.FromSeconds(5));
+            diskWritesAtSwitchover = map.Info().Writes;
+            await Task.Delay(hold, c);
+            diskWritesAfterHold = map.Info().Writes;
+            map.Thaw();
+            progressAfterHold = _source.Serial.LastProgress();
+            switchoverEnded = DateTimeOffset.UtcNow;
+        }, ct);
+        _moved = true;
+
+        Assert.That(calls, Is.EqualTo(1));
+        Assert.That(sourceStatus, Is.EqualTo("finish-migrate").Or.EqualTo("paused"), "source VM stopped during switchover");
+        Assert.That(destinationStatus, Is.EqualTo("inmigrate"), "destination cannot run during switchover");
+        Assert.That(progressAfterHold, Is.EqualTo(progressAtSwitchover), "the guest ran at the source during switchover");
+        Assert.That(diskWritesAfterHold, Is.EqualTo(diskWritesAtSwitchover), "a write reached the disk during switchover");
+        Assert.That(diskWritesAtSwitchover, Is.GreaterThan(0UL), "the shim saw the guest's writes");
+        var resumed = await destinationEvents.WaitAsync("RESUME", null, ct);
+        Assert.That(resumed.Timestamp, Is.GreaterThanOrEqualTo(switchoverEnded.AddMilliseconds(-50)), "destination resumed before switchover returned");
+        Assert.That(await StatusAsync(destinationObserver, ct), Is.EqualTo("running"));
+        Assert.That(await StatusAsync(_sourceObserver, ct), Is.EqualTo("postmigrate"));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(report.Hypervisor, Is.EqualTo("qemu"));
+            Assert.That(report.MemoryBytes, Is.GreaterThan(1 << 20));
+            Assert.That(report.HypervisorDowntime, Is.Not.Null);
+            Assert.That(report.GuestDowntime, Is.GreaterThanOrEqualTo(hold).And.LessThan(TimeSpan.FromSeconds(30)));
+            Assert.That(report.Switchover, Is.GreaterThanOrEqualTo(hold));
+            Assert.That(report.Total, Is.GreaterThanOrEqualTo(report.GuestDowntime!.Value));
+        });
+        TestContext.Out.WriteLine($"report: {report}");
+
+        // the guest goes on at the destination: its counter continues past where the source stopped
+        var first = await destination.Serial.WaitForProgressBeyondAsync(progressAtSwitchover, TimeSpan.FromSeconds(30));
+        await destination.Serial.WaitForProgressBeyondAsync(first + 100, TimeSpan.FromSeconds(30));
+        Assert.That(destination.Serial.Text(), Does.Not.Contain("WRITE-ERR"));
+
+        await destinationObserver.ExecuteAsync("stop", null, ct);
+        var verdict = GuestDisk.Verify(_dir["disk.img"], Blocks);
+        Assert.That(verdict.Ok, verdict.ToString());
+        Assert.That(verdict.MaxSeq, Is.GreaterThan(first));
+        await destinationObserver.ExecuteAsync("cont", null, ct);
+        _movedTo = destination;
+    }
+
+    [Test, Order(4), CancelAfter(120_000)]
+    public async Task A_rerun_after_our_process_died_mid_copy_recovers_the_source_and_succeeds(CancellationToken ct)
+    {
+        Assume.That(_movedTo, Is.Not.Null, "needs the VM moved by the previous test");
+        var vm = _movedTo!; // the VM now runs there: move it on
+        await using var observer = await QmpClient.ConnectAsync(vm.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        using var migrationEvents = observer.Subscribe("MIGRATION");
+
+        // first run: slow memory copy, then the orchestrator vanishes without aborting
+        var orphan = StartDestination("dst-orphaned");
+        var first = new QemuHypervisor(Options(vm, orphan, maxBandwidth: 2 << 20));
+        await first.PrepareAsync(ct);
+        var dying = first.MigrateAsync(_ => Task.CompletedTask, ct);
+        await migrationEvents.WaitAsync("MIGRATION", e => e.DataString("status") == "active", ct);
+        await first.DisposeAsync(); // its monitors close: as if the process was killed
+        Assert.ThrowsAsync<QmpException>(async () => await dying);
+        Assert.That((string?)(await observer.ExecuteObjectAsync("query-migrate", null, ct))["status"], Is.EqualTo("active"),
+            "QEMU goes on migrating without us");
+
+        // re-run to a fresh destination: Prepare cancels the stale migration, then all proceeds
+        var destination = StartDestination("dst-rerun");
+        await using var second = new QemuHypervisor(Options(vm, destination));
+        await second.PrepareAsync(ct);
+        Assert.That((string?)(await observer.ExecuteObjectAsync("query-status", null, ct))["status"], Is.EqualTo("running"));
+        var switchovers = 0;
+        var report = await second.MigrateAsync(_ => { switchovers++; return Task.CompletedTask; }, ct);
+
+        Assert.That(switchovers, Is.EqualTo(1));
+        Assert.That(report.MemoryBytes, Is.GreaterThan(0));
+        var last = vm.Serial.LastProgress();
+        await destination.Serial.WaitForProgressBeyondAsync(last + 50, TimeSpan.FromSeconds(30));
+        await using var destinationObserver = await QmpClient.ConnectAsync(destination.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        await destinationObserver.ExecuteAsync("stop", null, ct);
+        var verdict = GuestDisk.Verify(_dir["disk.img"], Blocks);
+        Assert.That(verdict.Ok, verdict.ToString());
+    }
+
+    [Test, Order(0), CancelAfter(30_000)]
+    public async Task Prepare_refuses_a_destination_that_is_not_waiting_for_a_migration(CancellationToken ct)
+    {
+        var notIncoming = QemuGuest.Start(_dir.Path, Guest("not-incoming") with { Paused = true });
+        _destinations.Add(notIncoming);
+        await using var hv = new QemuHypervisor(new QemuOptions
+        {
+            SourceQmp = _source.QmpSocket, // running, so the destination check is what fails
+            DestinationQmp = notIncoming.QmpSocket,
+            MigrationUri = "unix:" + _dir["never.sock"],
+        });
+        var e = Assert.ThrowsAsync<HypervisorException>(() => hv.PrepareAsync(ct));
+        Assert.That(e!.Message, Does.Contain("'prelaunch'").And.Contain("-incoming defer"));
+    }
+}

@@ -1,0 +1,93 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using BlockMigrate.Bench.Qemu;
+using BlockMigrate.TestSupport;
+
+// bench-qemu METHOD[,METHOD] [--rate 100mbit|none] [--runs N] [--memory MiB] [--disk 256M] [--fill 128M] [--json FILE]
+// METHOD: baseline (QEMU copy-storage) or blockmigrate. Runs are interleaved: a1 b1 a2 b2 ...
+// Prints one markdown row per run. Needs root (network namespaces) and the guest (tools/guest/build-guest.sh).
+var methods = new List<IMigrationUnderTest>();
+var settings = new BenchSettings();
+for (var i = 0; i < args.Length; i++)
+{
+    string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+    switch (args[i])
+    {
+        case "--rate": var r = Next(); settings = settings with { Rate = r == "none" ? null : r }; break;
+        case "--runs": settings = settings with { Runs = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+        case "--memory": settings = settings with { MemoryMiB = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+        case "--disk": settings = settings with { DiskBytes = Size(Next()) }; break;
+        case "--fill": settings = settings with { FillBytes = Size(Next()) }; break;
+        case "--json": settings = settings with { JsonOut = Next() }; break;
+        default:
+            foreach (var m in args[i].Split(','))
+                methods.Add(m switch
+                {
+                    "baseline" or "qemu-copy-storage" => new QemuCopyStorageMigration(),
+                    "blockmigrate" => new BlockMigrateMigration(),
+                    _ => throw new ArgumentException($"unknown method '{m}' (baseline, blockmigrate)"),
+                });
+            break;
+    }
+}
+if (methods.Count == 0)
+    methods.Add(new QemuCopyStorageMigration());
+
+await GuestImage.EnsureBuiltAsync();
+var results = new List<BenchResult>();
+Console.WriteLine($"link {settings.Rate ?? "unshaped"}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
+Console.WriteLine("| method | run | total s | guest downtime ms | QEMU downtime ms | wire MB | memory MB (QEMU) | disk | detail |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+for (var run = 1; run <= settings.Runs; run++)
+    foreach (var method in methods)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(15));
+        using var hosts = await BenchHosts.StartAsync(settings);
+        var wireBefore = await WireCounter.BytesAsync(hosts.Net.Source);
+        (TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail) measured;
+        try
+        {
+            measured = await method.RunAsync(hosts, timeout.Token);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            var why = $"FAILED: {e.Message} {hosts.Diagnose()}".Replace('|', '/').Replace('\n', ' ');
+            results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why));
+            Console.WriteLine($"| {method.Name} | {run} | | | | | | BAD | {why} |");
+            continue;
+        }
+        var (total, downtime, qemuDowntime, memory, detail) = measured;
+        var wire = await WireCounter.BytesAsync(hosts.Net.Source) - wireBefore;
+        // the guest must go on at the destination, and the destination disk must hold every write
+        var last = hosts.Source.Serial.LastProgress();
+        await hosts.Destination.Serial.WaitForProgressBeyondAsync(last + 100, TimeSpan.FromSeconds(60));
+        hosts.Destination.Kill();
+        var verdict = GuestDisk.Verify(hosts.DestinationImage, settings.GuestBlocks);
+        var res = new BenchResult(method.Name, run, total, downtime, qemuDowntime, wire, memory, verdict.Ok,
+            verdict.Ok ? detail : detail + "; " + verdict);
+        results.Add(res);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"| {res.Method} | {run} | {total.TotalSeconds:0.00} | {downtime.TotalMilliseconds:0} | {qemuDowntime?.TotalMilliseconds:0} | {wire / 1e6:0.0} | {memory / 1e6:0.0} | {(verdict.Ok ? "OK" : "BAD")} | {res.Detail} |"));
+    }
+
+if (settings.JsonOut != null)
+{
+    var arr = new JsonArray();
+    foreach (var r in results)
+        arr.Add((JsonNode)new JsonObject
+        {
+            ["method"] = r.Method, ["run"] = r.Run, ["rate"] = settings.Rate, ["total_s"] = r.Total.TotalSeconds,
+            ["guest_downtime_ms"] = r.GuestDowntime.TotalMilliseconds, ["qemu_downtime_ms"] = r.HypervisorDowntime?.TotalMilliseconds,
+            ["wire_bytes"] = r.WireBytes, ["memory_bytes"] = r.MemoryBytes, ["disk_ok"] = r.DiskVerified, ["detail"] = r.Detail,
+        });
+    await File.WriteAllTextAsync(settings.JsonOut, arr.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+}
+return results.All(r => r.DiskVerified) ? 0 : 1;
+
+static long Size(string s)
+{
+    var unit = char.ToUpperInvariant(s[^1]) switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, _ => 1L };
+    return long.Parse(unit == 1 ? s : s[..^1], CultureInfo.InvariantCulture) * unit;
+}

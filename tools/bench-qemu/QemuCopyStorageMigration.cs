@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using BlockMigrate.Hypervisors.Qemu;
+
+namespace BlockMigrate.Bench.Qemu;
+
+/// <summary>
+/// The baseline: QEMU's own storage migration, as libvirt's <c>--copy-storage-all</c> drives it. The
+/// destination QEMU exports its (empty) disk over NBD; the source mirrors its disk into that export
+/// (<c>blockdev-mirror sync=full</c>), and once the mirror is READY it keeps forwarding writes while the
+/// memory migrates; when memory is done (source stopped) the mirror is cancelled without pivot, which
+/// completes it with the target in sync; then the destination resumes.
+/// </summary>
+public sealed class QemuCopyStorageMigration : IMigrationUnderTest
+{
+    private const int MemoryPort = 4444;
+    private const int NbdPort = 10810;
+
+    public string Name => "qemu-copy-storage";
+
+    /// <summary>
+    /// The destination sees the source's NBD client go away a moment after <c>blockdev-del</c>; until then
+    /// <c>block-export-del</c> says "still in use". Retry briefly, then cut the connection (mode hard).
+    /// </summary>
+    private static async Task DeleteExportAsync(QmpClient dst, CancellationToken ct)
+    {
+        for (var i = 0; i < 100; i++)
+        {
+            try
+            {
+                await dst.ExecuteAsync("block-export-del", new JsonObject { ["id"] = "exp0" }, ct);
+                return;
+            }
+            catch (QmpException e) when (e.Description.Contains("still in use"))
+            {
+                await Task.Delay(10, ct);
+            }
+        }
+        await dst.ExecuteAsync("block-export-del", new JsonObject { ["id"] = "exp0", ["mode"] = "hard" }, ct);
+    }
+
+    public async Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
+        BenchHosts hosts, CancellationToken ct)
+    {
+        var connect = TimeSpan.FromSeconds(10);
+        await using var src = await QmpClient.ConnectAsync(hosts.Source.QmpSocket, connect, ct);
+        await using var dst = await QmpClient.ConnectAsync(hosts.Destination.QmpSocket, connect, ct);
+        var dstIp = hosts.Net.DestinationAddress;
+        using var srcEvents = src.Subscribe("STOP", "MIGRATION", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
+        using var dstEvents = dst.Subscribe("RESUME");
+        var events = new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "events", ["state"] = true }) };
+        await src.ExecuteAsync("migrate-set-capabilities", events, ct);
+        await dst.ExecuteAsync("migrate-set-capabilities", (JsonObject)events.DeepClone(), ct);
+
+        var started = Stopwatch.GetTimestamp();
+        await dst.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = $"tcp:0.0.0.0:{MemoryPort}" }, ct);
+        await dst.ExecuteAsync("nbd-server-start", new JsonObject
+        {
+            ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = dstIp, ["port"] = NbdPort.ToString() } },
+        }, ct);
+        await dst.ExecuteAsync("block-export-add", new JsonObject
+        {
+            ["type"] = "nbd", ["id"] = "exp0", ["node-name"] = "d0", ["name"] = "d0", ["writable"] = true,
+        }, ct);
+        await src.ExecuteAsync("blockdev-add", new JsonObject
+        {
+            ["driver"] = "nbd", ["node-name"] = "mirror-tgt", ["export"] = "d0",
+            ["server"] = new JsonObject { ["type"] = "inet", ["host"] = dstIp, ["port"] = NbdPort.ToString() },
+        }, ct);
+        await src.ExecuteAsync("blockdev-mirror", new JsonObject
+        {
+            ["job-id"] = "mig0", ["device"] = "d0", ["target"] = "mirror-tgt", ["sync"] = "full",
+        }, ct);
+        while (true)
+        {
+            var e = await srcEvents.Reader.ReadAsync(ct);
+            if (e.Name == "BLOCK_JOB_READY")
+                break;
+            if (e.Name == "BLOCK_JOB_COMPLETED")
+                throw new InvalidOperationException("mirror ended before READY: " + (e.DataString("error") ?? "no error given"));
+        }
+        var mirrorReady = Stopwatch.GetElapsedTime(started);
+
+        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:{dstIp}:{MemoryPort}" }, ct);
+        DateTimeOffset? stopped = null;
+        while (true)
+        {
+            var e = await srcEvents.Reader.ReadAsync(ct);
+            if (e.Name == "STOP")
+                stopped ??= e.Timestamp;
+            else if (e.Name == "MIGRATION" && e.DataString("status") is "completed")
+                break;
+            else if (e.Name == "MIGRATION" && e.DataString("status") is "failed" or "cancelled")
+                throw new InvalidOperationException("memory migration " + e.DataString("status"));
+        }
+        var memoryDone = Stopwatch.GetElapsedTime(started);
+        await src.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = "mig0" }, ct);
+        await srcEvents.WaitAsync("BLOCK_JOB_COMPLETED", null, ct);
+        await src.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = "mirror-tgt" }, ct);
+        await DeleteExportAsync(dst, ct);
+        await dst.ExecuteAsync("nbd-server-stop", null, ct);
+        await dst.ExecuteAsync("cont", null, ct);
+        var resumed = (await dstEvents.WaitAsync("RESUME", null, ct)).Timestamp;
+        var total = Stopwatch.GetElapsedTime(started);
+
+        var info = await src.ExecuteObjectAsync("query-migrate", null, ct);
+        var qemuDowntime = info["downtime"] is JsonValue d ? TimeSpan.FromMilliseconds((long)d) : (TimeSpan?)null;
+        var memoryBytes = (long?)info["ram"]?["transferred"] ?? 0;
+        return (total, resumed - (stopped ?? resumed), qemuDowntime, memoryBytes,
+            $"mirror READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s");
+    }
+}

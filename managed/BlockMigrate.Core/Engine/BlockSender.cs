@@ -29,7 +29,7 @@ internal sealed class BlockSender : IAsyncDisposable
     private long _lastProgress = Stopwatch.GetTimestamp(); // _lock
     private TaskCompletionSource _progress = NewSignal(); // _lock: completed on every ack and on failure
     private Exception? _failure;   // _lock
-    private ulong _probeSeq;       // _lock: a frame sent onto an idle link, timed until its ack
+    private ulong _probeSeq;       // _lock: a small frame sent onto an idle link, timed until its ack
     private long _probeSent;       // _lock
     private TimeSpan _minAckLatency = TimeSpan.MaxValue; // _lock: smallest send→ack time seen (≈ a round trip)
     private readonly TaskCompletionSource _committed = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -74,7 +74,8 @@ internal sealed class BlockSender : IAsyncDisposable
             }
             lock (_lock)
             {
-                if (_probeSeq == 0 && _inflight.Count == 0 && seq > _acked)
+                // small frames only: a big one's ack also waits for its own serialisation on a slow link
+                if (_probeSeq == 0 && _inflight.Count == 0 && seq > _acked && frame.WireBytes <= 4096)
                 {
                     _probeSeq = seq;
                     _probeSent = Stopwatch.GetTimestamp();

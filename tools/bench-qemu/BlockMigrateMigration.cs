@@ -39,6 +39,7 @@ public sealed class BlockMigrateMigration : IMigrationUnderTest
             ? (Environment.GetEnvironmentVariable("BENCH_VM_SLOW_LINK_OPTIONS") ?? "--multifd --memory-compression zstd")
                 .Split(' ', StringSplitOptions.RemoveEmptyEntries)
             : []);
+        if (hosts.Settings.AutoConverge) args.Add("--auto-converge"); // as the baseline, when the link needs it
         var started = Stopwatch.GetTimestamp();
         using var migrate = BackgroundProcess.CliIn(hosts.Net.Source, args.ToArray());
         int exit;

@@ -10,11 +10,11 @@ namespace BlockMigrate.Cli.Commands;
 /// <summary>
 /// <c>blockmigrate migrate</c>: the source side. Exit 0: committed (and verified, when asked);
 /// 1: failed before the commit, the source untouched (run again to resume); 3: committed but the
-/// verification found a difference; 2: usage.
+/// verification found a difference, or something failed after the commit; 2: usage.
 /// </summary>
 public static class MigrateCommand
 {
-    public const int VerifyFailed = 3;
+    public const int VerifyFailed = 3, AfterCommitFailed = 3;
 
     public static Command Create()
     {
@@ -108,6 +108,11 @@ public static class MigrateCommand
                     return VerifyFailed;
                 }
                 return CommandRunner.Ok;
+            }
+            catch (AfterCommitException e)
+            {
+                Console.Error.WriteLine($"blockmigrate: {e.Message}");
+                return AfterCommitFailed;
             }
             catch (BlockMigrateException e)
             {

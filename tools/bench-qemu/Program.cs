@@ -67,14 +67,24 @@ for (var run = 1; run <= settings.Runs; run++)
         var wire = await WireCounter.BytesAsync(hosts.Net.Source) - wireBefore;
         // the guest must go on at the destination, and the destination disk must hold every write
         var last = hosts.Source.Serial.LastProgress();
-        await hosts.Destination.Serial.WaitForProgressBeyondAsync(last + 100, TimeSpan.FromSeconds(60));
+        string? stuck = null;
+        try
+        {
+            await hosts.Destination.Serial.WaitForProgressBeyondAsync(last + 100, TimeSpan.FromSeconds(60));
+        }
+        catch (TimeoutException e)
+        {
+            // a row saying so, not a crash that loses the other runs
+            stuck = $"the guest did not go on at the destination ({e.Message.Split(';')[0]}) {hosts.Diagnose()}".Replace('|', '/');
+        }
         hosts.Destination.Kill();
         var verdict = GuestDisk.Verify(hosts.DestinationImage, settings.GuestBlocks);
-        var res = new BenchResult(method.Name, run, total, downtime, qemuDowntime, wire, memory, verdict.Ok,
-            verdict.Ok ? detail : detail + "; " + verdict);
+        var ok = verdict.Ok && stuck == null;
+        var res = new BenchResult(method.Name, run, total, downtime, qemuDowntime, wire, memory, ok,
+            stuck != null ? detail + "; FAILED: " + stuck : verdict.Ok ? detail : detail + "; " + verdict);
         results.Add(res);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"| {res.Method} | {run} | {total.TotalSeconds:0.00} | {downtime.TotalMilliseconds:0} | {qemuDowntime?.TotalMilliseconds:0} | {wire / 1e6:0.0} | {memory / 1e6:0.0} | {(verdict.Ok ? "OK" : "BAD")} | {res.Detail} |"));
+            $"| {res.Method} | {run} | {total.TotalSeconds:0.00} | {downtime.TotalMilliseconds:0} | {qemuDowntime?.TotalMilliseconds:0} | {wire / 1e6:0.0} | {memory / 1e6:0.0} | {(ok ? "OK" : "BAD")} | {res.Detail} |"));
     }
 
 if (settings.JsonOut != null)

@@ -30,6 +30,12 @@ public static class CommandRunner
                 ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
             });
         }
+        catch (UsageException e)
+        {
+            foreach (var line in e.Lines)
+                Console.Error.WriteLine($"blockmigrate: {line}");
+            return Usage;
+        }
         catch (BlockMigrateException e)
         {
             return Fail(e.Message);

@@ -71,7 +71,9 @@ public static class RedirectionCliOptions
         IPAddress? Address(string? text, string what)
         {
             if (text is null) return null;
-            if (IPAddress.TryParse(text.Trim(), out var a)) return a;
+            var t = text.Trim();
+            // IPAddress.TryParse also takes inet_aton forms ("10.1" = 10.0.0.1): ask for four parts
+            if (IPAddress.TryParse(t, out var a) && (t.Contains(':') || t.Count(c => c == '.') == 3)) return a;
             errors.Add($"{what} '{text}' is not an IP address");
             return null;
         }

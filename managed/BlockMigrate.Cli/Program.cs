@@ -19,8 +19,6 @@ public static class Program
             StatusCommand.Create(),
         };
         LogOptions.AddTo(root);
-        // PLACEHOLDER (pkg branch): stand-ins until the real commands land; remove with the file.
-        PackagingPlaceholders.AddMissing(root);
         return CommandRunner.Invoke(root, args);
     }
 }

@@ -169,7 +169,8 @@ public static class MigrateCommand
     private static void WriteJson(MigrationReport r, RedirectionReport net)
     {
         using var stdout = Console.OpenStandardOutput();
-        using (var w = new Utf8JsonWriter(stdout))
+        // relaxed escaping: "tunnel+dns" stays readable (the output is not HTML)
+        using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             w.WriteStartObject();
             w.WriteNumber("total_seconds", Math.Round(r.TotalSeconds, 3));

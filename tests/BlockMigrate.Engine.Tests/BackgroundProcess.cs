@@ -12,11 +12,12 @@ public sealed class BackgroundProcess : IDisposable
     private readonly StringBuilder _stdout = new(), _stderr = new();
     private readonly SemaphoreSlim _line = new(0);
 
-    public BackgroundProcess(string program, IEnumerable<string> args)
+    public BackgroundProcess(string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? env = null)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
+        foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         _process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start " + program);
         _process.OutputDataReceived += (_, e) => { if (e.Data != null) { lock (_stdout) _stdout.AppendLine(e.Data); _line.Release(); } };
         _process.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (_stderr) _stderr.AppendLine(e.Data); };
@@ -25,6 +26,10 @@ public sealed class BackgroundProcess : IDisposable
     }
 
     public static BackgroundProcess Cli(params string[] args) => new("dotnet", new[] { Repo.CliDll }.Concat(args));
+
+    /// <summary>The CLI with extra environment variables.</summary>
+    public static BackgroundProcess Cli(IReadOnlyDictionary<string, string> env, params string[] args) =>
+        new("dotnet", new[] { Repo.CliDll }.Concat(args), env);
 
     public static BackgroundProcess Python(string script, params string[] args) =>
         new("/usr/bin/python3", new[] { Path.Combine(Repo.Root, "tools", script) }.Concat(args));

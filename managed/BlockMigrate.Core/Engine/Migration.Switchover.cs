@@ -65,6 +65,7 @@ public sealed partial class Migration
         }
         ReleaseThrottle();
         Say($"committed: {_finalBlocks} final blocks, downtime {_downtime.TotalMilliseconds:0} ms");
+        Committed?.Invoke();
         if (_options.Verify) await VerifyAsync(ct);
     }
 

@@ -30,7 +30,7 @@ public static class MigrateCommand
         var bandwidth = new Option<string?>("--bandwidth") { Description = "cap on the link, bits per second like tc: 20M, 100mbit, 1G" };
         var maxDowntime = new Option<int?>("--max-downtime") { Description = "downtime target in ms (default 300)" };
         var maxRounds = new Option<int?>("--max-rounds") { Description = "dirty rounds before giving up (default 30)" };
-        var hypervisor = new Option<string>("--hypervisor") { Description = "who moves memory and devices: none (disk only)", DefaultValueFactory = _ => "none" };
+        var hypervisor = new HypervisorCliOptions();
         var json = new Option<bool>("--json") { Description = "print the report as one JSON object" };
         var plaintext = new Option<bool>("--plaintext") { Description = "no TLS, no authentication (the receiver must use it too)" };
         var timeout = new Option<int?>("--timeout") { Description = "give up (source untouched) after this many seconds" };
@@ -40,10 +40,11 @@ public static class MigrateCommand
         var keepFrozen = new Option<bool>("--keep-source-frozen") { Description = "with --hypervisor none: leave the source map frozen after the commit" };
         var command = new Command("migrate", "Migrate disks (and, with a hypervisor, the VM) to a receiver")
         {
-            disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, hypervisor, json, plaintext, timeout,
+            disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, json, plaintext, timeout,
             noThrottle, noCompress, verify, keepFrozen,
         };
         RedirectionCliOptions.AddTo(command);
+        hypervisor.AddTo(command);
         command.SetAction(async (r, ct) =>
         {
             try
@@ -58,6 +59,7 @@ public static class MigrateCommand
                 foreach (var (kind, name, values) in file.Sections)
                 {
                     if (kind == RedirectionCliOptions.Section) continue;
+                    if (kind == HypervisorCliOptions.Section) continue;
                     if (kind != "disk") throw new BlockMigrateException($"{cfgName}: unknown section [{kind} {name}]");
                     KeyValueFile.CheckKeys(cfgName, values, "image", "map");
                     disks.Add(new DiskSpec(name, values.GetValueOrDefault("image") ?? throw new BlockMigrateException($"{cfgName}: [disk {name}] has no image"),
@@ -72,12 +74,7 @@ public static class MigrateCommand
                     : Get(knownHosts, "known-hosts") is { } kh ? TrustList.LookupKnownHost(kh, host, port) : null;
                 if (!isPlain && fingerprint == null)
                     throw new BlockMigrateException($"receiver {host}:{port} has no pinned key: give --peer-fingerprint or list it in --known-hosts");
-                var hvName = r.GetValue(hypervisor) ?? file.Global.GetValueOrDefault("hypervisor") ?? "none";
-                IHypervisor hv = hvName switch
-                {
-                    "none" => new NoneHypervisor(),
-                    _ => throw new BlockMigrateException($"hypervisor '{hvName}' is not available in this build (known: none)"),
-                };
+                var hv = HypervisorFactory.Create(hypervisor.Bind(r, file, cfgName));
                 var redirection = RedirectionCliOptions.Bind(r, file, cfgName, disks);
                 var options = new MigrationOptions
                 {
@@ -97,7 +94,7 @@ public static class MigrateCommand
                     Timeout = (r.GetValue(timeout) ?? IntOf(file, "timeout")) is { } s ? TimeSpan.FromSeconds(s) : null,
                 };
                 var display = new ProgressDisplay(!Console.IsErrorRedirected);
-                using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hvName);
+                using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hv.Name);
                 var network = new NetworkRedirection(redirection, display, status);
                 await network.PrepareAsync(ct);
                 await using var migration = new Migration(options, hv);
@@ -167,6 +164,7 @@ public static class MigrateCommand
         o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
         o.WriteLine($"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros");
+        HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
         if (net.Redirector != "none") o.WriteLine($"  network:      {NetworkSummary.Describe(net)}");
@@ -195,6 +193,7 @@ public static class MigrateCommand
             w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
             w.WriteNumber("final_blocks", r.FinalBlocks);
             w.WriteString("hypervisor", r.Hypervisor);
+            HypervisorCliOptions.WriteJson(w, r);
             w.WriteStartArray("disks");
             foreach (var d in r.Disks) w.WriteStringValue(d);
             w.WriteEndArray();

@@ -67,6 +67,8 @@ public sealed partial class Migration : IAsyncDisposable
             await ConnectAsync(ct);
             await _hypervisor.PrepareAsync(ct);
             await PreCopyAsync(ct);
+            SetPhase(MigrationPhase.Memory);
+            foreach (var d in _disks) d.SyncOutstanding();
             var hv = await _hypervisor.MigrateAsync(SwitchoverAsync, ct);
             if (!_committed) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
             await AfterCommitAsync();

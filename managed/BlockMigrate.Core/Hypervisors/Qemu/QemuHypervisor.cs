@@ -71,11 +71,13 @@ public sealed partial class QemuHypervisor : IHypervisor
             ("auto-converge", _options.AutoConverge));
         await SetCapabilitiesAsync(_destination, cancellationToken, ("events", true), ("multifd", _options.Multifd));
 
-        var parameters = new JsonObject();
-        if (_options.MaxBandwidth is { } bw)
-            parameters["max-bandwidth"] = bw;
-        if (_options.DowntimeLimit is { } dl)
-            parameters["downtime-limit"] = (long)Math.Max(1, dl.TotalMilliseconds);
+        // Always set both: QEMU keeps the last values it was given, so an earlier run's (or the
+        // admin's) --memory-bandwidth would otherwise silently apply to this one.
+        var parameters = new JsonObject
+        {
+            ["max-bandwidth"] = _options.MaxBandwidth ?? QemuOptions.QemuDefaultMaxBandwidth,
+            ["downtime-limit"] = (long)Math.Max(1, (_options.DowntimeLimit ?? QemuOptions.QemuDefaultDowntimeLimit).TotalMilliseconds),
+        };
         if (_options.Multifd)
         {
             parameters["multifd-channels"] = _options.MultifdChannels;

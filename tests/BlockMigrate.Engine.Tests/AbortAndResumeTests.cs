@@ -103,6 +103,37 @@ public class AbortAndResumeTests
     }
 
     [Test]
+    public async Task Killing_migrate_itself_mid_transfer_is_resumed_from_its_outstanding_record()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, Size, Random);
+        var hash = source.Hash();
+        using (var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys))
+        {
+            using var migrate = BackgroundProcess.Cli("migrate", "--disk", source.DiskArg(), "--to", receiver.Address, "--key", keys.SourceKey,
+                "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "40M");
+            await migrate.WaitForStderrLineAsync("phase: BulkCopy$", TimeSpan.FromSeconds(30));
+            await Task.Delay(2000);
+            Assert.That(migrate.HasExited, Is.False, "still copying");
+            migrate.Kill(); // SIGKILL: no bit is given back
+            Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), "nothing committed");
+        }
+        Assert.That(source.Hash(), Is.EqualTo(hash));
+        Assert.That(File.Exists(source.MapPath + ".outstanding"), "the blocks it had out are on record");
+
+        using (var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys))
+        {
+            var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify");
+            Assert.That(run.ExitCode, Is.Zero, run.ToString());
+            Assert.That(run.Report.GetProperty("resumed").GetBoolean(), Is.True, run.Stderr);
+            Assert.That(run.Report.GetProperty("verified").GetBoolean(), Is.True);
+            Assert.That(run.Report.GetProperty("bytes_to_send").GetInt64(), Is.LessThan(Size), "fewer bytes than a full copy");
+            Assert.That(File.Exists(source.MapPath + ".outstanding"), Is.False, "the record goes with the commit");
+        }
+    }
+
+    [Test]
     public async Task A_run_to_another_receiver_after_an_abort_copies_everything()
     {
         using var dir = new TempDir("engine");

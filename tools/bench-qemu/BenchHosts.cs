@@ -1,3 +1,4 @@
+using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
 namespace BlockMigrate.Bench.Qemu;
@@ -6,24 +7,33 @@ namespace BlockMigrate.Bench.Qemu;
 /// The two "hosts" of one run: network namespaces joined by a shaped veth; the source image (guest area
 /// plus random fill) and an empty destination image, each served by nbdkit on a unix socket; the source
 /// guest booted and writing in the source namespace; the destination QEMU waiting in the other.
+/// With <c>shim</c> (BlockMigrate's runs) both disks are served by nbdkit with the BlockMigrate filter:
+/// the source with its dirty map, the destination in gate mode on the image the receiver writes
+/// (<see cref="ImageDir"/>/vda.img, gate map <see cref="GateDir"/>/vda.map).
 /// </summary>
 public sealed class BenchHosts : IDisposable
 {
     private readonly TempDir _dir;
     private readonly List<IDisposable> _owned = [];
 
-    private BenchHosts(TempDir dir, NamespacePair net, BenchSettings settings)
+    private BenchHosts(TempDir dir, NamespacePair net, BenchSettings settings, bool shim)
     {
         _dir = dir;
         Net = net;
         Settings = settings;
+        Shim = shim;
     }
+
+    public bool Shim { get; }
+    public string SourceMap => _dir["src.map"];
+    public string ImageDir => _dir["dst"];
+    public string GateDir => _dir["gates"];
 
     public BenchSettings Settings { get; }
     public NamespacePair Net { get; }
     public string Directory => _dir.Path;
     public string SourceImage => _dir["src.img"];
-    public string DestinationImage => _dir["dst.img"];
+    public string DestinationImage => Path.Combine(ImageDir, "vda.img");
     public string SourceDiskSocket { get; private set; } = "";
     public string DestinationDiskSocket { get; private set; } = "";
     public NbdkitServer SourceDisk { get; private set; } = null!;
@@ -31,9 +41,9 @@ public sealed class BenchHosts : IDisposable
     public QemuGuest Source { get; private set; } = null!;
     public QemuGuest Destination { get; private set; } = null!;
 
-    public static async Task<BenchHosts> StartAsync(BenchSettings settings)
+    public static async Task<BenchHosts> StartAsync(BenchSettings settings, bool shim = false)
     {
-        var hosts = new BenchHosts(new TempDir("bench-qemu"), await NamespacePair.CreateAsync("bq", settings.Rate), settings);
+        var hosts = new BenchHosts(new TempDir("bench-qemu"), await NamespacePair.CreateAsync("bq", settings.Rate), settings, shim);
         try
         {
             await hosts.StartAsync();
@@ -50,9 +60,23 @@ public sealed class BenchHosts : IDisposable
     {
         var s = Settings;
         await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes);
+        System.IO.Directory.CreateDirectory(ImageDir);
+        System.IO.Directory.CreateDirectory(GateDir);
         await MakeImageAsync(DestinationImage, s.DiskBytes, 0, 0);
-        var src = Own(NbdkitServer.Start(Directory, ["file", "file=" + SourceImage]));
-        var dst = Own(NbdkitServer.Start(Directory, ["file", "file=" + DestinationImage]));
+        NbdkitServer src, dst;
+        if (Shim)
+        {
+            var gateMap = Path.Combine(GateDir, "vda.map");
+            using (var gate = DirtyMap.Create(gateMap, (ulong)s.DiskBytes, 64 * 1024))
+                gate.SetState(MapState.Gate);
+            src = Own(NbdkitServer.Start(Directory, NbdkitServer.FilterArgs(SourceImage, SourceMap)));
+            dst = Own(NbdkitServer.Start(Directory, NbdkitServer.FilterArgs(DestinationImage, gateMap, gate: true)));
+        }
+        else
+        {
+            src = Own(NbdkitServer.Start(Directory, ["file", "file=" + SourceImage]));
+            dst = Own(NbdkitServer.Start(Directory, ["file", "file=" + DestinationImage]));
+        }
         SourceDisk = src;
         DestinationDisk = dst;
         SourceDiskSocket = src.Socket;
@@ -104,6 +128,24 @@ public sealed class BenchHosts : IDisposable
         if (Source != null && Source.Serial.Text().Contains("WRITE-ERR"))
             notes.Add("source guest saw write errors");
         return string.Join("; ", notes);
+    }
+
+    /// <summary>The source QEMU's memory migration, from its observer monitor: status, time, bytes, dirty-sync passes.</summary>
+    public async Task<string> MigrationStateAsync()
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Source.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
+            var m = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
+            var ram = m["ram"] as System.Text.Json.Nodes.JsonObject;
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"memory migration {(string?)m["status"] ?? "none"} for {((long?)m["total-time"] ?? 0) / 1000.0:0} s, {((long?)ram?["transferred"] ?? 0) / 1e6:0} MB sent, {(long?)ram?["dirty-sync-count"] ?? 0} passes");
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return "memory migration state unknown: " + e.Message;
+        }
     }
 
     public void Dispose()

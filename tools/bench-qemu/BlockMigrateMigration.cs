@@ -1,19 +1,73 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using BlockMigrate.TestSupport;
+
 namespace BlockMigrate.Bench.Qemu;
 
 /// <summary>
-/// BlockMigrate's side of the comparison: THE ENTRY POINT to wire once the engine is merged.
-/// Same hosts, same guest, same link as <see cref="QemuCopyStorageMigration"/>. To wire it:
-/// serve the source disk through the shim instead of plain nbdkit (BenchHosts: FilterArgs with a
-/// dirty map; the destination with gate=true), start the receiver in the destination namespace,
-/// and run the engine with a <c>QemuHypervisor</c> whose options are SourceQmp = hosts.Source.QmpSocket,
-/// DestinationQmp = hosts.Destination.QmpSocket, MigrationUri = tcp:DESTINATION:4444; take Total and
-/// GuestDowntime from its HypervisorReport (GuestDowntime is STOP→RESUME as measured here).
+/// BlockMigrate's side of the comparison, as an admin runs it: <c>blockmigrate receive --once</c> in
+/// the destination namespace (writing the image the destination shim serves in gate mode), then
+/// <c>blockmigrate migrate --hypervisor qemu</c> in the source namespace. Same hosts, guest and link as
+/// <see cref="QemuCopyStorageMigration"/>. Total is the wall time of the migrate command (process start
+/// to exit, dotnet start-up included); downtimes and memory bytes come from its JSON report. On links
+/// of 100 Mbit/s and less the memory stream uses multifd with zstd (<c>BENCH_VM_SLOW_LINK_OPTIONS</c>
+/// overrides): memory is most of the bytes of such a migration, and compresses well.
 /// </summary>
 public sealed class BlockMigrateMigration : IMigrationUnderTest
 {
+    private const int MemoryPort = 4444;
+
     public string Name => "blockmigrate";
 
-    public Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
-        BenchHosts hosts, CancellationToken cancellationToken) =>
-        throw new NotSupportedException("BlockMigrate's run is wired when the engine is merged (see BlockMigrateMigration.cs)");
+    public async Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
+        BenchHosts hosts, CancellationToken ct)
+    {
+        var keys = new KeyPair(hosts.Directory);
+        var dstIp = hosts.Net.DestinationAddress;
+        using var receiver = BackgroundProcess.CliIn(hosts.Net.Destination, "receive", "--listen", $"{dstIp}:0",
+            "--image-dir", hosts.ImageDir, "--once", "--gate-map-dir", hosts.GateDir, "--key", keys.ReceiverKey, "--trusted", keys.Trusted);
+        var port = (await receiver.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30))).Groups[1].Value;
+        var args = new List<string>
+        {
+            "migrate", "--disk", $"vda={hosts.SourceImage}:{hosts.SourceMap}", "--to", $"{dstIp}:{port}",
+            "--key", keys.SourceKey, "--peer-fingerprint", keys.ReceiverFingerprint, "--json", "--timeout", "800",
+            "--hypervisor", "qemu", "--qmp-source", hosts.Source.QmpSocket, "--qmp-destination", hosts.Destination.QmpSocket,
+            "--migration-uri", $"tcp:{dstIp}:{MemoryPort}", "--incoming-uri", $"tcp:0.0.0.0:{MemoryPort}",
+        };
+        args.AddRange(SlowLink(hosts.Settings.Rate)
+            ? (Environment.GetEnvironmentVariable("BENCH_VM_SLOW_LINK_OPTIONS") ?? "--multifd --memory-compression zstd")
+                .Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            : []);
+        if (hosts.Settings.AutoConverge) args.Add("--auto-converge"); // as the baseline, when the link needs it
+        var started = Stopwatch.GetTimestamp();
+        using var migrate = BackgroundProcess.CliIn(hosts.Net.Source, args.ToArray());
+        int exit;
+        try
+        {
+            exit = await migrate.WaitForExitAsync(TimeSpan.FromMinutes(14));
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException("blockmigrate migrate did not finish: " + Last(migrate.Stderr));
+        }
+        var total = Stopwatch.GetElapsedTime(started);
+        if (exit != 0) throw new InvalidOperationException($"blockmigrate migrate exited {exit}: {Last(migrate.Stderr)}");
+        await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        var r = JsonDocument.Parse(migrate.Stdout).RootElement;
+        TimeSpan? Ms(string name) => r.GetProperty(name).ValueKind == JsonValueKind.Number ? TimeSpan.FromMilliseconds(r.GetProperty(name).GetDouble()) : null;
+        var detail = string.Format(CultureInfo.InvariantCulture,
+            "disk {0:0.0} MB on the wire for {1:0.0} MB of data, disk downtime {2:0} ms, {3} rounds, engine {4:0.00} s{5}",
+            r.GetProperty("bytes_on_wire").GetInt64() / 1e6, r.GetProperty("bytes_of_data").GetInt64() / 1e6,
+            r.GetProperty("downtime_ms").GetDouble(), r.GetProperty("rounds").GetInt32(), r.GetProperty("total_seconds").GetDouble(),
+            SlowLink(hosts.Settings.Rate) ? ", memory multifd+zstd" : "");
+        return (total, Ms("guest_downtime_ms") ?? TimeSpan.Zero, Ms("hypervisor_downtime_ms"), r.GetProperty("memory_bytes").GetInt64(), detail);
+    }
+
+    private static bool SlowLink(string? rate) =>
+        rate != null && rate.EndsWith("mbit", StringComparison.OrdinalIgnoreCase)
+        && double.TryParse(rate[..^4], NumberStyles.Float, CultureInfo.InvariantCulture, out var m) && m <= 100;
+
+    private static string Last(string stderr) =>
+        stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "(no output)";
 }

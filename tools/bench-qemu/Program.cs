@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 using BlockMigrate.Bench.Qemu;
 using BlockMigrate.TestSupport;
 
-// bench-qemu METHOD[,METHOD] [--rate 100mbit|none] [--runs N] [--memory MiB] [--disk 256M] [--fill 128M] [--json FILE]
+// bench-qemu METHOD[,METHOD] [--rate 100mbit|none] [--runs N] [--memory MiB] [--disk 256M] [--fill 128M] [--auto-converge] [--json FILE] [--timeout MINUTES]
 // METHOD: baseline (QEMU copy-storage) or blockmigrate. Runs are interleaved: a1 b1 a2 b2 ...
 // Prints one markdown row per run. Needs root (network namespaces) and the guest (tools/guest/build-guest.sh).
 var methods = new List<IMigrationUnderTest>();
@@ -21,6 +21,8 @@ for (var i = 0; i < args.Length; i++)
         case "--disk": settings = settings with { DiskBytes = Size(Next()) }; break;
         case "--fill": settings = settings with { FillBytes = Size(Next()) }; break;
         case "--json": settings = settings with { JsonOut = Next() }; break;
+        case "--timeout": settings = settings with { RunTimeout = TimeSpan.FromMinutes(double.Parse(Next(), CultureInfo.InvariantCulture)) }; break;
+        case "--auto-converge": settings = settings with { AutoConverge = true }; break;
         default:
             foreach (var m in args[i].Split(','))
                 methods.Add(m switch
@@ -37,14 +39,14 @@ if (methods.Count == 0)
 
 await GuestImage.EnsureBuiltAsync();
 var results = new List<BenchResult>();
-Console.WriteLine($"link {settings.Rate ?? "unshaped"}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
+Console.WriteLine($"link {settings.Rate ?? "unshaped"}{(settings.AutoConverge ? ", auto-converge" : "")}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
 Console.WriteLine("| method | run | total s | guest downtime ms | QEMU downtime ms | wire MB | memory MB (QEMU) | disk | detail |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
 for (var run = 1; run <= settings.Runs; run++)
     foreach (var method in methods)
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(15));
-        using var hosts = await BenchHosts.StartAsync(settings);
+        using var timeout = new CancellationTokenSource(settings.RunTimeout);
+        using var hosts = await BenchHosts.StartAsync(settings, shim: method is BlockMigrateMigration);
         var wireBefore = await WireCounter.BytesAsync(hosts.Net.Source);
         (TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail) measured;
         try
@@ -53,7 +55,10 @@ for (var run = 1; run <= settings.Runs; run++)
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            var why = $"FAILED: {e.Message} {hosts.Diagnose()}".Replace('|', '/').Replace('\n', ' ');
+            var what = e is OperationCanceledException && timeout.IsCancellationRequested
+                ? $"did not finish within {settings.RunTimeout.TotalMinutes:0.#} min ({await hosts.MigrationStateAsync()})"
+                : e.Message;
+            var why = $"FAILED: {what} {hosts.Diagnose()}".Replace('|', '/').Replace('\n', ' ');
             results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why));
             Console.WriteLine($"| {method.Name} | {run} | | | | | | BAD | {why} |");
             continue;

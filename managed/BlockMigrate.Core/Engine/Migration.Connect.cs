@@ -38,6 +38,14 @@ public sealed partial class Migration
         {
             var identity = ResumeCookie.IdentityOf(_channel.Peer, d.Name, d.Size, d.BlockSize);
             var old = ResumeCookie.Decode(d.Map.GetCookie());
+            if (old.State == ResumeCookie.Running)
+            {
+                // the previous run died without giving its bits back (SIGKILL, power to the process)
+                var recovered = d.RecoverOutstanding(old.Lineage);
+                if (recovered) old = old with { State = ResumeCookie.Resumable };
+                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun(d.Map.Thaw);
+                Say($"disk {d.Name}: the previous run of lineage {old.LineageHex} died; {(recovered ? "its outstanding blocks are dirty again: resuming" : "no record of its outstanding blocks: copying afresh")}");
+            }
             var resume = old.AllowsResume(identity);
             d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
             offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume));

@@ -12,6 +12,7 @@ public sealed partial class Migration
     private long _frozenAtUnixMs;
     private long _finalBlocks;
     private bool? _verified;
+    private TimeSpan? _switchoverTime;
 
     /// <summary>
     /// The switchover, called once by the hypervisor when the source VM has stopped for good:
@@ -56,6 +57,7 @@ public sealed partial class Migration
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
         await _sender.WaitCommittedAsync(ct);
         _downtime = Stopwatch.GetElapsedTime(started);
+        _switchoverTime = _downtime;
         _committed = true;
         foreach (var d in _disks)
         {
@@ -65,6 +67,7 @@ public sealed partial class Migration
         }
         ReleaseThrottle();
         Say($"committed: {_finalBlocks} final blocks, downtime {_downtime.TotalMilliseconds:0} ms");
+        Committed?.Invoke();
         if (_options.Verify) await VerifyAsync(ct);
     }
 
@@ -137,5 +140,8 @@ public sealed partial class Migration
         _frozenAtUnixMs,
         _finalBlocks,
         hv.Hypervisor,
-        _disks.Select(d => d.Name).ToList());
+        _disks.Select(d => d.Name).ToList())
+    {
+        HypervisorDetails = hv.Switchover == null ? hv with { Switchover = _switchoverTime } : hv,
+    };
 }

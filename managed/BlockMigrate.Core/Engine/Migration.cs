@@ -47,6 +47,10 @@ public sealed partial class Migration : IAsyncDisposable
     /// <summary>One line per notable event (phase changes, rounds, throttle), for logs.</summary>
     public event Action<string>? Log;
 
+    /// <summary>Raised once, at the commit point (the destination owns the disks from now on), from the
+    /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
+    public event Action? Committed;
+
     public MigrationPhase Phase => _phase;
 
     /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the commit point.</summary>
@@ -63,6 +67,8 @@ public sealed partial class Migration : IAsyncDisposable
             await ConnectAsync(ct);
             await _hypervisor.PrepareAsync(ct);
             await PreCopyAsync(ct);
+            SetPhase(MigrationPhase.Memory);
+            foreach (var d in _disks) d.SyncOutstanding();
             var hv = await _hypervisor.MigrateAsync(SwitchoverAsync, ct);
             if (!_committed) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
             await AfterCommitAsync();

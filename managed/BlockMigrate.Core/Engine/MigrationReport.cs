@@ -3,6 +3,8 @@ namespace BlockMigrate.Engine;
 /// <summary>
 /// The outcome of a committed migration. <c>Verified</c>: true/false when both sides hashed every image
 /// at the freeze (<see cref="MigrationOptions.Verify"/>), null when that was not asked for.
+/// <c>DowntimeMs</c> is the disks' own downtime (freeze to commit); what the guest saw and the memory
+/// figures are the hypervisor's, in <see cref="HypervisorDetails"/>.
 /// </summary>
 public sealed record MigrationReport(
     double TotalSeconds,
@@ -20,4 +22,8 @@ public sealed record MigrationReport(
     long FrozenAtUnixMs,
     long FinalBlocks,
     string Hypervisor,
-    IReadOnlyList<string> Disks);
+    IReadOnlyList<string> Disks)
+{
+    /// <summary>What the hypervisor measured (its downtime, the guest's, memory bytes); null only if it reported nothing.</summary>
+    public Hypervisors.HypervisorReport? HypervisorDetails { get; init; }
+}

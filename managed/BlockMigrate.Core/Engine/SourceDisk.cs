@@ -6,11 +6,24 @@ namespace BlockMigrate.Engine;
 /// <summary>
 /// One disk at the source: its map, its image (read directly, not through NBD) and the bits that are
 /// out: taken from the map and not yet acknowledged by the receiver. On abort those go back into the map.
+/// <para>
+/// The outstanding bits are also kept in a file beside the map (<c>MAP.outstanding</c>, in /dev/shm
+/// like the map, so it survives our process but not a reboot), so that a run killed with SIGKILL can
+/// still be resumed: a later run ORs them back into the map (<see cref="RecoverOutstanding"/>).
+/// Layout: 8 bytes "BMOUT1\0\0", 16 bytes lineage, 1 byte valid, 7 bytes padding, then the words.
+/// Before each take the file is marked invalid, and rewritten valid (outstanding ∪ taken) after it:
+/// a run killed between the two leaves an invalid file, and the next run copies afresh. The file may
+/// list bits acknowledged since it was last written (at most 200 ms of acknowledgements, or since the last
+/// take); resending those is merely redundant.
+/// </para>
 /// </summary>
 internal sealed class SourceDisk : IDisposable
 {
     private readonly object _lock = new();
     private readonly ulong[] _outstanding; // guarded by _lock
+    private long _persistedAt;              // guarded by _lock: when the outstanding file was last written (TickCount64)
+    private const long PersistEveryMs = 200;
+    private bool _persistDisabled;          // guarded by _lock: the record cannot be written here (read-only directory)
 
     public SourceDisk(ushort index, DiskSpec spec)
     {
@@ -34,7 +47,14 @@ internal sealed class SourceDisk : IDisposable
             throw new MigrationException($"disk {spec.Name}: image {spec.ImagePath} is {length} bytes but its map {spec.MapPath} covers {Map.ImageSize}; wrong map?");
         }
         _outstanding = new ulong[Map.Words];
+        OutstandingPath = spec.MapPath + ".outstanding";
     }
+
+    private const int OutstandingHeader = 32;
+    private static readonly byte[] OutstandingMagic = "BMOUT1\0\0"u8.ToArray();
+
+    /// <summary>Where the outstanding bits are kept across a crash of this process.</summary>
+    public string OutstandingPath { get; }
 
     public ushort Index { get; }
     public DiskSpec Spec { get; }
@@ -51,8 +71,10 @@ internal sealed class SourceDisk : IDisposable
     {
         lock (_lock)
         {
+            PersistOutstanding(valid: false);
             var words = Map.TakeAll(out count);
             for (var i = 0; i < words.Length; i++) _outstanding[i] |= words[i];
+            PersistOutstanding(valid: true);
             return words;
         }
     }
@@ -71,7 +93,14 @@ internal sealed class SourceDisk : IDisposable
                 _outstanding[w] &= ~mask;
                 b += (ulong)span;
             }
+            if (Environment.TickCount64 - _persistedAt >= PersistEveryMs) PersistOutstanding(valid: true);
         }
+    }
+
+    /// <summary>Writes the outstanding bits to their file now (e.g. before a long phase without takes).</summary>
+    public void SyncOutstanding()
+    {
+        lock (_lock) PersistOutstanding(valid: true);
     }
 
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>
@@ -83,6 +112,7 @@ internal sealed class SourceDisk : IDisposable
             foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
             if (n > 0) Map.MarkWords(0, _outstanding);
             Array.Clear(_outstanding);
+            DeleteOutstandingFile();
             return n;
         }
     }
@@ -90,7 +120,79 @@ internal sealed class SourceDisk : IDisposable
     /// <summary>After the commit: the destination owns everything.</summary>
     public void ForgetOutstanding()
     {
-        lock (_lock) Array.Clear(_outstanding);
+        lock (_lock)
+        {
+            Array.Clear(_outstanding);
+            DeleteOutstandingFile();
+        }
+    }
+
+    /// <summary>
+    /// A previous run of <paramref name="lineage"/> died without giving its bits back: put the bits it
+    /// had out (from its file) back into the map. False if there is no valid file of that lineage
+    /// (then only a fresh copy is safe).
+    /// </summary>
+    public bool RecoverOutstanding(byte[] lineage)
+    {
+        lock (_lock)
+        {
+            byte[] data;
+            try
+            {
+                data = File.ReadAllBytes(OutstandingPath);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return false;
+            }
+            if (data.Length != OutstandingHeader + _outstanding.Length * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
+                || !data.AsSpan(8, 16).SequenceEqual(lineage) || data[24] != 1)
+                return false;
+            var words = new ulong[_outstanding.Length];
+            Buffer.BlockCopy(data, OutstandingHeader, words, 0, words.Length * 8);
+            Map.MarkWords(0, words);
+            DeleteOutstandingFile();
+            return true;
+        }
+    }
+
+    // guarded by _lock
+    private void PersistOutstanding(bool valid)
+    {
+        if (Cookie is not { } cookie || _persistDisabled) return;
+        _persistedAt = Environment.TickCount64;
+        var data = new byte[OutstandingHeader + (valid ? _outstanding.Length * 8 : 0)];
+        OutstandingMagic.CopyTo(data, 0);
+        cookie.Lineage.AsSpan(0, 16).CopyTo(data.AsSpan(8));
+        data[24] = valid ? (byte)1 : (byte)0;
+        if (valid) Buffer.BlockCopy(_outstanding, 0, data, OutstandingHeader, _outstanding.Length * 8);
+        try
+        {
+            // write in place: the valid byte is cleared before the take and set after it
+            using var f = File.OpenHandle(OutstandingPath, FileMode.OpenOrCreate, FileAccess.Write);
+            RandomAccess.Write(f, data, 0);
+            if (valid) RandomAccess.SetLength(f, data.Length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Without the record a run killed later is copied afresh, as before it existed; but a stale
+            // valid record must not survive, or that copy would miss blocks.
+            try
+            {
+                File.Delete(OutstandingPath);
+            }
+            catch (Exception d) when (d is IOException or UnauthorizedAccessException)
+            {
+                throw new MigrationException($"disk {Name}: cannot write or remove {OutstandingPath}: {e.Message}");
+            }
+            _persistDisabled = true;
+        }
+    }
+
+    private void DeleteOutstandingFile()
+    {
+        try { File.Delete(OutstandingPath); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
     public void Dispose()

@@ -25,10 +25,14 @@ public sealed record QemuOptions
     /// <summary>Send <c>migrate-incoming</c> to the destination in Prepare (false if the admin already did).</summary>
     public bool StartIncoming { get; init; } = true;
 
-    /// <summary>QEMU's <c>max-bandwidth</c> for memory, bytes per second; null keeps QEMU's default (<c>--memory-bandwidth</c>).</summary>
+    /// <summary>QEMU's own defaults (7.2): what a null <see cref="MaxBandwidth"/> or <see cref="DowntimeLimit"/> sets.</summary>
+    public const long QemuDefaultMaxBandwidth = 128L << 20;
+    public static readonly TimeSpan QemuDefaultDowntimeLimit = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>QEMU's <c>max-bandwidth</c> for memory, bytes per second; null sets QEMU's default, 128 MiB/s (<c>--memory-bandwidth</c>).</summary>
     public long? MaxBandwidth { get; init; }
 
-    /// <summary>QEMU's <c>downtime-limit</c>: the pause it aims for when it stops the source; null keeps QEMU's default (300 ms).</summary>
+    /// <summary>QEMU's <c>downtime-limit</c>: the pause it aims for when it stops the source; null sets QEMU's default (300 ms).</summary>
     public TimeSpan? DowntimeLimit { get; init; }
 
     /// <summary>

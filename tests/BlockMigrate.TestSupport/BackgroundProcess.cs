@@ -1,9 +1,8 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
-using BlockMigrate.TestSupport;
 
-namespace BlockMigrate.Engine.Tests;
+namespace BlockMigrate.TestSupport;
 
 /// <summary>A long-running process a test starts (receiver, writer, WAN emulator); output captured; killed by PID on Dispose.</summary>
 public sealed class BackgroundProcess : IDisposable
@@ -12,19 +11,37 @@ public sealed class BackgroundProcess : IDisposable
     private readonly StringBuilder _stdout = new(), _stderr = new();
     private readonly SemaphoreSlim _line = new(0);
 
-    public BackgroundProcess(string program, IEnumerable<string> args)
+    /// <summary>Raised for each stderr line (from a reader thread).</summary>
+    public event Action<string>? StderrLine;
+
+    public BackgroundProcess(string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? env = null)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
+        foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         _process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start " + program);
         _process.OutputDataReceived += (_, e) => { if (e.Data != null) { lock (_stdout) _stdout.AppendLine(e.Data); _line.Release(); } };
-        _process.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (_stderr) _stderr.AppendLine(e.Data); };
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data == null) return;
+            lock (_stderr) _stderr.AppendLine(e.Data);
+            _line.Release();
+            StderrLine?.Invoke(e.Data);
+        };
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
 
     public static BackgroundProcess Cli(params string[] args) => new("dotnet", new[] { Repo.CliDll }.Concat(args));
+
+    /// <summary>The CLI with extra environment variables.</summary>
+    public static BackgroundProcess Cli(IReadOnlyDictionary<string, string> env, params string[] args) =>
+        new("dotnet", new[] { Repo.CliDll }.Concat(args), env);
+    /// <summary>The CLI inside a network namespace (<c>ip netns exec</c> execs it: the PID is dotnet's).</summary>
+    public static BackgroundProcess CliIn(string? netns, params string[] args) => netns == null
+        ? Cli(args)
+        : new("ip", new[] { "netns", "exec", netns, "dotnet", Repo.CliDll }.Concat(args));
 
     public static BackgroundProcess Python(string script, params string[] args) =>
         new("/usr/bin/python3", new[] { Path.Combine(Repo.Root, "tools", script) }.Concat(args));
@@ -36,15 +53,20 @@ public sealed class BackgroundProcess : IDisposable
     public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
 
     /// <summary>Waits for a stdout line matching <paramref name="pattern"/>; returns its match.</summary>
-    public async Task<Match> WaitForLineAsync(string pattern, TimeSpan timeout)
+    public Task<Match> WaitForLineAsync(string pattern, TimeSpan timeout) => WaitForAsync(() => Stdout, pattern, timeout);
+
+    /// <summary>Waits for a stderr line (the CLI's log) matching <paramref name="pattern"/>.</summary>
+    public Task<Match> WaitForStderrLineAsync(string pattern, TimeSpan timeout) => WaitForAsync(() => Stderr, pattern, timeout);
+
+    private async Task<Match> WaitForAsync(Func<string> output, string pattern, TimeSpan timeout)
     {
         var re = new Regex(pattern, RegexOptions.Multiline);
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
-            var m = re.Match(Stdout);
+            var m = re.Match(output());
             if (m.Success) return m;
-            if (_process.HasExited && !re.IsMatch(Stdout))
+            if (_process.HasExited && !re.IsMatch(output()))
                 throw new InvalidOperationException($"process exited ({_process.ExitCode}) without printing /{pattern}/: {Stderr}");
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"no line /{pattern}/ within {timeout}: {Stderr}");
             await _line.WaitAsync(TimeSpan.FromMilliseconds(100));

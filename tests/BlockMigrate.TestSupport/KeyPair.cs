@@ -1,6 +1,6 @@
 using BlockMigrate.Transport;
 
-namespace BlockMigrate.Engine.Tests;
+namespace BlockMigrate.TestSupport;
 
 /// <summary>Source and receiver keys in a test directory, and the receiver's trusted file listing the source.</summary>
 public sealed class KeyPair

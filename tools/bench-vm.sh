@@ -10,7 +10,7 @@
 #                                     BENCH_DOC=FILE writes elsewhere than docs/BENCHMARKS.md
 # The tool is tools/bench-qemu/ (tools/bench-qemu-baseline runs it directly). BlockMigrate's side
 # (tools/bench-qemu/BlockMigrateMigration.cs) runs `blockmigrate receive --once` and `blockmigrate
-# migrate --hypervisor qemu` as an admin would, memory over multifd + zstd at 100 Mbit/s and below.
+# migrate --hypervisor qemu` as an admin would, memory over one multifd channel with zstd at 100 Mbit/s and below.
 # A run still going after BENCH_VM_TIMEOUT minutes (default 6) is stopped and reported as failed.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,7 +75,7 @@ both methods turn on QEMU's auto-converge. (a) QEMU
 copy-storage: destination `nbd-server-start` + `block-export-add`, source `blockdev-mirror sync=full`
 to READY, `migrate`, `block-job-cancel`, `cont`. (b) BlockMigrate: `blockmigrate receive --once` in the
 destination namespace, whose image the destination shim serves in gate mode, and `blockmigrate migrate
---hypervisor qemu --multifd --memory-compression zstd` in the source namespace. Total time: (a) from
+--hypervisor qemu --multifd --multifd-channels 1 --memory-compression zstd` in the source namespace. Total time: (a) from
 the start of the disk copy to the destination's RESUME, (b) the wall time of the migrate command; guest downtime from the source's STOP
 event to the destination's RESUME event (QEMU timestamps); wire bytes both directions of the source's
 link; the destination disk is verified (every block holds its newest write) after the guest went on

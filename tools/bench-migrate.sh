@@ -5,6 +5,7 @@
 #
 #   tools/bench-migrate.sh            (after ./build.sh; also run by ./build.sh bench)
 #   BENCH_MIGRATE_QUICK=1 tools/bench-migrate.sh     one run per link, 64K only (a smoke test)
+#   BENCH_MIGRATE_BLOCKSIZE_ONLY=64K tools/bench-migrate.sh   one block-size run, no docs (diagnostics)
 #
 # Disk: 1 GiB raw; an 896 MiB ext4 file system made with mkfs.ext4 -d from a debootstrap'd Debian
 # bookworm minbase root (cached in build/cache/debian-minbase; made on first use, needs the network),
@@ -97,6 +98,10 @@ PY
     echo "bench-migrate: $name $bs FAILED: $(tail -1 "$dir/migrate.log")" >&2
     printf '%s\t%s\t%s\t%s\t%s\t%s\tFAILED\n' "$table" "$name" "$rate" "$delay" "$bs" "$alloc" >> "$results"
   fi
+  mkdir -p "$bench/logs"
+  local tag
+  tag=$(echo "$table-$name-$bs" | tr -c 'A-Za-z0-9.\n-' '_')
+  for f in migrate.log receiver.log report.json; do [ -f "$dir/$f" ] && cp "$dir/$f" "$bench/logs/$tag.$f"; done
   cleanup
 }
 
@@ -109,6 +114,11 @@ if [ ! -f "$bsimg" ]; then
   mv "$bsimg.tmp" "$bsimg"
 fi
 main() { run main "$@" "$master" $tail_off $tail_blocks; }
+if [ -n "${BENCH_MIGRATE_BLOCKSIZE_ONLY:-}" ]; then   # diagnostics: one block-size run, logs in build/bench-migrate/logs
+  run blocksize "20 Mbit/s + 50 ms" 20M 50 "$BENCH_MIGRATE_BLOCKSIZE_ONLY" "$bsimg" 0 16384
+  cat "$results"
+  exit 0
+fi
 if [ -n "${BENCH_MIGRATE_QUICK:-}" ]; then
   main "(a) loopback" 0 0 64K
   main "(b) 100 Mbit/s + 20 ms" 100M 20 64K

@@ -21,7 +21,7 @@ public class AbortAndResumeTests
         {
             // 24 MiB of random data at 40 Mbit/s: about 5 s; kill the receiver after 2
             var migrate = MigrateRun.RunAsync(source, receiver.Address, keys, "--bandwidth", "40M");
-            await Task.Delay(2000);
+            await receiver.WaitForDataAsync("vda", 4L << 20, TimeSpan.FromSeconds(30));
             Assert.That(migrate.IsCompleted, Is.False, "still copying when the receiver dies");
             receiver.Process.Kill();
             var run = await migrate;
@@ -58,7 +58,7 @@ public class AbortAndResumeTests
         {
             var port = (await wan.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(20))).Groups[1].Value;
             var migrate = MigrateRun.RunAsync(source, $"127.0.0.1:{port}", keys);
-            await Task.Delay(2500);
+            await receiver.WaitForDataAsync("vda", 4L << 20, TimeSpan.FromSeconds(30));
             Assert.That(migrate.IsCompleted, Is.False, "still copying when the link is cut");
             wan.Kill();
             var run = await migrate;
@@ -91,7 +91,7 @@ public class AbortAndResumeTests
         using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
         using var migrate = BackgroundProcess.Cli("migrate", "--disk", source.DiskArg(), "--to", receiver.Address, "--key", keys.SourceKey,
             "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "40M");
-        await Task.Delay(2500);
+        await receiver.WaitForDataAsync("vda", 4L << 20, TimeSpan.FromSeconds(30));
         Assert.That(migrate.HasExited, Is.False, "still copying");
         System.Diagnostics.Process.Start("kill", ["-INT", migrate.Pid.ToString()])!.WaitForExit();
 
@@ -111,7 +111,7 @@ public class AbortAndResumeTests
         using (var receiver = await ReceiverProcess.StartAsync(dir["dst1"], keys))
         {
             var migrate = MigrateRun.RunAsync(source, receiver.Address, keys, "--bandwidth", "40M");
-            await Task.Delay(1500);
+            await receiver.WaitForDataAsync("vda", 4L << 20, TimeSpan.FromSeconds(30));
             receiver.Process.Kill();
             Assert.That((await migrate).ExitCode, Is.EqualTo(1));
         }

@@ -33,7 +33,7 @@ public class MigrationUnderWriterTests
         var frozenAt = report.GetProperty("frozen_at_unix_ms").GetInt64();
         var acked = File.ReadAllLines(log).Select(l => l.Split(' ')).Where(p => p.Length == 2 && long.Parse(p[1]) < frozenAt)
             .Select(p => long.Parse(p[0])).DefaultIfEmpty(-1).Max();
-        Assert.That(acked, Is.GreaterThan(1000), "the writer was writing during the migration");
+        Assert.That(acked, Is.GreaterThan(200), "the writer was writing during the migration");
         var check = await Tool.RunAsync("/usr/bin/python3", [Path.Combine(Repo.Root, "tools", "seqwriter.py"), "check", receiver.Image("vda"),
             "--blocks", SeqBlocks.ToString(), "--at-least", acked.ToString()]);
         Assert.That(check.ExitCode, Is.Zero, check.StandardOutput);

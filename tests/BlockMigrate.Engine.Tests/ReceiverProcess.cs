@@ -36,5 +36,21 @@ public sealed class ReceiverProcess : IDisposable
         }
     }
 
+    /// <summary>Waits until the disk's image holds at least <paramref name="bytes"/> allocated bytes (data has arrived).</summary>
+    public async Task WaitForDataAsync(string disk, long bytes, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (File.Exists(Image(disk)))
+            {
+                var r = await TestSupport.Tool.RunAsync("stat", ["-c", "%b", Image(disk)]);
+                if (long.TryParse(r.StandardOutput.Trim(), out var blocks) && blocks * 512 >= bytes) return;
+            }
+            await Task.Delay(100);
+        }
+        Assert.Fail($"no {bytes} bytes of {disk} arrived within {timeout}");
+    }
+
     public void Dispose() => Process.Dispose();
 }

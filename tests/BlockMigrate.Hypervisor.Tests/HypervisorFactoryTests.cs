@@ -52,4 +52,16 @@ public sealed class HypervisorFactoryTests
         Assert.That(new XenOptions { Domain = "vm1", DestinationHost = "h", SshCommand = "ssh", RemoteCommand = ["rsh", "x"] }.Remote,
             Is.EqualTo(new[] { "rsh", "x" }));
     }
+
+    [TestCase("lz4", 2, "tcp:h:4444", "compression")]
+    [TestCase("zstd", 0, "tcp:h:4444", "channels")]
+    [TestCase("zstd", 2, "h:4444", "tcp:HOST:PORT")]
+    public void Qemu_settings_QEMU_would_refuse_are_refused_up_front(string compression, int channels, string uri, string says)
+    {
+        var o = new QemuOptions
+        {
+            SourceQmp = "/s", DestinationQmp = "/d", MigrationUri = uri, MultifdCompression = compression, MultifdChannels = channels,
+        };
+        Assert.That(() => new QemuHypervisor(o), Throws.TypeOf<HypervisorException>().With.Message.Contains(says));
+    }
 }

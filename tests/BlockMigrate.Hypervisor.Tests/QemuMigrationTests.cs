@@ -98,6 +98,8 @@ public sealed class QemuMigrationTests
         var migrating = hv.MigrateAsync(_ => { switchoverRan = true; return Task.CompletedTask; }, ct);
         await migrationEvents.WaitAsync("MIGRATION", e => e.DataString("status") == "active", ct);
         await Task.Delay(500, ct);
+        Assert.That(hv.Progress, Is.Not.Null, "progress is reported while memory is copied");
+        Assert.That(hv.Progress!.TotalBytes, Is.GreaterThan(0));
         destination.Kill();
 
         var e = Assert.ThrowsAsync<HypervisorException>(async () => await migrating);
@@ -172,6 +174,7 @@ public sealed class QemuMigrationTests
         Assert.That(await StatusAsync(destinationObserver, ct), Is.EqualTo("running"));
         Assert.That(await StatusAsync(_sourceObserver, ct), Is.EqualTo("postmigrate"));
 
+        Assert.That(hv.Progress?.Status, Is.EqualTo("completed"));
         Assert.Multiple(() =>
         {
             Assert.That(report.Hypervisor, Is.EqualTo("qemu"));

@@ -7,7 +7,8 @@ namespace BlockMigrate.Bench.Qemu;
 /// dirty map; the destination with gate=true), start the receiver in the destination namespace,
 /// and run the engine with a <c>QemuHypervisor</c> whose options are SourceQmp = hosts.Source.QmpSocket,
 /// DestinationQmp = hosts.Destination.QmpSocket, MigrationUri = tcp:DESTINATION:4444; take Total and
-/// GuestDowntime from its HypervisorReport (GuestDowntime is STOP→RESUME as measured here).
+/// GuestDowntime from its HypervisorReport (GuestDowntime is STOP→RESUME as measured here), and
+/// AutoConverge = hosts.Settings.AutoConverge so both methods move memory alike.
 /// </summary>
 public sealed class BlockMigrateMigration : IMigrationUnderTest
 {

@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 using BlockMigrate.Bench.Qemu;
 using BlockMigrate.TestSupport;
 
-// bench-qemu METHOD[,METHOD] [--rate 100mbit|none] [--runs N] [--memory MiB] [--disk 256M] [--fill 128M] [--json FILE]
+// bench-qemu METHOD[,METHOD] [--rate 100mbit|none] [--runs N] [--memory MiB] [--disk 256M] [--fill 128M] [--auto-converge] [--json FILE]
 // METHOD: baseline (QEMU copy-storage) or blockmigrate. Runs are interleaved: a1 b1 a2 b2 ...
 // Prints one markdown row per run. Needs root (network namespaces) and the guest (tools/guest/build-guest.sh).
 var methods = new List<IMigrationUnderTest>();
@@ -21,6 +21,7 @@ for (var i = 0; i < args.Length; i++)
         case "--disk": settings = settings with { DiskBytes = Size(Next()) }; break;
         case "--fill": settings = settings with { FillBytes = Size(Next()) }; break;
         case "--json": settings = settings with { JsonOut = Next() }; break;
+        case "--auto-converge": settings = settings with { AutoConverge = true }; break;
         default:
             foreach (var m in args[i].Split(','))
                 methods.Add(m switch
@@ -37,7 +38,7 @@ if (methods.Count == 0)
 
 await GuestImage.EnsureBuiltAsync();
 var results = new List<BenchResult>();
-Console.WriteLine($"link {settings.Rate ?? "unshaped"}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
+Console.WriteLine($"link {settings.Rate ?? "unshaped"}{(settings.AutoConverge ? ", auto-converge" : "")}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
 Console.WriteLine("| method | run | total s | guest downtime ms | QEMU downtime ms | wire MB | memory MB (QEMU) | disk | detail |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
 for (var run = 1; run <= settings.Runs; run++)

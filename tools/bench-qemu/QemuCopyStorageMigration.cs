@@ -49,7 +49,12 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         using var srcEvents = src.Subscribe("STOP", "MIGRATION", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
         using var dstEvents = dst.Subscribe("RESUME");
         var events = new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "events", ["state"] = true }) };
-        await src.ExecuteAsync("migrate-set-capabilities", events, ct);
+        await src.ExecuteAsync("migrate-set-capabilities", new JsonObject
+        {
+            ["capabilities"] = new JsonArray(
+                new JsonObject { ["capability"] = "events", ["state"] = true },
+                new JsonObject { ["capability"] = "auto-converge", ["state"] = hosts.Settings.AutoConverge }),
+        }, ct);
         await dst.ExecuteAsync("migrate-set-capabilities", (JsonObject)events.DeepClone(), ct);
 
         var started = Stopwatch.GetTimestamp();

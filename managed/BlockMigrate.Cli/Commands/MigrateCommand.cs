@@ -12,11 +12,12 @@ namespace BlockMigrate.Cli.Commands;
 /// <summary>
 /// <c>blockmigrate migrate</c>: the source side. Exit 0: committed (and verified, when asked);
 /// 1: failed before the commit, the source untouched (run again to resume); 2: usage; 3: committed, but
-/// the DNS update of the network redirection failed; 4: committed but the verification found a difference.
+/// something after the commit point did not succeed: the verification found a difference, the DNS update of
+/// the network redirection failed, or another step failed (nothing is rolled back; stderr says which).
 /// </summary>
 public static class MigrateCommand
 {
-    public const int DnsFailed = 3, VerifyFailed = 4;
+    public const int VerifyFailed = 3, AfterCommitFailed = 3, DnsFailed = 3;
 
     public static Command Create()
     {
@@ -109,6 +110,13 @@ public static class MigrateCommand
                 {
                     report = await migration.RunAsync(ct);
                 }
+                catch (AfterCommitException)
+                {
+                    // the destination owns the disks (and the VM): redirect its network all the same
+                    display.Finish();
+                    await network.FinishAsync(ct);
+                    throw;
+                }
                 catch (BlockMigrateException)
                 {
                     display.Finish();
@@ -134,6 +142,11 @@ public static class MigrateCommand
                     return DnsFailed;
                 }
                 return CommandRunner.Ok;
+            }
+            catch (AfterCommitException e)
+            {
+                Console.Error.WriteLine($"blockmigrate: {e.Message}");
+                return AfterCommitFailed;
             }
             catch (BlockMigrateException e)
             {

@@ -29,6 +29,9 @@ internal sealed class BlockSender : IAsyncDisposable
     private long _lastProgress = Stopwatch.GetTimestamp(); // _lock
     private TaskCompletionSource _progress = NewSignal(); // _lock: completed on every ack and on failure
     private Exception? _failure;   // _lock
+    private ulong _probeSeq;       // _lock: a small frame sent onto an idle link, timed until its ack
+    private long _probeSent;       // _lock
+    private TimeSpan _minAckLatency = TimeSpan.MaxValue; // _lock: smallest send→ack time seen (≈ a round trip)
     private readonly TaskCompletionSource _committed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<VerifyResultMessage> _verified = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
@@ -71,6 +74,12 @@ internal sealed class BlockSender : IAsyncDisposable
             }
             lock (_lock)
             {
+                // small frames only: a big one's ack also waits for its own serialisation on a slow link
+                if (_probeSeq == 0 && _inflight.Count == 0 && seq > _acked && frame.WireBytes <= 4096)
+                {
+                    _probeSeq = seq;
+                    _probeSent = Stopwatch.GetTimestamp();
+                }
                 if (seq <= _acked)
                 {
                     _inflightBytes -= frame.WireBytes;
@@ -114,6 +123,9 @@ internal sealed class BlockSender : IAsyncDisposable
     }
 
     public long InflightBytes { get { lock (_lock) return _inflightBytes; } }
+
+    /// <summary>The smallest time from sending a frame onto an idle link to its ack: about one round trip.</summary>
+    public TimeSpan? MinAckLatency { get { lock (_lock) return _minAckLatency == TimeSpan.MaxValue ? null : _minAckLatency; } }
 
     private async Task WaitAsync(Func<bool> done, CancellationToken cancellationToken, bool stallCheck = true)
     {
@@ -205,6 +217,12 @@ internal sealed class BlockSender : IAsyncDisposable
         lock (_lock)
         {
             if (seq > _acked) _acked = seq;
+            if (_probeSeq != 0 && seq >= _probeSeq)
+            {
+                var latency = Stopwatch.GetElapsedTime(_probeSent);
+                if (latency < _minAckLatency) _minAckLatency = latency;
+                _probeSeq = 0;
+            }
             while (_inflight.Count > 0 && _inflight.Peek().Seq <= seq)
             {
                 var f = _inflight.Dequeue();

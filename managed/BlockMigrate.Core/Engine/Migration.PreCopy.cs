@@ -27,9 +27,11 @@ public sealed partial class Migration
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
         SetPhase(MigrationPhase.DirtyRounds);
         // the switchover costs a round trip on top of the data (final set out, Committed back)
-        var fixedCost = _roundTrip < _options.MaxDowntime / 2 ? _roundTrip : TimeSpan.Zero;
+        var roundTrip = _sender!.MinAckLatency is { } ack && ack < _roundTrip ? ack : _roundTrip;
+        var fixedCost = roundTrip < _options.MaxDowntime / 2 ? roundTrip : TimeSpan.Zero;
+        Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms");
         if (fixedCost == TimeSpan.Zero)
-            Say($"warning: the round trip to the receiver ({_roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
+            Say($"warning: the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();

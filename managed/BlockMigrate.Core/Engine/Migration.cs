@@ -81,10 +81,14 @@ public sealed partial class Migration : IAsyncDisposable
                 OperationCanceledException => new MigrationException($"migration timed out after {_options.Timeout?.TotalSeconds:0} s; the source is untouched"),
                 BlockMigrateException b => b,
                 IOException io => new MigrationException(io.Message, io),
-                _ => throw new MigrationException($"internal error: {e.GetType().Name}: {e.Message}", e),
+                _ => new MigrationException($"internal error: {e.GetType().Name}: {e.Message}", e),
             };
             await AbortAsync(reason);
             throw reason;
+        }
+        catch (Exception e) when (e is not AfterCommitException)
+        {
+            throw new AfterCommitException($"committed (the destination owns the disks), but then: {e.Message}", e);
         }
         finally
         {
@@ -133,13 +137,38 @@ public sealed partial class Migration : IAsyncDisposable
             }
             catch (BlockMigrateException) { }
         }
+        var liveRate = LiveRate();
         var done = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBytes) + Interlocked.Read(ref _producer.ZeroBytes) - _roundBytesStart;
-        TimeSpan? eta = _blockRate > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / _blockRate) : null;
+        var drain = _blockRate > 0 ? _blockRate : liveRate;
+        TimeSpan? eta = drain > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / drain) : null;
         try
         {
-            handler(new MigrationProgress(_phase, _round, done, _roundBytesTotal, _wireRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
+            handler(new MigrationProgress(_phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
         }
         catch (Exception e) when (e is IOException or InvalidOperationException) { }
+    }
+
+    private long _rateAt = Stopwatch.GetTimestamp(), _rateBytes; // last sample of the socket counter (progress timer only)
+    private double _liveRate;
+    private readonly object _rateLock = new();
+
+    /// <summary>Socket bytes per second over the last progress interval, smoothed.</summary>
+    private double LiveRate()
+    {
+        if (_channel == null) return 0;
+        lock (_rateLock) return SampleRate();
+    }
+
+    private double SampleRate()
+    {
+        var now = Stopwatch.GetTimestamp();
+        var seconds = Stopwatch.GetElapsedTime(_rateAt, now).TotalSeconds;
+        if (seconds < 0.25) return _liveRate;
+        var bytes = _channel!.Counter.BytesWritten;
+        var rate = (bytes - _rateBytes) / seconds;
+        _liveRate = _liveRate == 0 ? rate : 0.5 * _liveRate + 0.5 * rate;
+        (_rateAt, _rateBytes) = (now, bytes);
+        return _liveRate;
     }
 
     private static void TryRun(Action a)

@@ -65,6 +65,7 @@ public sealed partial class QemuHypervisor
         var total = Stopwatch.GetElapsedTime(started);
 
         var info = await source.ExecuteObjectAsync("query-migrate", null, ct);
+        Progress = ToProgress(info);
         var ram = info["ram"] as JsonObject;
         // ram.transferred already counts what the multifd channels sent (multifd-bytes is a subset).
         // With multifd compression QEMU 7.2 counts bytes before compression (measured here: 78 MB
@@ -82,7 +83,7 @@ public sealed partial class QemuHypervisor
     /// polling query-migrate as well so a status reached before the subscription is not missed.
     /// Reports each STOP event's time to <paramref name="onStop"/>.
     /// </summary>
-    private static async Task WaitForSourceStatusAsync(QmpClient source, QmpEventSubscription events, string wanted,
+    private async Task WaitForSourceStatusAsync(QmpClient source, QmpEventSubscription events, string wanted,
         Action<DateTimeOffset> onStop, CancellationToken cancellationToken)
     {
         while (true)
@@ -100,7 +101,9 @@ public sealed partial class QemuHypervisor
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {
-                status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"];
+                var info = await source.ExecuteObjectAsync("query-migrate", null, cancellationToken);
+                status = (string?)info["status"];
+                Progress = ToProgress(info);
             }
             catch (System.Threading.Channels.ChannelClosedException e)
             {
@@ -118,6 +121,14 @@ public sealed partial class QemuHypervisor
             if (status == "completed")
                 throw new HypervisorException($"qemu: migration completed without stopping at '{wanted}' (pause-before-switchover not honoured)");
         }
+    }
+
+    private static QemuMigrationProgress ToProgress(JsonObject info)
+    {
+        var ram = info["ram"] as JsonObject;
+        return new QemuMigrationProgress((string?)info["status"] ?? "none",
+            (long?)ram?["transferred"] ?? 0, (long?)ram?["remaining"] ?? 0, (long?)ram?["total"] ?? 0,
+            (long?)ram?["dirty-pages-rate"] ?? 0, (double?)ram?["mbps"] ?? 0, DateTimeOffset.UtcNow);
     }
 
     private static async Task WaitForDestinationPausedAsync(QmpClient destination, CancellationToken cancellationToken)

@@ -76,6 +76,26 @@ public sealed class StatusCommandTests
         Assert.That(File.Exists(stale), Is.False);
     }
 
+    [Test]
+    public async Task Status_removes_the_file_of_a_migration_whose_PID_was_reused()
+    {
+        using var dir = new TempDir("status");
+        var env = new Dictionary<string, string> { ["BLOCKMIGRATE_RUN_DIR"] = dir["run"] };
+        Directory.CreateDirectory(dir["images"]);
+        // a live blockmigrate process, but not the one that wrote the file (another start time)
+        using var other = BackgroundProcess.Cli("receive", "--listen", "127.0.0.1:0", "--image-dir", dir["images"], "--plaintext");
+        await other.WaitForLineAsync("^listening on ", TimeSpan.FromSeconds(30));
+        Directory.CreateDirectory(dir["run/migrations"]);
+        var stale = Path.Combine(dir["run/migrations"], $"{other.Pid}.json");
+        File.WriteAllText(stale, $$"""{"pid":{{other.Pid}},"pid_start_ticks":1,"phase":"bulkcopy","to":"x:7420","disks":["vda"]}""");
+
+        var r = await Status(env);
+
+        Assert.That(r.StandardOutput.Trim(), Is.EqualTo("no migration in progress"), r.StandardError);
+        Assert.That(File.Exists(stale), Is.False);
+        other.Stop();
+    }
+
     private static async Task<CliWrap.Buffered.BufferedCommandResult> Status(Dictionary<string, string> env, params string[] args)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));

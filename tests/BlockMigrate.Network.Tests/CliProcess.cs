@@ -25,6 +25,7 @@ internal sealed class CliProcess : IDisposable
         var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "netns", "exec", ns, "dotnet", Repo.CliDll }.Concat(args)) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
+        psi.Environment["BLOCKMIGRATE_RUN_DIR"] = Tool.Env["BLOCKMIGRATE_RUN_DIR"];
         return new CliProcess(Process.Start(psi)!);
     }
 

@@ -19,6 +19,7 @@ public sealed class BackgroundProcess : IDisposable
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
+        psi.Environment["BLOCKMIGRATE_RUN_DIR"] = Tool.Env["BLOCKMIGRATE_RUN_DIR"];
         foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         _process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start " + program);
         _process.OutputDataReceived += (_, e) => { if (e.Data != null) { lock (_stdout) _stdout.AppendLine(e.Data); _line.Release(); } };

@@ -107,6 +107,13 @@ public static class MigrateCommand
                 {
                     report = await migration.RunAsync(ct);
                 }
+                catch (AfterCommitException)
+                {
+                    // the destination owns the disks (and the VM): redirect its network all the same
+                    display.Finish();
+                    await network.FinishAsync(ct);
+                    throw;
+                }
                 catch (BlockMigrateException)
                 {
                     display.Finish();

@@ -7,6 +7,8 @@ namespace BlockMigrate.Cli.Status;
 public sealed record MigrationStatus
 {
     public int Pid { get; init; }
+    /// <summary>The process's start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused PID apart.</summary>
+    public ulong? PidStartTicks { get; init; }
     /// <summary>connecting, bulkcopy, dirtyrounds, switchover, verifying, network, draining, done, aborting.</summary>
     public string Phase { get; init; } = "connecting";
     public string To { get; init; } = "";

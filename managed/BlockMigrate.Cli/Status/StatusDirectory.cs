@@ -53,8 +53,13 @@ public static class StatusDirectory
                 }
                 try
                 {
-                    if (JsonSerializer.Deserialize(File.ReadAllText(file), StatusJsonContext.Default.MigrationStatus) is { } s)
-                        live.Add(s);
+                    if (JsonSerializer.Deserialize(File.ReadAllText(file), StatusJsonContext.Default.MigrationStatus) is not { } s) continue;
+                    if (s.PidStartTicks is { } ticks && StartTicks(pid) is { } now && now != ticks)
+                    {
+                        TryDelete(file); // the PID was reused by another blockmigrate
+                        continue;
+                    }
+                    live.Add(s);
                 }
                 catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException) { }
             }
@@ -73,6 +78,22 @@ public static class StatusDirectory
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return false;
+        }
+    }
+
+    /// <summary>Field 22 of /proc/PID/stat (start time, clock ticks after boot); null if unreadable.</summary>
+    public static ulong? StartTicks(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            // the command name (field 2) is in parentheses and may hold spaces: count from the last ')'
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields.Length > 19 && ulong.TryParse(fields[19], out var t) ? t : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
         }
     }
 

@@ -37,7 +37,7 @@ public sealed class StatusFile : IDisposable
         var now = DateTimeOffset.UtcNow;
         return new StatusFile(dir, new MigrationStatus
         {
-            Pid = Environment.ProcessId, To = to, Disks = disks.ToList(), Hypervisor = hypervisor, StartedAt = now, UpdatedAt = now,
+            Pid = Environment.ProcessId, PidStartTicks = StatusDirectory.StartTicks(Environment.ProcessId), To = to, Disks = disks.ToList(), Hypervisor = hypervisor, StartedAt = now, UpdatedAt = now,
         });
     }
 

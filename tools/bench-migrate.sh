@@ -174,6 +174,11 @@ if any(r[0] == "blocksize" for r in rows):
             "(a tail of fresh zeros, as in the table above, hides the block size: LZ4 squeezes a 64 KiB block holding one 4 KiB write).",
             "Filter `blocksize=` set per run; 20 Mbit/s + 50 ms.", ""]
     out += table("blocksize")
+out += ["", """Notes: `total s` runs from connect to the end of the command, so it includes `--verify` (SHA-256 of the
+whole image on both sides after the commit: seconds for 1 GiB on a loaded machine). `downtime ms` is freeze to
+commit; the engine aims at `--max-downtime 300` from its estimate (dirty bytes / drain rate + a measured round
+trip), which leaves out the receiver's fsync and CPU contention, so a run can overshoot by some tens of ms.
+This machine has 2 CPUs shared with parallel builds and tests: figures vary run to run by 10-30%."""]
 print("\n".join(out))
 PY
 )

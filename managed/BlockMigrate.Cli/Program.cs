@@ -16,10 +16,9 @@ public static class Program
             ReceiveCommand.Create(),
             MigrateCommand.Create(),
             VerifyCommand.Create(),
+            StatusCommand.Create(),
         };
         LogOptions.AddTo(root);
-        // PLACEHOLDER (pkg branch): stand-ins until the real commands land; remove with the file.
-        PackagingPlaceholders.AddMissing(root);
         return CommandRunner.Invoke(root, args);
     }
 }

@@ -2,7 +2,7 @@
  * plugin that owns the disk image.
  *
  *   nbdkit -U SOCK --filter=blockmigrate file file=IMG \
- *          dirtymap=/dev/shm/blockmigrate/VM.map [blocksize=64K] [gate=false]
+ *          dirtymap=/dev/shm/blockmigrate/VM.map [blocksize=4K] [gate=false]
  *
  * Source side, every write, trim and zero goes
  *
@@ -118,7 +118,7 @@ blockmigrate_config_complete (nbdkit_next_config_complete *next,
 
 #define blockmigrate_config_help \
   "dirtymap=PATH     (required) The shared dirty map, created when absent.\n" \
-  "blocksize=SIZE    Bytes per dirty bit, 4K..1M, power of two (default 64K).\n" \
+  "blocksize=SIZE    Bytes per dirty bit, 4K..1M, power of two (default 4K).\n" \
   "gate=BOOL         Destination mode: hold I/O on gated blocks (default false)."
 
 /* Interrupts long waits when nbdkit shuts down or the client has gone. */

@@ -42,8 +42,8 @@ public sealed class QemuGateMigrationTests
         string src = _dir["src.img"], dst = _dir["dst.img"];
         await Tool.CheckAsync("truncate", ["-s", $"{ImageBytes}", src]);
         await Tool.CheckAsync("truncate", ["-s", $"{ImageBytes}", dst]);
-        var sourceMap = Own(DirtyMap.Create(_dir["src.map"], (ulong)ImageBytes, 64 * 1024));
-        var destinationMap = Own(DirtyMap.Create(_dir["dst.map"], (ulong)ImageBytes, 64 * 1024));
+        var sourceMap = Own(DirtyMap.Create(_dir["src.map"], (ulong)ImageBytes, 4096));
+        var destinationMap = Own(DirtyMap.Create(_dir["dst.map"], (ulong)ImageBytes, 4096));
         destinationMap.SetState(MapState.Gate);
         var sourceDisk = Own(NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(src, _dir["src.map"])));
         var destinationDisk = Own(NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(dst, _dir["dst.map"], gate: true)));

@@ -95,7 +95,7 @@ public sealed class WholeVmTestbed : IDisposable
         Directory.CreateDirectory(ImageDir);
         Directory.CreateDirectory(GateDir);
         await Tool.CheckAsync("truncate", ["-s", $"{DiskBytes}", DestinationImage]);
-        using (var gate = DirtyMap.Create(DestinationMap, (ulong)DiskBytes, 64 * 1024))
+        using (var gate = DirtyMap.Create(DestinationMap, (ulong)DiskBytes, 4096))
             gate.SetState(MapState.Gate);
         SourceShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(SourceImage, SourceMap)));
         DestinationShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(DestinationImage, DestinationMap, gate: true)));

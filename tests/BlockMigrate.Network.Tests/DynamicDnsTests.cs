@@ -1,3 +1,4 @@
+using BlockMigrate.TestSupport;
 using System.Net;
 using NUnit.Framework;
 

@@ -1,3 +1,4 @@
+using BlockMigrate.TestSupport;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;

@@ -1,3 +1,4 @@
+using BlockMigrate.TestSupport;
 using System.Diagnostics;
 using System.Text.Json;
 using NUnit.Framework;

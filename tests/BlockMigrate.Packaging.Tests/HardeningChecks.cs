@@ -34,7 +34,7 @@ public class HardeningChecks
             Assert.Multiple(() =>
             {
                 Assert.That(r.ExitCode, Is.Zero, r.ToString());
-                Assert.That(r.Stdout, Does.Contain("\"block_size\":65536"), r.ToString());
+                Assert.That(r.Stdout, Does.Contain("\"block_size\":4096"), r.ToString());
             });
         }
         finally { File.Delete(map); }

@@ -106,7 +106,8 @@ public partial class InstallChecks
             Assert.Multiple(() =>
             {
                 Assert.That(map.ExitCode, Is.Zero, map.ToString());
-                Assert.That(map.Stdout, Does.Contain("\"dirty_blocks\":1,"), "one 64 KiB block written");
+                var blocks = 65536 / int.Parse(env["BLOCKSIZE"]);
+                Assert.That(map.Stdout, Does.Contain($"\"dirty_blocks\":{blocks},"), "64 KiB written, in blocks of the unit's size");
                 Assert.That(map.Stdout, Does.Contain("\"block_size\":" + env["BLOCKSIZE"]));
             });
         }
@@ -140,10 +141,15 @@ public partial class InstallChecks
 
         // what the admin does first: a key (keygen) and a trusted list; and a free port for this test
         var keygen = root.Run($"blockmigrate keygen --out {credential[1]} && chmod 600 {credential[1]}", Short);
-        var placeholder = keygen.Stderr.Contains("not implemented");
-        if (placeholder) File.WriteAllText(root.HostPath(credential[1]), "placeholder key\n");
-        else Assert.That(keygen.ExitCode, Is.Zero, keygen.ToString());
-        File.WriteAllText(root.HostPath("/etc/blockmigrate/trusted"), "");
+        Assert.That(keygen.ExitCode, Is.Zero, keygen.ToString());
+        var fingerprint = keygen.Stdout.Trim();
+        Assert.That(fingerprint, Does.Match("^SHA256:[A-Za-z0-9+/]{43}$"), keygen.ToString());
+        var again = root.Run($"blockmigrate fingerprint {credential[1]}", Short);
+        Assert.That(again.Stdout.Trim(), Is.EqualTo(fingerprint), again.ToString());
+        // a source's key, as the admin of the source host would send it
+        var source = root.Run("blockmigrate keygen --out /tmp/source.key --name source", Short);
+        Assert.That(source.ExitCode, Is.Zero, source.ToString());
+        File.WriteAllText(root.HostPath("/etc/blockmigrate/trusted"), $"{source.Stdout.Trim()} source\n");
         var port = FreePort();
         var conf = root.HostPath("/etc/blockmigrate/receiver.conf");
         File.WriteAllText(conf, Regex.Replace(File.ReadAllText(conf), @"(?m)^listen\s*=.*$", $"listen = 127.0.0.1:{port}"));
@@ -178,17 +184,13 @@ public partial class InstallChecks
                 state += Encoding.UTF8.GetString(buffer, 0, n) + "\n";
             }
             TestContext.Out.WriteLine("sd_notify: " + state.Trim());
+            Assert.That(state, Does.Contain($"STATUS=listening on 127.0.0.1:{port}"));
 
             using var client = new TcpClient();
             using var connect = new CancellationTokenSource(TimeSpan.FromSeconds(10));
             await client.ConnectAsync(IPAddress.Loopback, port, connect.Token);
             Assert.That(client.Connected, Is.True);
             Assert.That(receiver.HasExited, Is.False, "the receiver stays in the foreground");
-            if (placeholder)
-            {
-                var line = await new StreamReader(client.GetStream()).ReadLineAsync(connect.Token);
-                Assert.That(line, Does.StartWith("BLOCKMIGRATE"));
-            }
         }
         finally
         {
@@ -202,12 +204,18 @@ public partial class InstallChecks
                 stopped = receiver.WaitForExit(15_000);
             }
             if (!stopped) receiver.Kill(entireProcessTree: true);
-            TestContext.Out.WriteLine("receiver stderr:\n" + await stderr);
-            root.Run($"rm -rf /run/credentials {notifyPath}", Short);
+            var log = await stderr;
+            TestContext.Out.WriteLine("receiver stderr:\n" + log);
+            root.Run($"rm -rf /run/credentials {notifyPath} /tmp/source.key", Short);
             Assert.That(stopped, Is.True, "the receiver stops on SIGTERM");
+            // the real receiver: its TLS key came through the credential, the trusted file was read
+            Assert.That(log, Does.Contain($"listening on 127.0.0.1:{port} (TLS 1.3, key {fingerprint})"));
+            Assert.That(log, Does.Contain("stopping (signal)"));
+            var stopping = new byte[256];
+            using var late = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            var n = await notify.ReceiveAsync(stopping, SocketFlags.None, late.Token);
+            Assert.That(Encoding.UTF8.GetString(stopping, 0, n), Is.EqualTo("STOPPING=1"));
         }
-        if (placeholder)
-            Assert.Inconclusive("TODO: the receiver is the packaging placeholder in this build; it bound its port, sent READY=1 and answered");
     }
 
     [Test, Order(5)]

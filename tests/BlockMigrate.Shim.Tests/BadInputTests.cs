@@ -66,10 +66,20 @@ public class BadInputTests
     public async Task Existing_map_of_matching_geometry_is_reused_with_its_bits()
     {
         using (var m = DirtyMap.Create(_dir["m.map"], 4 << 20, 64 * 1024)) m.MarkBlocks(9, 1);
-        using var server = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_image, _dir["m.map"]));
+        using var server = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_image, _dir["m.map"], "64K"));
         await Tool.CheckAsync("qemu-io", ["-f", "raw", "-c", "write -P 3 0 512", server.Uri]);
         using var map = DirtyMap.Open(_dir["m.map"]);
         Assert.That(map.DirtyRanges(), Is.EqualTo(new[] { new BlockRange(0, 0), new BlockRange(9, 9) }));
+    }
+
+    [Test]
+    public async Task Default_block_size_is_4K()
+    {
+        using var server = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_image, _dir["m.map"]));
+        await Tool.CheckAsync("qemu-io", ["-f", "raw", "-c", "write -P 3 8192 4096", server.Uri]);
+        using var map = DirtyMap.Open(_dir["m.map"]);
+        Assert.That(map.BlockSize, Is.EqualTo(4096));
+        Assert.That(map.DirtyRanges(), Is.EqualTo(new[] { new BlockRange(2, 2) }));
     }
 
     [Test]

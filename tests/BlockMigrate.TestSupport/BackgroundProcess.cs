@@ -14,11 +14,13 @@ public sealed class BackgroundProcess : IDisposable
     /// <summary>Raised for each stderr line (from a reader thread).</summary>
     public event Action<string>? StderrLine;
 
-    public BackgroundProcess(string program, IEnumerable<string> args)
+    public BackgroundProcess(string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? env = null)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
+        psi.Environment["BLOCKMIGRATE_RUN_DIR"] = Tool.Env["BLOCKMIGRATE_RUN_DIR"];
+        foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         _process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start " + program);
         _process.OutputDataReceived += (_, e) => { if (e.Data != null) { lock (_stdout) _stdout.AppendLine(e.Data); _line.Release(); } };
         _process.ErrorDataReceived += (_, e) =>
@@ -34,6 +36,9 @@ public sealed class BackgroundProcess : IDisposable
 
     public static BackgroundProcess Cli(params string[] args) => new("dotnet", new[] { Repo.CliDll }.Concat(args));
 
+    /// <summary>The CLI with extra environment variables.</summary>
+    public static BackgroundProcess Cli(IReadOnlyDictionary<string, string> env, params string[] args) =>
+        new("dotnet", new[] { Repo.CliDll }.Concat(args), env);
     /// <summary>The CLI inside a network namespace (<c>ip netns exec</c> execs it: the PID is dotnet's).</summary>
     public static BackgroundProcess CliIn(string? netns, params string[] args) => netns == null
         ? Cli(args)

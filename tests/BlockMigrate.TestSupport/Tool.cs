@@ -6,10 +6,12 @@ namespace BlockMigrate.TestSupport;
 /// <summary>Runs an external program (an independent NBD client, nbdkit, the CLI) to completion.</summary>
 public static class Tool
 {
-    /// <summary>Debian's python3 comes first: nbdsh needs its nbd module, which pyenv's python lacks.</summary>
+    /// <summary>Debian's python3 comes first: nbdsh needs its nbd module, which pyenv's python lacks.
+    /// BLOCKMIGRATE_RUN_DIR keeps the status files of the migrations tests run out of /run/blockmigrate.</summary>
     public static readonly IReadOnlyDictionary<string, string?> Env = new Dictionary<string, string?>
     {
         ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin:" + Environment.GetEnvironmentVariable("PATH"),
+        ["BLOCKMIGRATE_RUN_DIR"] = "/tmp/blockmigrate-tests/run",
     };
 
     public static async Task<BufferedCommandResult> RunAsync(string program, IEnumerable<string> args,

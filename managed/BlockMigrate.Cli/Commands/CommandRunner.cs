@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 
 namespace BlockMigrate.Cli.Commands;
 
@@ -21,14 +22,33 @@ public static class CommandRunner
             return Usage;
         }
         Logging.LogOptions.Apply(parse);
+        // The first SIGINT/SIGTERM cancels the command's token and the command ends in its own time (a
+        // migration gives its bits back, a receiver says STOPPING=1, a tunnel is removed) with its own exit
+        // status; a second one terminates at once.  Not System.CommandLine's handler: it races the
+        // command and may return 130/143 for a command that stopped cleanly.
+        using var stop = new CancellationTokenSource();
+        var signals = 0;
+        void OnSignal(PosixSignalContext c)
+        {
+            if (Interlocked.Increment(ref signals) > 1) return; // default action: terminate
+            c.Cancel = true;
+            stop.Cancel();
+        }
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         try
         {
-            return parse.Invoke(new InvocationConfiguration
+            return parse.InvokeAsync(new InvocationConfiguration
             {
                 EnableDefaultExceptionHandler = false,
-                // Ctrl-C / SIGTERM cancel the command's token; give a migration time to give its bits back
-                ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
-            });
+                ProcessTerminationTimeout = null,
+            }, stop.Token).GetAwaiter().GetResult();
+        }
+        catch (UsageException e)
+        {
+            foreach (var line in e.Lines)
+                Console.Error.WriteLine($"blockmigrate: {line}");
+            return Usage;
         }
         catch (BlockMigrateException e)
         {

@@ -1,20 +1,23 @@
 using System.CommandLine;
 using System.Text.Json;
 using BlockMigrate.Cli.Config;
+using BlockMigrate.Cli.Status;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Network;
 using BlockMigrate.Transport;
 
 namespace BlockMigrate.Cli.Commands;
 
 /// <summary>
 /// <c>blockmigrate migrate</c>: the source side. Exit 0: committed (and verified, when asked);
-/// 1: failed before the commit, the source untouched (run again to resume); 3: committed but the
-/// verification found a difference, or something failed after the commit; 2: usage.
+/// 1: failed before the commit, the source untouched (run again to resume); 2: usage; 3: committed, but
+/// the DNS update of the network redirection failed; 4: committed but the verification found a difference,
+/// or something else failed after the commit point (nothing is rolled back: the destination owns the VM).
 /// </summary>
 public static class MigrateCommand
 {
-    public const int VerifyFailed = 3, AfterCommitFailed = 3;
+    public const int DnsFailed = 3, VerifyFailed = 4, AfterCommitFailed = 4;
 
     public static Command Create()
     {
@@ -40,6 +43,7 @@ public static class MigrateCommand
             disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, json, plaintext, timeout,
             noThrottle, noCompress, verify, keepFrozen,
         };
+        RedirectionCliOptions.AddTo(command);
         hypervisor.AddTo(command);
         command.SetAction(async (r, ct) =>
         {
@@ -54,6 +58,7 @@ public static class MigrateCommand
                 foreach (var d in r.GetValue(disk) ?? []) disks.Add(ParseDisk(d));
                 foreach (var (kind, name, values) in file.Sections)
                 {
+                    if (kind == RedirectionCliOptions.Section) continue;
                     if (kind == HypervisorCliOptions.Section) continue;
                     if (kind != "disk") throw new BlockMigrateException($"{cfgName}: unknown section [{kind} {name}]");
                     KeyValueFile.CheckKeys(cfgName, values, "image", "map");
@@ -70,6 +75,7 @@ public static class MigrateCommand
                 if (!isPlain && fingerprint == null)
                     throw new BlockMigrateException($"receiver {host}:{port} has no pinned key: give --peer-fingerprint or list it in --known-hosts");
                 var hv = HypervisorFactory.Create(hypervisor.Bind(r, file, cfgName));
+                var redirection = RedirectionCliOptions.Bind(r, file, cfgName, disks);
                 var options = new MigrationOptions
                 {
                     Disks = disks,
@@ -88,24 +94,49 @@ public static class MigrateCommand
                     Timeout = (r.GetValue(timeout) ?? IntOf(file, "timeout")) is { } s ? TimeSpan.FromSeconds(s) : null,
                 };
                 var display = new ProgressDisplay(!Console.IsErrorRedirected);
+                using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hv.Name);
+                var network = new NetworkRedirection(redirection, display, status);
+                await network.PrepareAsync(ct);
                 await using var migration = new Migration(options, hv);
                 migration.Log += display.OnLog;
                 migration.Progress += display.OnProgress;
+                if (status != null) migration.Progress += status.OnProgress;
+                migration.Committed += network.OnCommitted;
                 MigrationReport report;
                 try
                 {
                     report = await migration.RunAsync(ct);
                 }
+                catch (AfterCommitException)
+                {
+                    // the destination owns the disks (and the VM): redirect its network all the same
+                    display.Finish();
+                    await network.FinishAsync(ct);
+                    throw;
+                }
+                catch (BlockMigrateException)
+                {
+                    display.Finish();
+                    await network.AbortAsync();
+                    throw;
+                }
                 finally
                 {
                     display.Finish();
                 }
-                if (r.GetValue(json)) WriteJson(report);
-                else WriteText(report, target);
+                await network.FinishAsync(ct);
+                if (r.GetValue(json)) WriteJson(report, network.Report);
+                else WriteText(report, target, network.Report);
                 if (report.Verified == false)
                 {
                     Console.Error.WriteLine("blockmigrate: committed, but the destination differs from the source at the freeze");
                     return VerifyFailed;
+                }
+                if (network.DnsFailed)
+                {
+                    Console.Error.WriteLine($"blockmigrate: committed, but the DNS update failed ({network.Report.DnsStatus}): " +
+                        $"{network.Report.Errors.LastOrDefault(e => e.Step.Contains("dns", StringComparison.OrdinalIgnoreCase))?.Message ?? "see the network section of the report"}");
+                    return DnsFailed;
                 }
                 return CommandRunner.Ok;
             }
@@ -134,7 +165,7 @@ public static class MigrateCommand
         return new DiskSpec(text[..eq], text[(eq + 1)..colon], text[(colon + 1)..]);
     }
 
-    private static void WriteText(MigrationReport r, string target)
+    private static void WriteText(MigrationReport r, string target, RedirectionReport net)
     {
         var o = Console.Out;
         o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
@@ -143,12 +174,14 @@ public static class MigrateCommand
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
+        if (net.Redirector != "none") o.WriteLine($"  network:      {NetworkSummary.Describe(net)}");
     }
 
-    private static void WriteJson(MigrationReport r)
+    private static void WriteJson(MigrationReport r, RedirectionReport net)
     {
         using var stdout = Console.OpenStandardOutput();
-        using (var w = new Utf8JsonWriter(stdout))
+        // relaxed escaping: "tunnel+dns" stays readable (the output is not HTML)
+        using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             w.WriteStartObject();
             w.WriteNumber("total_seconds", Math.Round(r.TotalSeconds, 3));
@@ -171,6 +204,8 @@ public static class MigrateCommand
             w.WriteStartArray("disks");
             foreach (var d in r.Disks) w.WriteStringValue(d);
             w.WriteEndArray();
+            w.WritePropertyName("network");
+            JsonSerializer.Serialize(w, net, RedirectionJsonContext.Default.RedirectionReport);
             w.WriteEndObject();
         }
         stdout.WriteByte((byte)'\n');

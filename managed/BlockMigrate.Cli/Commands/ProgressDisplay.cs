@@ -1,10 +1,15 @@
 using BlockMigrate.Engine;
+using NLog;
 
 namespace BlockMigrate.Cli.Commands;
 
-/// <summary>Live progress: one line rewritten in place on a terminal (stderr), plain log lines otherwise.</summary>
+/// <summary>
+/// Live progress: one line rewritten in place on a terminal (stderr); the engine's log lines go through
+/// NLog (journald priorities under systemd, timestamps in a pipe or file, --verbose/--quiet respected).
+/// </summary>
 public sealed class ProgressDisplay(bool tty)
 {
+    private static readonly Logger Log = LogManager.GetLogger("migrate");
     private readonly object _lock = new();
     private int _width;
 
@@ -13,7 +18,19 @@ public sealed class ProgressDisplay(bool tty)
         lock (_lock)
         {
             ClearLine();
-            Console.Error.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} migrate: {line}");
+            if (line.StartsWith("warning: ", StringComparison.Ordinal)) Log.Warn(line[9..]);
+            else Log.Info(line);
+        }
+    }
+
+    /// <summary>Shows <paramref name="text"/> as the progress line (terminal only).</summary>
+    public void Show(string text)
+    {
+        if (!tty) return;
+        lock (_lock)
+        {
+            Console.Error.Write("\r" + text.PadRight(_width));
+            _width = text.Length;
         }
     }
 

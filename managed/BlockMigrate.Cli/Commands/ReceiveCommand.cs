@@ -1,15 +1,21 @@
 using System.CommandLine;
 using BlockMigrate.Cli.Config;
+using BlockMigrate.Cli.Hosting;
 using BlockMigrate.Receiver;
+using NLog;
 
 namespace BlockMigrate.Cli.Commands;
 
 /// <summary>
 /// <c>blockmigrate receive</c>: the destination's receiver. Flags override the config file's values.
-/// Prints "listening on ADDR:PORT" on stdout once it accepts connections; logs go to stderr.
+/// Prints "listening on ADDR:PORT" on stdout once it accepts connections and tells systemd it is ready
+/// (Type=notify); logs go through NLog to stderr (journald priorities under systemd). SIGTERM or SIGINT:
+/// sessions are cancelled (nothing uncommitted is kept as committed), STOPPING=1, exit 0.
 /// </summary>
 public static class ReceiveCommand
 {
+    private static readonly Logger Log = LogManager.GetLogger("receive");
+
     public static Command Create()
     {
         var config = new Option<string?>("--config") { Description = "a 'key = value' file: listen, image-dir, key, trusted, plaintext, gate-map-dir" };
@@ -38,19 +44,36 @@ public static class ReceiveCommand
                 GateMapDir = Get(gateDir, "gate-map-dir") ?? "/dev/shm/blockmigrate",
             };
             var receiver = new Receiver.Receiver(options);
-            receiver.Log += line => Console.Error.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} receive: {line}");
+            receiver.Log += line =>
+            {
+                if (line.StartsWith("warning: ", StringComparison.Ordinal)) Log.Warn(line[9..]);
+                else Log.Info(line);
+            };
             receiver.Listening += ep =>
             {
                 Console.Out.WriteLine($"listening on {ep}");
                 Console.Out.Flush();
+                SystemdNotify.Ready($"listening on {ep}");
             };
+            using var stopping = ct.Register(() =>
+            {
+                Log.Info("stopping (signal)");
+                SystemdNotify.Stopping();
+            });
             try
             {
-                return await receiver.RunAsync(ct);
+                var code = await receiver.RunAsync(ct);
+                // a stop by signal is the normal end of a service, not a failure
+                return ct.IsCancellationRequested ? CommandRunner.Ok : code;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return CommandRunner.Ok;
             }
             catch (BlockMigrateException e)
             {
-                return CommandRunner.Fail(e.Message);
+                Log.Error(e.Message);
+                return CommandRunner.Failure;
             }
         });
         return command;

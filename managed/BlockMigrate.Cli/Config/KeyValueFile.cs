@@ -1,7 +1,7 @@
 namespace BlockMigrate.Cli.Config;
 
 /// <summary>
-/// A <c>key = value</c> file with optional <c>[section NAME]</c> headers (e.g. <c>[disk vda]</c>).
+/// A <c>key = value</c> file with optional <c>[section NAME]</c> or <c>[section]</c> headers (e.g. <c>[disk vda]</c>, <c>[network]</c>).
 /// '#' starts a comment line; keys are lower-case with dashes, as the flags they stand for.
 /// </summary>
 public sealed class KeyValueFile
@@ -29,9 +29,9 @@ public sealed class KeyValueFile
             if (t.StartsWith('[') && t.EndsWith(']'))
             {
                 var parts = t[1..^1].Split((char[]?)null, 2, StringSplitOptions.RemoveEmptyEntries);
-                if (parts.Length != 2) throw new BlockMigrateException($"{path}:{i + 1}: expected a section like [disk NAME]");
+                if (parts.Length == 0) throw new BlockMigrateException($"{path}:{i + 1}: expected a section like [disk NAME] or [network]");
                 current = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-                file.Sections.Add((parts[0].ToLowerInvariant(), parts[1], current));
+                file.Sections.Add((parts[0].ToLowerInvariant(), parts.Length == 2 ? parts[1] : "", current));
                 continue;
             }
             var eq = t.IndexOf('=');

@@ -83,5 +83,22 @@ public sealed partial class Migration
         _sender = new BlockSender(writer, reader, _options);
         _sender.Start();
         _producer = new FrameProducer(_options.Compress);
+        await MeasureRoundTripAsync(ct);
+    }
+
+    /// <summary>
+    /// Three empty zero-range frames, each on an idle link: their send→ack times give the round trip
+    /// the switchover will pay on top of its data (the handshake's own time includes the receiver
+    /// creating files, and frames during the copy queue behind each other).
+    /// </summary>
+    private async Task MeasureRoundTripAsync(CancellationToken ct)
+    {
+        var disk = _disks[0];
+        for (var i = 0; i < 3; i++)
+        {
+            await _sender!.SendAsync(new OutgoingFrame(new DataHeader(disk.Index, DataEncoding.Zero, 0, 0),
+                ReadOnlyMemory<byte>.Empty, null, disk, 0, 0), ct);
+            await _sender.DrainAsync(ct);
+        }
     }
 }

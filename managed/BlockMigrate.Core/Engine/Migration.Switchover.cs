@@ -67,6 +67,7 @@ public sealed partial class Migration
         }
         ReleaseThrottle();
         Say($"committed: {_finalBlocks} final blocks, downtime {_downtime.TotalMilliseconds:0} ms");
+        Committed?.Invoke();
         if (_options.Verify) await VerifyAsync(ct);
     }
 

@@ -47,6 +47,10 @@ public sealed partial class Migration : IAsyncDisposable
     /// <summary>One line per notable event (phase changes, rounds, throttle), for logs.</summary>
     public event Action<string>? Log;
 
+    /// <summary>Raised once, at the commit point (the destination owns the disks from now on), from the
+    /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
+    public event Action? Committed;
+
     public MigrationPhase Phase => _phase;
 
     /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the commit point.</summary>

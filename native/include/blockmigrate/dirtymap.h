@@ -48,7 +48,7 @@ extern "C" {
 #define BM_BYTE_ORDER     0x01020304u
 #define BM_MIN_BLOCK_SIZE 4096u
 #define BM_MAX_BLOCK_SIZE (1024u * 1024u)
-#define BM_DEFAULT_BLOCK_SIZE (64u * 1024u)
+#define BM_DEFAULT_BLOCK_SIZE 4096u  /* chosen by measurement: docs/BENCHMARKS.md, "Map block size" */
 #define BM_COOKIE_SIZE    32u
 
 /* state flags (bm_header.state, atomic) */

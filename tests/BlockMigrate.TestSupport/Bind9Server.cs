@@ -1,13 +1,13 @@
 using System.Diagnostics;
 
-namespace BlockMigrate.Network.Tests;
+namespace BlockMigrate.TestSupport;
 
 /// <summary>
 /// A real BIND 9 (`named -g`) inside a test network namespace, on 127.0.0.1:<see cref="Port"/>, primary
 /// for one zone that key "ddns-key" (hmac-sha256, from tsig-keygen) may update (A, AAAA, TXT).
 /// Stopped by PID.
 /// </summary>
-internal sealed class Bind9Server : IAsyncDisposable
+public sealed class Bind9Server : IAsyncDisposable
 {
     public const int Port = 5353;
     public const string KeyName = "ddns-key";
@@ -48,14 +48,14 @@ internal sealed class Bind9Server : IAsyncDisposable
             ns  IN A   127.0.0.1
             {records}
             """, ct);
-        await Sh.RunAsync($"named-checkconf {dir}/named.conf && named-checkzone -q {zone} {dir}/zone.db", ct: ct);
+        await Shell.RunAsync($"named-checkconf {dir}/named.conf && named-checkzone -q {zone} {dir}/zone.db", ct: ct);
         s._named = Process.Start(new ProcessStartInfo("sh",
             ["-c", $"exec ip netns exec {ns} named -g -c {dir}/named.conf >{dir}/named.log 2>&1"]))!;
         var deadline = Stopwatch.StartNew();
         while (true)
         {
-            var r = await Sh.TryAsync($"dig +short +time=1 +tries=1 -p {Port} @127.0.0.1 {zone} SOA", ns, ct);
-            if (r.Succeeded && r.StandardOutput.Contains("ns.", StringComparison.Ordinal)) break;
+            var r = await Shell.TryAsync($"dig +short +time=1 +tries=1 -p {Port} @127.0.0.1 {zone} SOA", ns, ct);
+            if (r.ExitCode == 0 && r.StandardOutput.Contains("ns.", StringComparison.Ordinal)) break;
             if (s._named.HasExited || deadline.Elapsed > TimeSpan.FromSeconds(15))
                 throw new InvalidOperationException("named did not start: " + File.ReadAllText(Path.Combine(dir, "named.log")));
             await Task.Delay(100, ct);
@@ -66,18 +66,18 @@ internal sealed class Bind9Server : IAsyncDisposable
     /// <summary>A new hmac-sha256 key named ddns-key (a different secret each call), mode 0600.</summary>
     public async Task NewKeyAsync(string path, CancellationToken ct)
     {
-        await Sh.RunAsync($"tsig-keygen -a hmac-sha256 {KeyName} > {path}; chmod 600 {path}", ct: ct);
+        await Shell.RunAsync($"tsig-keygen -a hmac-sha256 {KeyName} > {path}; chmod 600 {path}", ct: ct);
     }
 
     public async Task<string> DigAsync(string name, string type, CancellationToken ct)
     {
-        var r = await Sh.RunAsync($"dig +noall +answer +norecurse -p {Port} @127.0.0.1 {name} {type}", Namespace, ct);
+        var r = await Shell.RunAsync($"dig +noall +answer +norecurse -p {Port} @127.0.0.1 {name} {type}", Namespace, ct);
         return r.Trim();
     }
 
     public async Task<string[]> DigShortAsync(string name, string type, CancellationToken ct)
     {
-        var r = await Sh.RunAsync($"dig +short +norecurse -p {Port} @127.0.0.1 {name} {type}", Namespace, ct);
+        var r = await Shell.RunAsync($"dig +short +norecurse -p {Port} @127.0.0.1 {name} {type}", Namespace, ct);
         return r.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Order().ToArray();
     }
 

@@ -67,7 +67,7 @@ public sealed class BenchHosts : IDisposable
         if (Shim)
         {
             var gateMap = Path.Combine(GateDir, "vda.map");
-            using (var gate = DirtyMap.Create(gateMap, (ulong)s.DiskBytes, 64 * 1024))
+            using (var gate = DirtyMap.Create(gateMap, (ulong)s.DiskBytes, 4096)) // the filter's default block size
                 gate.SetState(MapState.Gate);
             src = Own(NbdkitServer.Start(Directory, NbdkitServer.FilterArgs(SourceImage, SourceMap)));
             dst = Own(NbdkitServer.Start(Directory, NbdkitServer.FilterArgs(DestinationImage, gateMap, gate: true)));

@@ -183,17 +183,6 @@ print("\n".join(out))
 PY
 )
 printf '%s\n' "$section"
-python3 - "$doc" "$section" <<'PY'
-import os, re, sys
-path, section = sys.argv[1], sys.argv[2].rstrip("\n") + "\n"
-text = open(path).read() if os.path.exists(path) else "# BlockMigrate benchmarks\n"
-pat = re.compile(r"^## Migration\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(lambda m: section + ("\n" if m.end() < len(text) else ""), text, count=1)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path + ".tmp", "w").write(text)
-os.replace(path + ".tmp", path)
-PY
+python3 "$top/tools/bench-section.py" "$doc" "Migration" "$section"
 echo "bench-migrate: wrote the \"Migration\" section of docs/BENCHMARKS.md" >&2
 if grep -q FAILED "$results"; then echo "bench-migrate: some runs failed (see above)" >&2; exit 1; fi

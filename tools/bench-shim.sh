@@ -187,16 +187,5 @@ PY
 printf '%s\n' "$section"
 
 # Replace our section of docs/BENCHMARKS.md (up to the next "## "), or append it.
-python3 - "$doc" "$section" <<'PY'
-import os, re, sys
-path, section = sys.argv[1], sys.argv[2].rstrip("\n") + "\n"
-text = open(path).read() if os.path.exists(path) else "# BlockMigrate benchmarks\n"
-pat = re.compile(r"^## Shim write throughput\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(lambda m: section + ("\n" if m.end() < len(text) else ""), text, count=1)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path + ".tmp", "w").write(text)
-os.replace(path + ".tmp", path)
-PY
+python3 "$top/tools/bench-section.py" "$doc" "Shim write throughput" "$section"
 echo "bench-shim: wrote the \"Shim write throughput\" section of docs/BENCHMARKS.md" >&2

@@ -94,16 +94,5 @@ PY
 )
 printf '%s\n' "$section"
 
-python3 - "$doc" "$section" <<'PY'
-import os, re, sys
-path, section = sys.argv[1], sys.argv[2].rstrip("\n") + "\n"
-text = open(path).read() if os.path.exists(path) else "# BlockMigrate benchmarks\n"
-pat = re.compile(r"^## Whole-VM migration vs QEMU copy-storage\n.*?(?=^## |\Z)", re.S | re.M)
-if pat.search(text):
-    text = pat.sub(lambda m: section + ("\n" if m.end() < len(text) else ""), text, count=1)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path + ".tmp", "w").write(text)
-os.replace(path + ".tmp", path)
-PY
+python3 "$top/tools/bench-section.py" "$doc" "Whole-VM migration vs QEMU copy-storage" "$section"
 echo "bench-vm: wrote the \"Whole-VM migration vs QEMU copy-storage\" section of $doc" >&2

@@ -28,20 +28,31 @@ public sealed class ShimHarness : IDisposable
         IEnumerable<string>? extra = null, Action<string>? prepareImage = null)
     {
         var dir = new TempDir("shim");
-        var image = dir["disk.img"];
-        using (var f = File.Create(image)) f.SetLength(imageSize);
-        prepareImage?.Invoke(image);
-        var map = dir["disk.map"];
-        // these tests reason in 64 KiB blocks unless told otherwise (the filter's own default is 4 KiB)
-        var server = NbdkitServer.Start(dir.Path, NbdkitServer.FilterArgs(image, map, blockSize ?? "64K", innerFilters: innerFilters, extra: extra));
-        // the filter creates the map when the export is set up; give it a first connection
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!File.Exists(map) && DateTime.UtcNow < deadline)
+        NbdkitServer? server = null;
+        try
         {
-            Tool.RunAsync("nbdinfo", ["--size", server.Uri], TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
-            if (!File.Exists(map)) Thread.Sleep(50);
+            var image = dir["disk.img"];
+            using (var f = File.Create(image)) f.SetLength(imageSize);
+            prepareImage?.Invoke(image);
+            var map = dir["disk.map"];
+            // these tests reason in 64 KiB blocks unless told otherwise (the filter's own default is 4 KiB)
+            server = NbdkitServer.Start(dir.Path, NbdkitServer.FilterArgs(image, map, blockSize ?? "64K", innerFilters: innerFilters, extra: extra));
+            // the filter creates the map when the export is set up; give it a first connection
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (!File.Exists(map) && DateTime.UtcNow < deadline)
+            {
+                Tool.RunAsync("nbdinfo", ["--size", server.Uri], TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+                if (!File.Exists(map)) Thread.Sleep(50);
+            }
+            return new ShimHarness(dir, image, map, server);
         }
-        return new ShimHarness(dir, image, map, server);
+        catch
+        {
+            // a refused start leaves nothing behind: no process, no files
+            server?.Dispose();
+            dir.Dispose();
+            throw;
+        }
     }
 
     /// <summary>qemu-io against the export with the given -c commands; fails the test if it fails.</summary>

@@ -55,6 +55,9 @@ run_tests() {
       --logger "trx;LogFileName=$name.trx" --results-directory "$results" \
       -- NUnit.DefaultTimeout=600000 || rc=1
   done
+  # the native self-tests (C selftest, the filter against qemu-io/nbdsh/nbdinfo) as JUnit for the summary
+  echo "== native (ctest)" >&2
+  (cd build/native && ctest --output-on-failure --output-junit "$top/$results/native.junit.xml") || rc=1
   python3 tools/trx-summary.py "$results" tests/*/*.Tests.csproj
 }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Summarise the .trx files of a test run as 'N passed, N failed' (the last line).
+"""Summarise the .trx files (and native JUnit files) of a test run as 'N passed, N failed' (the last line).
 
 usage: trx-summary.py RESULTS_DIR PROJECT.csproj...
 
 A project without a .trx, or whose run was aborted (crashed test host), counts as one failure
 on top of whatever its file reports, so a crash can never read as success.
 """
+import glob
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -39,6 +40,25 @@ def main() -> int:
         if outcome in ("Aborted", "Error") or (p + f == 0):
             print(f"{name}: run {outcome or 'empty'}")
             f += 1
+        print(f"{name}: {p} passed, {f} failed")
+        passed += p
+        failed += f
+    # native suites report JUnit (ctest --output-junit): *.junit.xml
+    for path in sorted(glob.glob(os.path.join(results, "*.junit.xml"))):
+        name = os.path.basename(path)[: -len(".junit.xml")]
+        try:
+            cases = list(ET.parse(path).getroot().iter("testcase"))
+        except ET.ParseError:
+            print(f"{name}: unreadable results")
+            failed += 1
+            continue
+        bad = [c for c in cases if c.find("failure") is not None or c.find("error") is not None
+               or c.get("status") == "fail"]
+        for c in bad:
+            print(f"FAILED {name}: {c.get('name')}")
+        p, f = len(cases) - len(bad), len(bad)
+        if not cases:
+            f = 1
         print(f"{name}: {p} passed, {f} failed")
         passed += p
         failed += f

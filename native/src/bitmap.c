@@ -130,19 +130,34 @@ bm__gate_or_words (bm_map *map, uint64_t first_word, uint64_t nwords,
                    first_word, nwords, bits);
 }
 
+/* The mask of bits [first, end) that fall in word first/64; *span is how many. */
+static uint64_t
+word_mask (uint64_t first, uint64_t end, uint64_t *span)
+{
+  uint64_t bit = first % 64;
+
+  *span = 64 - bit < end - first ? 64 - bit : end - first;
+  return *span == 64 ? ~(uint64_t) 0 : (((uint64_t) 1 << *span) - 1) << bit;
+}
+
 void
 bm__or_bits (uint64_t *bitmap, uint64_t first, uint64_t n)
 {
-  uint64_t end = first + n;
+  uint64_t end = first + n, span;
 
-  while (first < end) {
-    uint64_t w = first / 64, bit = first % 64;
-    uint64_t span = 64 - bit < end - first ? 64 - bit : end - first;
-    uint64_t mask = span == 64 ? ~(uint64_t) 0
-                               : (((uint64_t) 1 << span) - 1) << bit;
-    __atomic_fetch_or (&bitmap[w], mask, __ATOMIC_SEQ_CST);
-    first += span;
-  }
+  for (; first < end; first += span)
+    __atomic_fetch_or (&bitmap[first / 64], word_mask (first, end, &span),
+                       __ATOMIC_SEQ_CST);
+}
+
+void
+bm__and_not_bits (uint64_t *bitmap, uint64_t first, uint64_t n)
+{
+  uint64_t end = first + n, span;
+
+  for (; first < end; first += span)
+    __atomic_fetch_and (&bitmap[first / 64], ~word_mask (first, end, &span),
+                        __ATOMIC_SEQ_CST);
 }
 
 BM_API int

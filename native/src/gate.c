@@ -28,22 +28,6 @@ bm_gate_mark_words (bm_map *map, uint64_t first_word, uint64_t nwords,
   return bm__gate_or_words (map, first_word, nwords, bits);
 }
 
-/* Clear bits [first, first+n) of a bitmap (atomic AND-NOT per word). */
-static void
-and_not_bits (uint64_t *bitmap, uint64_t first, uint64_t n)
-{
-  uint64_t end = first + n;
-
-  while (first < end) {
-    uint64_t w = first / 64, bit = first % 64;
-    uint64_t span = 64 - bit < end - first ? 64 - bit : end - first;
-    uint64_t mask = span == 64 ? ~(uint64_t) 0
-                               : (((uint64_t) 1 << span) - 1) << bit;
-    __atomic_fetch_and (&bitmap[w], ~mask, __ATOMIC_SEQ_CST);
-    first += span;
-  }
-}
-
 BM_API int
 bm_gate_clear_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
 {
@@ -58,7 +42,7 @@ bm_gate_clear_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
                       map->path, first_block, first_block + nblocks,
                       map->blocks);
   }
-  and_not_bits (map->gate, first_block, nblocks);
+  bm__and_not_bits (map->gate, first_block, nblocks);
   bm__wake (map);
   return 0;
 }

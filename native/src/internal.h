@@ -70,9 +70,10 @@ typedef int (*bm_wait_hook) (void);   /* 0: keep waiting; -1: give up */
 void bm__set_wait_hook (bm_wait_hook hook);
 int bm__call_wait_hook (void);
 
-/* Mark bits [first, first+n) of a bitmap of the map with atomic OR
- * (dirtymap.c); the range must already be checked. */
+/* Set (atomic OR) or clear (atomic AND-NOT) bits [first, first+n) of a
+ * bitmap of the map, word by word (bitmap.c); the range must already be checked. */
 void bm__or_bits (uint64_t *bitmap, uint64_t first, uint64_t n);
+void bm__and_not_bits (uint64_t *bitmap, uint64_t first, uint64_t n);
 
 /* bm_gate_mark_words without the name: OR bits into the gate bitmap. */
 int bm__gate_or_words (bm_map *map, uint64_t first_word, uint64_t nwords,

@@ -44,11 +44,11 @@ elif cmd == "ungate": lib.bm_gate_clear_blocks(m, U(a[0]), U(1))
 PY
 }
 
-start() {     # start IMG MAP [args]: nbdkit + filter on $tmp/sock
+start() {     # start IMG MAP [args]: nbdkit + filter on $tmp/sock, 64K blocks (the checks count in them)
   local img=$1 map=$2; shift 2
   rm -f "$tmp/sock" "$tmp/pid"
   nbdkit -f -U "$tmp/sock" -P "$tmp/pid" --filter="$filter" file file="$img" \
-    dirtymap="$map" "$@" </dev/null 2>"$tmp/log" &
+    dirtymap="$map" blocksize=64K "$@" </dev/null 2>"$tmp/log" &
   pid=$!
   for _ in $(seq 100); do [ -S "$tmp/sock" ] && [ -f "$map" ] && break; sleep 0.05; done
   nbdinfo --size "$uri" >/dev/null

@@ -61,15 +61,7 @@ internal sealed class BareQemu : IDisposable
 
     public void Kill()
     {
-        try
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill();
-                _process.WaitForExit(10_000);
-            }
-        }
-        catch (InvalidOperationException) { }
+        _process.KillAndWait();
     }
 
     public void Dispose()

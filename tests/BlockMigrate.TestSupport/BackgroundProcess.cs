@@ -93,12 +93,7 @@ public sealed class BackgroundProcess : IDisposable
 
     public void Kill()
     {
-        try
-        {
-            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
-            _process.WaitForExit(10_000);
-        }
-        catch (InvalidOperationException) { }
+        _process.KillAndWait(entireTree: true);
     }
 
     public void Dispose()

@@ -120,15 +120,7 @@ public sealed class NbdkitServer : IDisposable
 
     public void Dispose()
     {
-        try
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-                _process.WaitForExit(10_000);
-            }
-        }
-        catch (InvalidOperationException) { }
+        _process.KillAndWait(entireTree: true);
         _process.Dispose();
         try { File.Delete(Socket); } catch (IOException) { }
     }

@@ -83,15 +83,7 @@ public sealed class QemuGuest : IDisposable
     /// <summary>Kills QEMU now (SIGKILL), as a crash would.</summary>
     public void Kill()
     {
-        try
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill();
-                _process.WaitForExit(10_000);
-            }
-        }
-        catch (InvalidOperationException) { }
+        _process.KillAndWait();
     }
 
     public void Dispose()

@@ -63,6 +63,23 @@ bm_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
   return 0;
 }
 
+/* The gate bitmap, read the same way (destination: which blocks are still stale). */
+BM_API int
+bm_gate_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
+{
+  uint64_t i;
+
+  if (check_words (map, "bm_gate_peek", first_word, nwords) == -1)
+    return -1;
+  if (out == NULL && nwords > 0) {
+    errno = EINVAL;
+    return bm__error ("bm_gate_peek: null output buffer");
+  }
+  for (i = 0; i < nwords; i++)
+    out[i] = __atomic_load_n (&map->gate[first_word + i], __ATOMIC_SEQ_CST);
+  return 0;
+}
+
 /* ---- taking and marking ------------------------------------------------ */
 
 BM_API int64_t

@@ -166,8 +166,10 @@ test_gate (bm_map *m)
   struct gated g = { .m = m, .offset = 5 * 65536 + 100 };
   struct bm_info info;
   pthread_t t;
+  uint64_t seen = 0;
 
   CHECK (bm_gate_mark_words (m, 0, 1, &bits) == 0);
+  CHECK (bm_gate_peek (m, 0, 1, &seen) == 0 && seen == bits);
   CHECK (bm_gate_wait (m, g.offset, 1) == 0);         /* GATE not set yet */
   CHECK (bm_set_state_flags (m, BM_STATE_GATE, 0) == 0);
   CHECK (bm_gate_wait (m, 0, 65536) == 0);            /* block 0 is not gated */
@@ -177,6 +179,7 @@ test_gate (bm_map *m)
   CHECK (bm_gate_clear_blocks (m, 5, 1) == 0);
   pthread_join (t, NULL);
   CHECK (g.done);
+  CHECK (bm_gate_peek (m, 0, 1, &seen) == 0 && seen == 0);
   CHECK (bm_map_info (m, &info) == 0 && info.gated_ns > 0 && info.gated_blocks == 0);
   CHECK (bm_set_state_flags (m, 0, BM_STATE_GATE) == 0);
 }

@@ -11,9 +11,10 @@ namespace BlockMigrate.Cli.Commands;
 
 /// <summary>
 /// <c>blockmigrate migrate</c>: the source side. Exit 0: committed (and verified, when asked);
-/// 1: failed before the commit, the source untouched (run again to resume); 2: usage; 3: committed, but
+/// 1: failed before the hand-over, the source untouched (run again to resume); 2: usage; 3: committed, but
 /// the DNS update of the network redirection failed; 4: committed but the verification found a difference,
-/// or something else failed after the commit point (nothing is rolled back: the destination owns the VM).
+/// or something else failed after the hand-over (nothing is rolled back: the destination owns the VM;
+/// if final blocks did not land, running the same command again finishes them).
 /// </summary>
 public static class MigrateCommand
 {
@@ -37,11 +38,13 @@ public static class MigrateCommand
         var noThrottle = new Option<bool>("--no-throttle") { Description = "never slow the guest's writes (the copy may then not converge)" };
         var noCompress = new Option<bool>("--no-compress") { Description = "send data uncompressed" };
         var verify = new Option<bool>("--verify") { Description = "after the commit, hash every image on both sides while the source is frozen" };
+        var switchover = new Option<string?>("--switchover") { Description = "when the destination VM resumes: gate (once the final dirty set is gated there; default) or commit (after every final block is written and fsynced)" };
+        switchover.AcceptOnlyFromAmong("gate", "commit");
         var keepFrozen = new Option<bool>("--keep-source-frozen") { Description = "with --hypervisor none: leave the source map frozen after the commit" };
         var command = new Command("migrate", "Migrate disks (and, with a hypervisor, the VM) to a receiver")
         {
             disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, json, plaintext, timeout,
-            noThrottle, noCompress, verify, keepFrozen,
+            noThrottle, noCompress, verify, keepFrozen, switchover,
         };
         RedirectionCliOptions.AddTo(command);
         hypervisor.AddTo(command);
@@ -52,7 +55,7 @@ public static class MigrateCommand
                 var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
                 var cfgName = r.GetValue(config) ?? "";
                 KeyValueFile.CheckKeys(cfgName, file.Global, "to", "key", "peer-fingerprint", "known-hosts", "bandwidth", "max-downtime",
-                    "max-rounds", "hypervisor", "plaintext", "timeout");
+                    "max-rounds", "hypervisor", "plaintext", "timeout", "switchover");
                 string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
                 var disks = new List<DiskSpec>();
                 foreach (var d in r.GetValue(disk) ?? []) disks.Add(ParseDisk(d));
@@ -91,6 +94,12 @@ public static class MigrateCommand
                     Compress = !r.GetValue(noCompress),
                     Verify = r.GetValue(verify),
                     KeepSourceFrozen = r.GetValue(keepFrozen),
+                    Switchover = (r.GetValue(switchover) ?? file.Global.GetValueOrDefault("switchover") ?? "gate") switch
+                    {
+                        "gate" => SwitchoverMode.Gate,
+                        "commit" => SwitchoverMode.Commit,
+                        var other => throw new BlockMigrateException($"{cfgName}: switchover = {other}: expected gate or commit"),
+                    },
                     Timeout = (r.GetValue(timeout) ?? IntOf(file, "timeout")) is { } s ? TimeSpan.FromSeconds(s) : null,
                 };
                 var display = new ProgressDisplay(!Console.IsErrorRedirected);
@@ -169,7 +178,9 @@ public static class MigrateCommand
     {
         var o = Console.Out;
         o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
-        o.WriteLine($"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
+        o.WriteLine(r.Switchover == "gate"
+            ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
+            : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros");
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
@@ -199,6 +210,9 @@ public static class MigrateCommand
             w.WriteBoolean("resumed", r.Resumed);
             w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
             w.WriteNumber("final_blocks", r.FinalBlocks);
+            w.WriteString("switchover", r.Switchover);
+            if (r.CommitMs is { } commitMs) w.WriteNumber("commit_ms", Math.Round(commitMs, 1));
+            else w.WriteNull("commit_ms");
             w.WriteString("hypervisor", r.Hypervisor);
             HypervisorCliOptions.WriteJson(w, r);
             w.WriteStartArray("disks");

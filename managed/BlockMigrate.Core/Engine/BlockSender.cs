@@ -94,13 +94,13 @@ internal sealed class BlockSender : IAsyncDisposable
         }
     }
 
-    /// <summary>A control frame, in order with the data frames before it.</summary>
-    public async Task SendControlAsync(FrameType type, byte[] payload, CancellationToken cancellationToken)
+    /// <summary>A control frame, in order with the data frames before it; returns its sequence number.</summary>
+    public async Task<ulong> SendControlAsync(FrameType type, byte[] payload, CancellationToken cancellationToken)
     {
         ThrowIfFailed();
         try
         {
-            await _writer.WriteAsync(type, payload, default, cancellationToken);
+            return await _writer.WriteAsync(type, payload, default, cancellationToken);
         }
         catch (IOException e)
         {
@@ -110,6 +110,9 @@ internal sealed class BlockSender : IAsyncDisposable
 
     /// <summary>Waits until every frame sent has been acknowledged.</summary>
     public Task DrainAsync(CancellationToken cancellationToken) => WaitAsync(() => _inflight.Count == 0 && _inflightBytes == 0, cancellationToken);
+
+    /// <summary>Waits until the receiver has processed every frame up to <paramref name="sequence"/> (acks are cumulative).</summary>
+    public Task WaitAckedAsync(ulong sequence, CancellationToken cancellationToken) => WaitAsync(() => _acked >= sequence, cancellationToken);
 
     public async Task WaitCommittedAsync(CancellationToken cancellationToken)
     {

@@ -38,7 +38,20 @@ public sealed partial class Migration
         {
             var identity = ResumeCookie.IdentityOf(_channel.Peer, d.Name, d.Size, d.BlockSize);
             var old = ResumeCookie.Decode(d.Map.GetCookie());
-            if (old.State == ResumeCookie.Running)
+            if (old.State == ResumeCookie.HandedOver)
+            {
+                // an earlier run handed the VM over and its last blocks did not all land: finish that
+                if (!old.Identity.AsSpan().SequenceEqual(identity))
+                    throw new MigrationException($"disk {d.Name} was handed over to another receiver, whose gate holds its last blocks: finish it there");
+                var recovered = d.RecoverOutstanding(old.Lineage);
+                if (!recovered) d.Map.MarkBlocks(0, d.Map.Blocks);
+                d.Finishing = true;
+                d.Frozen = true;
+                Say($"disk {d.Name}: finishing the hand-over of lineage {old.LineageHex}: " +
+                    (recovered ? $"{d.Map.DirtyCount()} blocks were out" : "no record of the blocks that were out: sending every block") +
+                    "; the receiver writes only those its gate still holds");
+            }
+            else if (old.State == ResumeCookie.Running)
             {
                 // the previous run died without giving its bits back (SIGKILL, power to the process)
                 var recovered = d.RecoverOutstanding(old.Lineage);
@@ -48,8 +61,11 @@ public sealed partial class Migration
             }
             var resume = old.AllowsResume(identity);
             d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
-            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume));
+            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing));
         }
+        _finishOnly = _disks.All(d => d.Finishing);
+        if (!_finishOnly && _disks.Any(d => d.Finishing))
+            throw new MigrationException($"disks {string.Join(", ", _disks.Where(d => d.Finishing).Select(d => d.Name))} were handed over, the others not: migrate them separately");
         try
         {
             var sent = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -61,6 +77,13 @@ public sealed partial class Migration
             {
                 var d = _disks[i];
                 var resume = offers[i].Resume && welcome.Disks[i].Resume;
+                if (d.Finishing)
+                {
+                    if (!resume) throw new MigrationException($"disk {d.Name}: the receiver no longer holds the copy this hand-over went to");
+                    _resumed = true;
+                    d.Map.SetState(Maps.MapState.Tracking);
+                    continue; // the cookie stays "handed over" until the commit
+                }
                 if (resume)
                 {
                     _resumed = true;
@@ -75,6 +98,7 @@ public sealed partial class Migration
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.Map.SetState(Maps.MapState.Tracking);
             }
+            _gateResume = !_finishOnly && ChooseGateResume(welcome.Disks);
         }
         catch (IOException e)
         {
@@ -84,6 +108,22 @@ public sealed partial class Migration
         _sender.Start();
         _producer = new FrameProducer(_options.Compress);
         await MeasureRoundTripAsync(ct);
+    }
+
+    /// <summary>
+    /// Gate mode needs a VM that resumes (not with no hypervisor), a gate on every destination disk, and
+    /// no --verify (the images are compared before the destination VM may run); otherwise commit mode.
+    /// </summary>
+    private bool ChooseGateResume(IReadOnlyList<DiskAnswer> answers)
+    {
+        if (_options.Switchover != SwitchoverMode.Gate || _hypervisor is Hypervisors.NoneHypervisor) return false;
+        string? why = _options.Verify ? "--verify compares the images before the destination VM runs"
+            : answers.FirstOrDefault(a => !a.Gated) is { } a ? $"disk {a.Name} has no gate at the destination (no shim in gate mode serves it there)"
+            : null;
+        Say(why == null
+            ? "switchover: gate (the destination VM resumes once the final set is gated; the last blocks land while it runs)"
+            : $"switchover: commit, not gate: {why}");
+        return why == null;
     }
 
     /// <summary>

@@ -9,10 +9,12 @@ namespace BlockMigrate.Engine;
 public sealed partial class Migration
 {
     private TimeSpan _downtime;
+    private TimeSpan? _commitTime;
     private long _frozenAtUnixMs;
     private long _finalBlocks;
     private bool? _verified;
     private TimeSpan? _switchoverTime;
+    private Task? _finalData;        // gate mode: the final blocks still streaming after the hand-over
 
     /// <summary>
     /// The switchover, called once by the hypervisor when the source VM has stopped for good:
@@ -20,11 +22,17 @@ public sealed partial class Migration
     ///   freeze every map (new writes wait; writes in flight drain)        ← downtime starts
     ///   take the final dirty set
     ///   send it as FinalSet frames (the destination gate marks those blocks stale)
-    ///   send their data
-    ///   send Commit; the receiver writes, fsyncs, records the commit, answers Committed  ← commit point
+    ///   gate mode:   wait for their ack; hand over (return: the destination VM may resume) ← downtime ends
+    ///                and stream the final blocks while it runs, then Commit
+    ///   commit mode: send their data; Commit; the receiver writes, fsyncs, records the commit,
+    ///                answers Committed; hand over (return)                ← downtime ends
     /// </code>
-    /// After the commit point the destination owns the disks; nothing is given back any more.
-    /// With <see cref="MigrationOptions.Verify"/> both sides then hash every image while the source is frozen.
+    /// The hand-over is the point of no return: from then on the destination owns the VM and the disks,
+    /// the source never runs again and nothing is given back. A hand-over whose final blocks do not all
+    /// land (the link fails) leaves those blocks held at the destination gate and recorded at the source
+    /// (cookie state "handed over" + the outstanding record): re-running the same migrate finishes it
+    /// (<see cref="FinishHandOverAsync"/>). With <see cref="MigrationOptions.Verify"/> both sides then
+    /// hash every image while the source is frozen (commit mode only: the destination VM must not run yet).
     /// </summary>
     private async Task SwitchoverAsync(CancellationToken ct)
     {
@@ -36,8 +44,41 @@ public sealed partial class Migration
             d.Map.Freeze(_options.FreezeTimeout);
             d.Frozen = true;
         }
+        var (work, blockBytes, lastFinalSet) = await SendFinalSetAsync(ct);
+        if (_gateResume)
+        {
+            // acks are cumulative and in order: this one says every final block is held by the gate
+            await _sender!.WaitAckedAsync(lastFinalSet, ct);
+            HandOver(started);
+            _finalData = Task.Run(() => SendFinalDataAsync(work, blockBytes, started, CancellationToken.None), CancellationToken.None);
+            return;
+        }
+        await SendFinalDataAsync(work, blockBytes, started, ct);
+        HandOver(started);
+        if (_options.Verify) await VerifyAsync(ct);
+    }
+
+    /// <summary>
+    /// A re-run after a hand-over whose final blocks did not all land: the maps are still frozen and hold
+    /// the blocks that were out (from the outstanding record, or every block if it was lost); the
+    /// receiver writes only those its gate still holds. No hypervisor step: the VM is already there.
+    /// </summary>
+    private async Task<HypervisorReport> FinishHandOverAsync(CancellationToken ct)
+    {
+        SetPhase(MigrationPhase.Switchover);
+        var started = Stopwatch.GetTimestamp();
+        _handedOver = true;
+        var (work, blockBytes, _) = await SendFinalSetAsync(ct);
+        await SendFinalDataAsync(work, blockBytes, started, ct);
+        _downtime = TimeSpan.Zero;
+        return new HypervisorReport(_hypervisor.Name, Stopwatch.GetElapsedTime(started), null, null, 0);
+    }
+
+    private async Task<(List<(SourceDisk, ulong[])> Work, long BlockBytes, ulong LastFinalSet)> SendFinalSetAsync(CancellationToken ct)
+    {
         var work = new List<(SourceDisk, ulong[])>();
         long blockBytes = 0;
+        ulong last = 0;
         foreach (var d in _disks)
         {
             var taken = d.Take(out var n);
@@ -49,15 +90,20 @@ public sealed partial class Migration
             do
             {
                 var part = ranges.Skip(i).Take(FinalSet.MaxRanges).ToList();
-                await _sender!.SendControlAsync(FrameType.FinalSet, new FinalSet(d.Index, part).Encode(), ct);
+                last = await _sender!.SendControlAsync(FrameType.FinalSet, new FinalSet(d.Index, part).Encode(), ct);
                 i += FinalSet.MaxRanges;
             } while (i < ranges.Count);
         }
+        return (work, blockBytes, last);
+    }
+
+    /// <summary>The final blocks, then Commit; returns at the commit (data written and fsynced at the destination).</summary>
+    private async Task SendFinalDataAsync(List<(SourceDisk, ulong[])> work, long blockBytes, long started, CancellationToken ct)
+    {
         await SendBlocksAsync(work, blockBytes, drain: false, ct);
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
         await _sender.WaitCommittedAsync(ct);
-        _downtime = Stopwatch.GetElapsedTime(started);
-        _switchoverTime = _downtime;
+        _commitTime = Stopwatch.GetElapsedTime(started);
         _committed = true;
         foreach (var d in _disks)
         {
@@ -65,10 +111,50 @@ public sealed partial class Migration
             TryRun(() => d.Map.SetCookie(new byte[DirtyMap.CookieSize]));
             TryRun(() => d.Map.SetState(MapState.None, MapState.Tracking));
         }
+        Say($"committed: {_finalBlocks} final blocks, {_commitTime.Value.TotalMilliseconds:0} ms after the freeze");
+    }
+
+    /// <summary>The point of no return: the destination VM may resume from now on.</summary>
+    private void HandOver(long started)
+    {
+        _downtime = Stopwatch.GetElapsedTime(started);
+        _switchoverTime = _downtime;
+        if (!_committed)
+            foreach (var d in _disks)
+            {
+                // a re-run must finish this hand-over, never copy afresh or give the VM back
+                d.Cookie = d.Cookie! with { State = ResumeCookie.HandedOver };
+                d.Map.SetCookie(d.Cookie.Encode());
+                d.SyncOutstanding();
+            }
+        _handedOver = true;
         ReleaseThrottle();
-        Say($"committed: {_finalBlocks} final blocks, downtime {_downtime.TotalMilliseconds:0} ms");
+        Say(_committed
+            ? $"handed over at the commit: downtime {_downtime.TotalMilliseconds:0} ms"
+            : $"handed over: {_finalBlocks} final blocks held by the destination gate, downtime {_downtime.TotalMilliseconds:0} ms; streaming them while the destination VM resumes");
         Committed?.Invoke();
-        if (_options.Verify) await VerifyAsync(ct);
+    }
+
+    /// <summary>
+    /// After the hypervisor returned (or failed) past the hand-over: wait for the final blocks still
+    /// streaming. If they cannot all land, say how to finish: the blocks stay held at the destination
+    /// and recorded here.
+    /// </summary>
+    private async Task AwaitFinalDataAsync()
+    {
+        if (_finalData == null || _committed) return;
+        try
+        {
+            await _finalData;
+        }
+        catch (Exception e)
+        {
+            var left = _disks.Sum(d => (long)d.OutstandingCount());
+            foreach (var d in _disks) TryRun(d.SyncOutstanding);
+            throw new AfterCommitException(
+                $"handed over (the destination VM runs there), but {left} blocks of the final set did not land: {e.Message}. " +
+                "The destination holds I/O on them; run the same migrate command again to finish", e);
+        }
     }
 
     /// <summary>Both sides hash every image: the source its frozen image, the receiver what it committed.</summary>
@@ -115,6 +201,7 @@ public sealed partial class Migration
     /// </summary>
     private Task AfterCommitAsync()
     {
+        if (_finishOnly) return Task.CompletedTask; // a handed-over VM never runs at the source again
         if (_hypervisor is NoneHypervisor && !_options.KeepSourceFrozen)
             foreach (var d in _disks)
             {
@@ -143,5 +230,7 @@ public sealed partial class Migration
         _disks.Select(d => d.Name).ToList())
     {
         HypervisorDetails = hv.Switchover == null ? hv with { Switchover = _switchoverTime } : hv,
+        Switchover = _finishOnly ? "finish" : _gateResume ? "gate" : "commit",
+        CommitMs = _commitTime?.TotalMilliseconds,
     };
 }

@@ -27,7 +27,10 @@ public sealed partial class Migration : IAsyncDisposable
     private FrameProducer? _producer;
     private MigrationPhase _phase = MigrationPhase.Connecting;
     private int _round;
-    private bool _committed;
+    private bool _committed;        // the receiver wrote, fsynced and recorded every final block
+    private bool _handedOver;       // the point of no return: the destination VM may run (see Migration.Switchover.cs)
+    private bool _gateResume;       // hand over once the final set is gated, not at the commit
+    private bool _finishOnly;       // this run finishes an earlier hand-over
     private bool _resumed;
     private long _roundBytesTotal, _roundBytesStart;
     private double _wireRate;       // bytes/s on the socket, measured over the latest large round
@@ -65,17 +68,24 @@ public sealed partial class Migration : IAsyncDisposable
         {
             OpenDisks();
             await ConnectAsync(ct);
-            await _hypervisor.PrepareAsync(ct);
-            await PreCopyAsync(ct);
-            SetPhase(MigrationPhase.Memory);
-            foreach (var d in _disks) d.SyncOutstanding();
-            var hv = await _hypervisor.MigrateAsync(SwitchoverAsync, ct);
-            if (!_committed) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
+            HypervisorReport hv;
+            if (_finishOnly)
+                hv = await FinishHandOverAsync(ct);
+            else
+            {
+                await _hypervisor.PrepareAsync(ct);
+                await PreCopyAsync(ct);
+                SetPhase(MigrationPhase.Memory);
+                foreach (var d in _disks) d.SyncOutstanding();
+                hv = await _hypervisor.MigrateAsync(SwitchoverAsync, ct);
+                if (!_handedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
+                await AwaitFinalDataAsync();
+            }
             await AfterCommitAsync();
             SetPhase(MigrationPhase.Done);
             return BuildReport(hv);
         }
-        catch (Exception e) when (!_committed)
+        catch (Exception e) when (!_handedOver)
         {
             var reason = e switch
             {
@@ -90,7 +100,8 @@ public sealed partial class Migration : IAsyncDisposable
         }
         catch (Exception e) when (e is not AfterCommitException)
         {
-            throw new AfterCommitException($"committed (the destination owns the disks), but then: {e.Message}", e);
+            await AwaitFinalDataAsync(); // the final blocks still land, whatever the hypervisor did
+            throw new AfterCommitException($"handed over (the destination owns the disks), but then: {e.Message}", e);
         }
         finally
         {

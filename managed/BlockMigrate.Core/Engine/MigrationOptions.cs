@@ -21,7 +21,9 @@ public sealed record MigrationOptions
     /// <summary>Throttle the guest's writes when they outrun the link (off only to show that it is needed).</summary>
     public bool Throttle { get; init; } = true;
     public bool Compress { get; init; } = true;
-    /// <summary>After the commit, hash every image on both sides while the source is still frozen.</summary>
+    /// <summary>When the destination VM may resume: once the final set is gated there (default), or after the commit.</summary>
+    public SwitchoverMode Switchover { get; init; } = SwitchoverMode.Gate;
+    /// <summary>After the commit, hash every image on both sides while the source is still frozen (implies <see cref="SwitchoverMode.Commit"/>).</summary>
     public bool Verify { get; init; }
     /// <summary>With no hypervisor: leave the source frozen after the commit instead of thawing it.</summary>
     public bool KeepSourceFrozen { get; init; }

@@ -3,8 +3,9 @@ namespace BlockMigrate.Engine;
 /// <summary>
 /// The outcome of a committed migration. <c>Verified</c>: true/false when both sides hashed every image
 /// at the freeze (<see cref="MigrationOptions.Verify"/>), null when that was not asked for.
-/// <c>DowntimeMs</c> is the disks' own downtime (freeze to commit); what the guest saw and the memory
-/// figures are the hypervisor's, in <see cref="HypervisorDetails"/>.
+/// <c>DowntimeMs</c> is the disks' own downtime (freeze to the hand-over: in gate mode the final set
+/// gated at the destination, in commit mode the commit); what the guest saw and the memory figures are
+/// the hypervisor's, in <see cref="HypervisorDetails"/>.
 /// </summary>
 public sealed record MigrationReport(
     double TotalSeconds,
@@ -26,4 +27,10 @@ public sealed record MigrationReport(
 {
     /// <summary>What the hypervisor measured (its downtime, the guest's, memory bytes); null only if it reported nothing.</summary>
     public Hypervisors.HypervisorReport? HypervisorDetails { get; init; }
+
+    /// <summary>"gate", "commit", or "finish" (a re-run that finished an earlier hand-over).</summary>
+    public string Switchover { get; init; } = "commit";
+
+    /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
+    public double? CommitMs { get; init; }
 }

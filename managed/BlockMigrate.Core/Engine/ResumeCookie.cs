@@ -9,13 +9,16 @@ namespace BlockMigrate.Engine;
 ///   0..15  lineage: names the copy at the destination that the bits are relative to
 ///  16..27  identity: SHA-256(peer key fingerprint, disk name, image size, block size), first 12 bytes
 ///  28..30  0
-///  31      state: 0 none, 1 a migration is running (bits may be out with it), 2 resumable
+///  31      state: 0 none, 1 a migration is running (bits may be out with it), 2 resumable,
+///          3 handed over: the destination owns the VM, the final blocks not yet acknowledged are out
 /// </code>
-/// A run that dies without giving its bits back leaves state 1, so the next run copies afresh.
+/// A run that dies without giving its bits back leaves state 1: the next run recovers them from the
+/// outstanding record, or copies afresh. State 3 is never copied afresh: a re-run only finishes the
+/// hand-over (the map stays frozen, the source VM never runs again).
 /// </summary>
 public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, byte State)
 {
-    public const byte None = 0, Running = 1, Resumable = 2;
+    public const byte None = 0, Running = 1, Resumable = 2, HandedOver = 3;
 
     public static byte[] IdentityOf(string peer, string disk, ulong size, uint blockSize) =>
         SHA256.HashData(Encoding.UTF8.GetBytes($"blockmigrate-resume-v1\n{peer}\n{disk}\n{size}\n{blockSize}"))[..12];
@@ -34,7 +37,7 @@ public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, byte State)
     public static ResumeCookie Decode(byte[] c) => new(c[..16], c[16..28], c[31]);
 
     /// <summary>True when this cookie lets a run to the peer of <paramref name="identity"/> continue from the map's bits.</summary>
-    public bool AllowsResume(byte[] identity) => State == Resumable && Identity.AsSpan().SequenceEqual(identity);
+    public bool AllowsResume(byte[] identity) => State is Resumable or HandedOver && Identity.AsSpan().SequenceEqual(identity);
 
     public string LineageHex => Convert.ToHexString(Lineage).ToLowerInvariant();
 }

@@ -64,6 +64,8 @@ internal sealed class SourceDisk : IDisposable
     public uint BlockSize => Map.BlockSize;
     public ulong Size => Map.ImageSize;
     public bool Frozen { get; set; }
+    /// <summary>This run finishes an earlier hand-over (the map's cookie says "handed over").</summary>
+    public bool Finishing { get; set; }
     public ResumeCookie? Cookie { get; set; }
 
     /// <summary>Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged.</summary>
@@ -101,6 +103,17 @@ internal sealed class SourceDisk : IDisposable
     public void SyncOutstanding()
     {
         lock (_lock) PersistOutstanding(valid: true);
+    }
+
+    /// <summary>Blocks taken and not yet acknowledged.</summary>
+    public ulong OutstandingCount()
+    {
+        lock (_lock)
+        {
+            ulong n = 0;
+            foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
+            return n;
+        }
     }
 
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>

@@ -5,7 +5,10 @@ namespace BlockMigrate.Hypervisors;
 /// hands the hypervisor a <c>switchover</c> callback; the hypervisor calls it exactly once, when the
 /// source VM has stopped for good (QEMU: the <c>pre-switchover</c> pause; Xen: the domain arrived
 /// paused) and before the destination VM may run. The callback freezes the disks, sends the final
-/// dirty set and returns at the commit point; only then does the hypervisor resume the destination VM.
+/// dirty set and returns at the hand-over, the point of no return (gate mode: the destination gate holds
+/// every final block, which then lands while the VM runs; commit mode: every final block is written and
+/// fsynced); only then does the hypervisor resume the destination VM, and it never resumes the source
+/// once the callback has returned.
 /// </summary>
 public interface IHypervisor : IAsyncDisposable
 {

@@ -73,6 +73,9 @@ internal static partial class NativeMethods
     [LibraryImport(Lib, EntryPoint = "bm_gate_mark_words")]
     internal static unsafe partial int GateMarkWords(DirtyMapHandle map, ulong firstWord, ulong nwords, ulong* bits);
 
+    [LibraryImport(Lib, EntryPoint = "bm_gate_peek")]
+    internal static unsafe partial int GatePeek(DirtyMapHandle map, ulong firstWord, ulong nwords, ulong* output);
+
     [LibraryImport(Lib, EntryPoint = "bm_gate_clear_blocks")]
     internal static partial int GateClearBlocks(DirtyMapHandle map, ulong firstBlock, ulong nblocks);
 

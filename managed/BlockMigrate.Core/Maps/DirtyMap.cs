@@ -148,6 +148,13 @@ public sealed class DirtyMap : IDisposable
             Check(NativeMethods.GateMarkWords(_handle, firstWord, (ulong)bits.Length, p));
     }
 
+    /// <summary>Destination: copies words of the gate bitmap (the blocks still stale).</summary>
+    public unsafe void GatePeek(ulong firstWord, Span<ulong> destination)
+    {
+        fixed (ulong* p = destination)
+            Check(NativeMethods.GatePeek(_handle, firstWord, (ulong)destination.Length, p));
+    }
+
     /// <summary>Destination: these blocks' data has landed; release requests waiting on them.</summary>
     public void GateRelease(ulong firstBlock, ulong count) => Check(NativeMethods.GateClearBlocks(_handle, firstBlock, count));
 

@@ -61,7 +61,17 @@ internal sealed class ReceivedDisk : IDisposable
                 SparseFile.Truncate(image, (long)offer.Size);
                 new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(dir, imageDir, offer.Name);
             }
-            return new ReceivedDisk(dir, imageDir, offer, image, source, resume, GateLink.Open(gateDir, offer.Name));
+            var gate = GateLink.Open(gateDir, offer.Name);
+            if (offer.Finish && !(resume && gate != null))
+            {
+                gate?.Dispose();
+                throw new ReceiverException(resume
+                    ? $"disk {offer.Name}: cannot finish a handed-over migration: no gate map {Path.Combine(gateDir, offer.Name + ".map")} says which blocks are still missing"
+                    : $"disk {offer.Name}: cannot finish a handed-over migration: this receiver holds no partial copy of lineage {offer.Lineage}");
+            }
+            // a new copy (or a resume before any hand-over) replaces whatever an earlier attempt left gated
+            if (gate != null && !offer.Finish) gate.ReleaseAll();
+            return new ReceivedDisk(dir, imageDir, offer, image, source, resume, gate) { Finishing = offer.Finish, Final = offer.Finish };
         }
         catch (IOException e)
         {
@@ -77,6 +87,15 @@ internal sealed class ReceivedDisk : IDisposable
         }
     }
 
+    /// <summary>
+    /// Set when the source finishes a handed-over migration (<see cref="DiskOffer.Finish"/>): the
+    /// destination VM may be running, so only blocks the gate still holds are written.
+    /// </summary>
+    public bool Finishing { get; private set; }
+
+    /// <summary>Blocks of data frames not written because the gate no longer held them (finishing only).</summary>
+    public ulong SkippedBlocks { get; private set; }
+
     /// <summary>Writes one data frame's range; returns the whole blocks it covered.</summary>
     public (ulong First, ulong Count) Write(DataHeader h, ReadOnlySpan<byte> body)
     {
@@ -84,30 +103,43 @@ internal sealed class ReceivedDisk : IDisposable
             throw new ProtocolException($"disk {Name}: data frame for bytes {h.Offset}+{h.Length} past the end ({Offer.Size})");
         if (h.Offset % Offer.BlockSize != 0)
             throw new ProtocolException($"disk {Name}: data frame at {h.Offset} is not block-aligned");
+        var first = h.Offset / Offer.BlockSize;
+        var count = (h.Length + Offer.BlockSize - 1) / Offer.BlockSize;
         try
         {
-            switch (h.Encoding)
+            if (h.Encoding == DataEncoding.Lz4)
             {
-                case DataEncoding.Zero:
-                    SparseFile.Zero(Image, (long)h.Offset, (long)h.Length);
-                    break;
-                case DataEncoding.Raw:
-                    RandomAccess.Write(Image, body, (long)h.Offset);
-                    break;
-                case DataEncoding.Lz4:
-                    var target = _buffer.AsSpan(0, (int)h.Length);
-                    BlockCodec.Decode(body, target);
-                    RandomAccess.Write(Image, (ReadOnlySpan<byte>)target, (long)h.Offset);
-                    break;
+                var target = _buffer.AsSpan(0, (int)h.Length);
+                BlockCodec.Decode(body, target);
+                body = target;
             }
+            if (!Finishing)
+            {
+                WriteRange(h.Encoding == DataEncoding.Zero, body, h.Offset, h.Length);
+                return (first, count);
+            }
+            var zero = h.Encoding == DataEncoding.Zero;
+            ulong written = 0;
+            foreach (var (runFirst, runCount) in Gate!.StillGated(first, count))
+            {
+                var from = Math.Max(runFirst * Offer.BlockSize, h.Offset);
+                var to = Math.Min((runFirst + runCount) * Offer.BlockSize, h.Offset + h.Length);
+                WriteRange(zero, zero ? default : body[(int)(from - h.Offset)..(int)(to - h.Offset)], from, to - from);
+                written += runCount;
+            }
+            SkippedBlocks += count - written;
         }
         catch (IOException e) when (SparseFile.IsDiskFull(e))
         {
             throw new ReceiverException($"disk full: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {h.Offset}: No space left on device");
         }
-        var first = h.Offset / Offer.BlockSize;
-        var count = (h.Length + Offer.BlockSize - 1) / Offer.BlockSize;
         return (first, count);
+    }
+
+    private void WriteRange(bool zero, ReadOnlySpan<byte> data, ulong offset, ulong length)
+    {
+        if (zero) SparseFile.Zero(Image, (long)offset, (long)length);
+        else RandomAccess.Write(Image, data, (long)offset);
     }
 
     public void Sync() => SparseFile.Sync(Image);

@@ -68,13 +68,36 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                         d.Sync(); // acknowledged blocks stay a consistent base for a resume
                     }
                     catch (IOException) { }
-                    d.Gate?.ReleaseAll();
+                    ReleaseOrHold(d);
                 }
                 busy.Remove(d.Name);
                 d.Dispose();
             }
         }
         return _committed;
+    }
+
+    /// <summary>
+    /// A failed session releases the gate, unless the final set had arrived: then the source may have let
+    /// the destination VM run, and the blocks still missing stay held until a re-run delivers them.
+    /// </summary>
+    private void ReleaseOrHold(ReceivedDisk d)
+    {
+        if (d.Gate == null) return;
+        try
+        {
+            var held = d.Final ? d.Gate.Held : 0;
+            if (held == 0)
+            {
+                d.Gate.ReleaseAll();
+                return;
+            }
+            log($"disk {d.Name}: {held} blocks of the final set had not landed; the gate keeps holding them (the destination VM, if it runs, waits on them): re-run the source's migrate to finish");
+        }
+        catch (BlockMigrateException e)
+        {
+            log($"disk {d.Name}: gate: {e.Message}");
+        }
     }
 
     private async Task HandshakeAsync(CancellationToken ct)
@@ -94,8 +117,8 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             {
                 var d = ReceivedDisk.Open(dir, options.ImageDir, offer, channel.Peer, options.GateMapDir);
                 lock (_disks) _disks.Add(d);
-                answers.Add(new DiskAnswer(offer.Name, d.Resume));
-                log($"disk {offer.Name}: {(d.Resume ? "resuming" : "receiving")} {offer.Size} bytes into {Path.Combine(options.ImageDir, DiskName.ImageFile(offer.Name))}{(d.Gate != null ? " (gated)" : "")}");
+                answers.Add(new DiskAnswer(offer.Name, d.Resume, d.Gate != null));
+                log($"disk {offer.Name}: {(d.Finishing ? "finishing the hand-over of" : d.Resume ? "resuming" : "receiving")} {offer.Size} bytes into {Path.Combine(options.ImageDir, DiskName.ImageFile(offer.Name))}{(d.Gate != null ? " (gated)" : "")}");
             }
             catch
             {
@@ -132,7 +155,9 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     var set = FinalSet.Decode(frame.Payload);
                     var disk = Disk(set.Disk);
                     disk.Final = true;
-                    disk.Gate?.MarkStale(set.Ranges);
+                    // finishing: the gate already holds exactly what is missing; marking again could
+                    // re-gate a block the running destination VM has written since
+                    if (!disk.Finishing) disk.Gate?.MarkStale(set.Ranges);
                     Processed(frame.Sequence);
                     break;
                 }
@@ -143,6 +168,8 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     foreach (var d in _disks) d.Gate?.ReleaseAll();
                     await _writer.WriteAsync(FrameType.Committed, ct);
                     log($"committed {string.Join(", ", _disks.Select(d => d.Name))} from {channel.Peer}");
+                    foreach (var d in _disks.Where(d => d.Finishing))
+                        log($"disk {d.Name}: hand-over finished; {d.SkippedBlocks} blocks sent again were not written (already there, and the VM may have written them since)");
                     break;
                 case FrameType.Verify:
                     if (!_committed) throw new ProtocolException("verify before commit");

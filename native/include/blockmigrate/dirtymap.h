@@ -154,6 +154,7 @@ void bm_add_throttled_ns (bm_map *map, uint64_t ns);
 /* Destination gate. */
 int bm_gate_mark_words (bm_map *map, uint64_t first_word, uint64_t nwords, const uint64_t *bits);
 int bm_gate_clear_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks); /* wakes waiters */
+int bm_gate_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out);
 /* Wait until no block of [offset, offset+count) is gated (and GATE_ALL is clear). */
 int bm_gate_wait (bm_map *map, uint64_t offset, uint64_t count);
 

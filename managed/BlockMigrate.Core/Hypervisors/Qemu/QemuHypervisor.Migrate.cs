@@ -7,7 +7,8 @@ namespace BlockMigrate.Hypervisors.Qemu;
 //
 //   migrate ──► setup/active (memory pre-copy, VM runs)
 //           ──► STOP event, status pre-switchover (VM stopped, memory nearly all sent)
-//                 switchover(ct): freeze disks, send the final dirty set, commit   [dest: inmigrate, cannot run]
+//                 switchover(ct): freeze disks, final dirty set gated at the dest  [dest: inmigrate, cannot run]
+//                 (gate mode; commit mode also waits for the final blocks to commit) — the hand-over
 //           ──► migrate-continue ──► device ──► completed                        [dest: paused]
 //                                                                 cont ──► RESUME event [dest: running]
 //
@@ -42,7 +43,7 @@ public sealed partial class QemuHypervisor
         var switchoverTime = Stopwatch.GetElapsedTime(switchoverStarted);
         _phase = QemuPhase.Committed;
 
-        // Past the commit point the destination owns the VM: finish even if the caller gives up.
+        // Past the hand-over the destination owns the VM: finish even if the caller gives up.
         using var finishing = new CancellationTokenSource(TimeSpan.FromMinutes(10));
         var ct = finishing.Token;
         try
@@ -56,7 +57,7 @@ public sealed partial class QemuHypervisor
         catch (Exception e) when (e is not OperationCanceledException)
         {
             throw new HypervisorException(
-                "qemu: memory migration failed after the disks committed at the destination. The VM is stopped " +
+                "qemu: memory migration failed after the disks were handed over to the destination. The VM is stopped " +
                 "at the source and must NOT be resumed there (its disk now lives at the destination); restart " +
                 "the destination QEMU from its disk, or retry the memory migration. Cause: " + e.Message, e);
         }

@@ -27,17 +27,17 @@ public sealed class WholeVmMigrationTests
     public async Task Guest_moves_on_loopback_and_the_destination_disk_holds_every_write(CancellationToken ct)
     {
         _bed = await WholeVmTestbed.StartAsync("lo");
-        await MigrateAndCheckAsync(_bed, ct);
+        await MigrateAndCheckAsync(_bed, ct, "commit", "--switchover", "commit");
     }
 
     [Test, CancelAfter(300_000)]
     public async Task Guest_moves_between_namespaces_over_a_100mbit_link_with_multifd_zstd(CancellationToken ct)
     {
         _bed = await WholeVmTestbed.StartAsync("ns", rate: "100mbit");
-        await MigrateAndCheckAsync(_bed, ct, "--multifd", "--memory-compression", "zstd", "--downtime-limit", "300", "--auto-converge");
+        await MigrateAndCheckAsync(_bed, ct, "gate", "--multifd", "--memory-compression", "zstd", "--downtime-limit", "300", "--auto-converge");
     }
 
-    private static async Task MigrateAndCheckAsync(WholeVmTestbed bed, CancellationToken ct, params string[] extra)
+    private static async Task MigrateAndCheckAsync(WholeVmTestbed bed, CancellationToken ct, string switchover, params string[] extra)
     {
         var destination = bed.StartDestination();
         var (receiver, address) = await bed.StartReceiverAsync();
@@ -50,6 +50,10 @@ public sealed class WholeVmMigrationTests
         var stoppedAt = bed.Source.Serial.LastProgress();
 
         Assert.That(report.GetProperty("hypervisor").GetString(), Is.EqualTo("qemu"));
+        Assert.That(report.GetProperty("switchover").GetString(), Is.EqualTo(switchover));
+        Assert.That(report.GetProperty("commit_ms").GetDouble(), switchover == "gate"
+            ? Is.GreaterThanOrEqualTo(report.GetProperty("downtime_ms").GetDouble())
+            : Is.EqualTo(report.GetProperty("downtime_ms").GetDouble()));
         Assert.That(report.GetProperty("guest_downtime_ms").GetDouble(), Is.GreaterThan(0).And.LessThan(30_000));
         Assert.That(report.GetProperty("hypervisor_downtime_ms").GetDouble(), Is.GreaterThan(0));
         Assert.That(report.GetProperty("downtime_ms").GetDouble(), Is.GreaterThan(0));

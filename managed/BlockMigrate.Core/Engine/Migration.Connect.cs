@@ -40,7 +40,9 @@ public sealed partial class Migration
             var old = ResumeCookie.Decode(d.Map.GetCookie());
             if (old.State == ResumeCookie.HandedOver)
             {
-                // an earlier run handed the VM over and its last blocks did not all land: finish that
+                // an earlier run handed the VM over and its last blocks did not all land: finish that.
+                // Past the point of no return already: no failure from here gives anything back or thaws.
+                _handedOver = true;
                 if (!old.Identity.AsSpan().SequenceEqual(identity))
                     throw new MigrationException($"disk {d.Name} was handed over to another receiver, whose gate holds its last blocks: finish it there");
                 var recovered = d.RecoverOutstanding(old.Lineage);

@@ -67,7 +67,6 @@ public sealed partial class Migration
     {
         SetPhase(MigrationPhase.Switchover);
         var started = Stopwatch.GetTimestamp();
-        _handedOver = true;
         var (work, blockBytes, _) = await SendFinalSetAsync(ct);
         await SendFinalDataAsync(work, blockBytes, started, ct);
         _downtime = TimeSpan.Zero;
@@ -117,7 +116,7 @@ public sealed partial class Migration
     /// <summary>The point of no return: the destination VM may resume from now on.</summary>
     private void HandOver(long started)
     {
-        _downtime = Stopwatch.GetElapsedTime(started);
+        _downtime = _commitTime ?? Stopwatch.GetElapsedTime(started);
         _switchoverTime = _downtime;
         if (!_committed)
             foreach (var d in _disks)

@@ -1,0 +1,260 @@
+using BlockMigrate.Engine;
+using BlockMigrate.Hypervisors;
+using BlockMigrate.Maps;
+using BlockMigrate.TestSupport;
+using CliWrap.Buffered;
+
+namespace BlockMigrate.Hypervisor.Tests;
+
+/// <summary>
+/// The engine's gate switchover, without a guest: a scripted hypervisor stands in for QEMU (it dirties
+/// the source just before the switchover, then plays the destination VM through the destination shim
+/// once the callback has returned), so the final set is large and the moment of the hand-over exact.
+/// Real parts: both shims (the destination's in gate mode), `blockmigrate receive`, the engine, a
+/// userspace WAN link (tools/wanem.py) slow enough that the final blocks take seconds to land.
+/// </summary>
+[CancelAfter(180_000)]
+public class GateSwitchoverTests
+{
+    private const long Size = 40L << 20, FinalOffset = 24L << 20, FinalBytes = 6L << 20, Block = 4096;
+    private const long FirstFinal = FinalOffset, LastFinal = FinalOffset + FinalBytes - Block;
+
+    [Test]
+    public async Task The_destination_runs_before_the_final_blocks_land_and_never_sees_a_stale_block(CancellationToken ct)
+    {
+        using var bed = await GateBed.StartAsync();
+        Task<BufferedCommandResult>? destinationWrite = null;
+        var vm = new ScriptedHypervisor(
+            beforeSwitchover: () => bed.WriteSourceAsync($"write -P 0x5a {FinalOffset} {FinalBytes}"),
+            afterSwitchover: async () =>
+            {
+                Assert.That(bed.Gate.Info().GatedBlocks, Is.GreaterThan(0ul), "handed over with final blocks still on the wire");
+                // the destination VM writes the last final block (waits until the source's copy has landed) ...
+                destinationWrite = bed.DestinationIoAsync($"write -P 0x77 {LastFinal} {Block}");
+                // ... and reads the first one: it must get the source's newest data, never the old
+                var read = await bed.DestinationIoAsync($"read -P 0x5a {FirstFinal} {Block}");
+                Assert.That(read.ExitCode, Is.Zero, read.StandardOutput + read.StandardError);
+                Assert.That(read.StandardOutput, Does.Not.Contain("verification failed"));
+            });
+
+        MigrationReport report;
+        await using (var migration = bed.Migration(vm, SwitchoverMode.Gate))
+            report = await migration.RunAsync(ct);
+
+        Assert.That(vm.SwitchoverReturned, Is.True);
+        Assert.That(report.Switchover, Is.EqualTo("gate"));
+        Assert.That(report.FinalBlocks, Is.GreaterThanOrEqualTo(FinalBytes / Block));
+        Assert.That(report.CommitMs, Is.GreaterThan(report.DowntimeMs), "the commit came after the hand-over");
+        TestContext.Out.WriteLine($"hand-over {report.DowntimeMs:0} ms after the freeze, commit {report.CommitMs:0} ms; gate held requests {bed.Gate.Info().Gated.TotalMilliseconds:0} ms");
+        Assert.That(bed.Gate.Info().Gated, Is.GreaterThan(TimeSpan.Zero), "the destination's I/O waited on the gate");
+        Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, bed.Receiver.Stderr);
+        var write = await destinationWrite!;
+        Assert.That(write.ExitCode, Is.Zero, write.StandardError);
+        Assert.That(bed.Gate.Info().GatedBlocks, Is.Zero);
+        bed.AssertDestinationIsSourceExcept(LastFinal, 0x77);
+    }
+
+    [Test]
+    public async Task Commit_mode_resumes_only_after_every_final_block_is_written(CancellationToken ct)
+    {
+        using var bed = await GateBed.StartAsync();
+        ulong heldAtReturn = ulong.MaxValue;
+        var vm = new ScriptedHypervisor(
+            beforeSwitchover: () => bed.WriteSourceAsync($"write -P 0x5a {FinalOffset} {FinalBytes}"),
+            afterSwitchover: () =>
+            {
+                heldAtReturn = bed.Gate.Info().GatedBlocks;
+                return Task.CompletedTask;
+            });
+
+        MigrationReport report;
+        await using (var migration = bed.Migration(vm, SwitchoverMode.Commit))
+            report = await migration.RunAsync(ct);
+
+        Assert.That(report.Switchover, Is.EqualTo("commit"));
+        Assert.That(heldAtReturn, Is.Zero, "nothing left to wait for when the destination may resume");
+        Assert.That(report.CommitMs, Is.EqualTo(report.DowntimeMs), "the hand-over came at the commit");
+        Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, bed.Receiver.Stderr);
+        bed.AssertDestinationIsSourceExcept(null, 0);
+    }
+
+    [TestCase(true, TestName = "A hand-over cut mid-stream keeps its blocks held; a re-run finishes it from the outstanding record")]
+    [TestCase(false, TestName = "A hand-over cut mid-stream with its outstanding record lost: the re-run sends everything and the receiver writes only held blocks")]
+    public async Task A_cut_hand_over_is_finished_by_a_rerun_without_overwriting_the_destination(bool keepRecord)
+    {
+        using var bed = await GateBed.StartAsync();
+        var vm = new ScriptedHypervisor(
+            beforeSwitchover: () => bed.WriteSourceAsync($"write -P 0x5a {FinalOffset} {FinalBytes}"),
+            afterSwitchover: async () =>
+            {
+                // the destination VM writes the first final block once it has landed, then the link dies
+                var w = await bed.DestinationIoAsync($"write -P 0x66 {FirstFinal} {Block}");
+                Assert.That(w.ExitCode, Is.Zero, w.StandardError);
+                Assert.That(bed.Gate.Info().GatedBlocks, Is.GreaterThan(0ul), "still streaming when the link is cut");
+                bed.Wan.Kill();
+            });
+
+        await using (var migration = bed.Migration(vm, SwitchoverMode.Gate))
+        {
+            var e = Assert.ThrowsAsync<AfterCommitException>(() => migration.RunAsync(CancellationToken.None));
+            Assert.That(e!.Message, Does.Contain("did not land").And.Contain("again"));
+        }
+        Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1));
+        Assert.That(bed.Receiver.Stderr, Does.Contain("keeps holding"));
+        var held = bed.Gate.Info().GatedBlocks;
+        Assert.That(held, Is.GreaterThan(0ul), "the blocks that did not land stay held at the destination");
+        Assert.That(bed.SourceMap.Info().State & MapState.Frozen, Is.EqualTo(MapState.Frozen), "the source never runs again");
+        Assert.That(ResumeCookie.Decode(bed.SourceMap.GetCookie()).State, Is.EqualTo(ResumeCookie.HandedOver));
+        if (!keepRecord) File.Delete(bed.SourceMapPath + ".outstanding");
+
+        // the admin runs the same command again, against the receiver restarted
+        using var receiver = await bed.StartReceiverAsync();
+        var run = await Tool.BlockMigrateAsync("migrate", "--disk", $"vda={bed.SourceImage}:{bed.SourceMapPath}", "--to", bed.ReceiverAddress,
+            "--key", bed.Keys.SourceKey, "--peer-fingerprint", bed.Keys.ReceiverFingerprint, "--json", "--timeout", "120");
+        Assert.That(run.ExitCode, Is.Zero, run.StandardError);
+        Assert.That(run.StandardError, Does.Contain(keepRecord ? "blocks were out" : "sending every block"));
+        Assert.That(run.StandardOutput, Does.Contain("\"switchover\":\"finish\""));
+        Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
+        Assert.That(receiver.Stderr, Does.Contain("hand-over finished"));
+        Assert.That(bed.Gate.Info().GatedBlocks, Is.Zero);
+        Assert.That(ResumeCookie.Decode(bed.SourceMap.GetCookie()).State, Is.EqualTo(ResumeCookie.None));
+        Assert.That(bed.SourceMap.Info().State & MapState.Frozen, Is.EqualTo(MapState.Frozen), "still frozen: the VM lives at the destination");
+        // the destination VM's write survived the re-sent data; everything else is the source's
+        bed.AssertDestinationIsSourceExcept(FirstFinal, 0x66);
+    }
+
+    /// <summary>Calls the switchover like a hypervisor would, with hooks around it.</summary>
+    private sealed class ScriptedHypervisor(Func<Task> beforeSwitchover, Func<Task> afterSwitchover) : IHypervisor
+    {
+        public string Name => "scripted";
+        public bool SwitchoverReturned { get; private set; }
+
+        public Task PrepareAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public async Task<HypervisorReport> MigrateAsync(Func<CancellationToken, Task> switchover, CancellationToken cancellationToken)
+        {
+            await beforeSwitchover();
+            await switchover(cancellationToken);
+            SwitchoverReturned = true;
+            await afterSwitchover();
+            return new HypervisorReport(Name, TimeSpan.Zero, null, null, 0);
+        }
+
+        public Task AbortAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
+    /// <summary>Source shim, destination shim in gate mode on the image being received, receiver, WAN link.</summary>
+    private sealed class GateBed : IDisposable
+    {
+        private readonly List<IDisposable> _owned = [];
+        private TempDir Dir { get; } = new("gate");
+        public KeyPair Keys { get; private set; } = null!;
+        public string SourceImage => Dir["src.img"];
+        public string SourceMapPath => Dir["src.map"];
+        private string ImageDir => Dir["dst"];
+        private string GateDir => Dir["gates"];
+        private string DestinationImage => Path.Combine(ImageDir, "vda.img");
+        public NbdkitServer SourceShim { get; private set; } = null!;
+        public NbdkitServer DestinationShim { get; private set; } = null!;
+        public DirtyMap SourceMap { get; private set; } = null!;
+        public DirtyMap Gate { get; private set; } = null!;
+        public BackgroundProcess Receiver { get; private set; } = null!;
+        public string ReceiverAddress { get; private set; } = "";
+        public BackgroundProcess Wan { get; private set; } = null!;
+        private int _wanPort;
+
+        public static async Task<GateBed> StartAsync()
+        {
+            var bed = new GateBed();
+            try
+            {
+                await bed.SetUpAsync();
+                return bed;
+            }
+            catch
+            {
+                bed.Dispose();
+                throw;
+            }
+        }
+
+        private async Task SetUpAsync()
+        {
+            using (var f = File.Create(SourceImage))
+            {
+                f.SetLength(Size);
+                f.Position = 8L << 20;
+                var data = new byte[8 << 20];
+                Random.Shared.NextBytes(data);
+                f.Write(data);
+            }
+            Directory.CreateDirectory(ImageDir);
+            Directory.CreateDirectory(GateDir);
+            Keys = new KeyPair(Dir.Path);
+            using (var f = File.Create(DestinationImage)) f.SetLength(Size);
+            Gate = Own(DirtyMap.Create(Path.Combine(GateDir, "vda.map"), (ulong)Size, (uint)Block));
+            Gate.SetState(MapState.Gate);
+            SourceShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(SourceImage, SourceMapPath)));
+            DestinationShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(DestinationImage, Gate.Path, gate: true)));
+            await Tool.CheckAsync("nbdinfo", ["--size", SourceShim.Uri]); // the filter creates the map on first connection
+            SourceMap = Own(DirtyMap.Open(SourceMapPath));
+            Receiver = await StartReceiverAsync();
+            // 16 Mbit/s: the 6 MiB final set takes ~3 s to land
+            Wan = Own(BackgroundProcess.Python("wanem.py", "--listen", "127.0.0.1:0", "--to", ReceiverAddress, "--rate", "16M", "--delay", "5"));
+            _wanPort = int.Parse((await Wan.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(20))).Groups[1].Value);
+        }
+
+        public async Task<BackgroundProcess> StartReceiverAsync()
+        {
+            var p = Own(BackgroundProcess.Cli("receive", "--listen", "127.0.0.1:0", "--image-dir", ImageDir, "--once",
+                "--gate-map-dir", GateDir, "--key", Keys.ReceiverKey, "--trusted", Keys.Trusted));
+            ReceiverAddress = "127.0.0.1:" + (await p.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30))).Groups[1].Value;
+            return p;
+        }
+
+        public Migration Migration(IHypervisor hypervisor, SwitchoverMode mode) => new(new MigrationOptions
+        {
+            Disks = [new DiskSpec("vda", SourceImage, SourceMapPath)],
+            Host = "127.0.0.1",
+            Port = _wanPort,
+            KeyPath = Keys.SourceKey,
+            PeerFingerprint = Keys.ReceiverFingerprint,
+            Compress = false, // the final set is a pattern: uncompressed, it takes seconds on the wire
+            Switchover = mode,
+        }, hypervisor);
+
+        public Task WriteSourceAsync(string command) => Tool.CheckAsync("qemu-io", ["-f", "raw", "-c", command, SourceShim.Uri]);
+
+        public Task<BufferedCommandResult> DestinationIoAsync(string command) =>
+            Tool.RunAsync("qemu-io", ["-f", "raw", "-c", command, DestinationShim.Uri], TimeSpan.FromSeconds(60));
+
+        /// <summary>The destination image equals the source's, except one block that must hold <paramref name="pattern"/>.</summary>
+        public void AssertDestinationIsSourceExcept(long? offset, byte pattern)
+        {
+            var source = File.ReadAllBytes(SourceImage);
+            var destination = File.ReadAllBytes(DestinationImage);
+            Assert.That(destination.Length, Is.EqualTo(source.Length));
+            if (offset is { } o)
+            {
+                Assert.That(destination.AsSpan((int)o, (int)Block).ToArray().All(b => b == pattern), $"block at {o} holds the destination's own write");
+                Array.Fill(source, pattern, (int)o, (int)Block);
+            }
+            var firstDiff = source.AsSpan().CommonPrefixLength(destination);
+            Assert.That(firstDiff, Is.EqualTo(source.Length), $"destination differs from the source at byte {firstDiff}");
+        }
+
+        private T Own<T>(T d) where T : IDisposable
+        {
+            _owned.Add(d);
+            return d;
+        }
+
+        public void Dispose()
+        {
+            for (var i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+            Dir.Dispose();
+        }
+    }
+}

@@ -15,6 +15,7 @@ public sealed partial class Migration
     private bool? _verified;
     private TimeSpan? _switchoverTime;
     private Task? _finalData;        // gate mode: the final blocks still streaming after the hand-over
+    private readonly TaskCompletionSource _hypervisorDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>
     /// The switchover, called once by the hypervisor when the source VM has stopped for good:
@@ -23,7 +24,8 @@ public sealed partial class Migration
     ///   take the final dirty set
     ///   send it as FinalSet frames (the destination gate marks those blocks stale)
     ///   gate mode:   wait for their ack; hand over (return: the destination VM may resume) ← downtime ends
-    ///                and stream the final blocks while it runs, then Commit
+    ///                and stream the final blocks (once the hypervisor is done, or after one downtime
+    ///                target) while it runs, then Commit
     ///   commit mode: send their data; Commit; the receiver writes, fsyncs, records the commit,
     ///                answers Committed; hand over (return)                ← downtime ends
     /// </code>
@@ -50,7 +52,15 @@ public sealed partial class Migration
             // acks are cumulative and in order: this one says every final block is held by the gate
             await _sender!.WaitAckedAsync(lastFinalSet, ct);
             HandOver(started);
-            _finalData = Task.Run(() => SendFinalDataAsync(work, blockBytes, started, CancellationToken.None), CancellationToken.None);
+            _finalData = Task.Run(async () =>
+            {
+                // The hypervisor's last stage (QEMU: the remaining memory and the device state) is what
+                // the guest waits for; the final blocks would halve its share of the link. So they
+                // wait until the hypervisor is done (the VM resumed there), for one downtime target at
+                // most; a destination VM that touches a block meanwhile waits for it at the gate.
+                await Task.WhenAny(_hypervisorDone.Task, Task.Delay(_options.MaxDowntime));
+                await SendFinalDataAsync(work, blockBytes, started, CancellationToken.None);
+            }, CancellationToken.None);
             return;
         }
         await SendFinalDataAsync(work, blockBytes, started, ct);
@@ -141,6 +151,7 @@ public sealed partial class Migration
     /// </summary>
     private async Task AwaitFinalDataAsync()
     {
+        _hypervisorDone.TrySetResult();
         if (_finalData == null || _committed) return;
         try
         {

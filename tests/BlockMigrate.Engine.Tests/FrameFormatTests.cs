@@ -35,21 +35,41 @@ public class FrameFormatTests
         }
     }
 
-    [Test]
-    public void Lz4_and_raw_data_decode_to_the_same_bytes()
+    [TestCase(DataEncoding.Lz4)]
+    [TestCase(DataEncoding.Zstd)]
+    public void Compressed_and_raw_data_decode_to_the_same_bytes(DataEncoding codec)
     {
-        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("compressible text ", 4000)));
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 4000).Select(i => $"compressible text {i % 97} ")));
         var scratch = new byte[BlockCodec.ScratchSize(text.Length)];
-        var (encoding, body) = BlockCodec.Encode(text, scratch, compress: true);
-        Assert.That(encoding, Is.EqualTo(DataEncoding.Lz4));
-        Assert.That(body.Length, Is.LessThan(text.Length / 10));
+        var (encoding, body) = BlockCodec.Encode(text, scratch, codec);
+        Assert.That(encoding, Is.EqualTo(codec));
+        Assert.That(body.Length, Is.LessThan(text.Length / 4));
         var back = new byte[text.Length];
-        BlockCodec.Decode(body.Span, back);
+        BlockCodec.Decode(codec, body.Span, back);
         Assert.That(back, Is.EqualTo(text));
 
         var random = new byte[65536];
         Random.Shared.NextBytes(random);
-        Assert.That(BlockCodec.Encode(random, new byte[BlockCodec.ScratchSize(random.Length)], compress: true).Encoding, Is.EqualTo(DataEncoding.Raw), "stored raw when compression does not pay");
+        Assert.That(BlockCodec.Encode(random, new byte[BlockCodec.ScratchSize(random.Length)], codec).Encoding, Is.EqualTo(DataEncoding.Raw), "stored raw when compression does not pay");
+    }
+
+    [Test]
+    public void Zstd_saves_more_than_lz4_on_repetitive_data()
+    {
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 20000).Select(i => $"line {i}: the quick brown fox\n")));
+        int Size(DataEncoding codec) => BlockCodec.Encode(text, new byte[BlockCodec.ScratchSize(text.Length)], codec).Body.Length;
+        Assert.That(Size(DataEncoding.Zstd), Is.LessThan(Size(DataEncoding.Lz4)));
+    }
+
+    [TestCase(DataEncoding.Lz4)]
+    [TestCase(DataEncoding.Zstd)]
+    public void A_corrupt_compressed_body_is_a_protocol_error(DataEncoding codec)
+    {
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("compressible text ", 4000)));
+        var body = BlockCodec.Encode(text, new byte[BlockCodec.ScratchSize(text.Length)], codec).Body.ToArray();
+        var truncated = body[..(body.Length / 2)];
+        Assert.That(() => BlockCodec.Decode(codec, truncated, new byte[text.Length]), Throws.InstanceOf<ProtocolException>());
+        Assert.That(() => BlockCodec.Decode(codec, body, new byte[text.Length - 1]), Throws.InstanceOf<ProtocolException>(), "decodes to more than its range");
     }
 
     private static byte[] RawSourceBuild()

@@ -37,6 +37,8 @@ public static class MigrateCommand
         var timeout = new Option<int?>("--timeout") { Description = "give up (source untouched) after this many seconds" };
         var noThrottle = new Option<bool>("--no-throttle") { Description = "never slow the guest's writes (the copy may then not converge)" };
         var noCompress = new Option<bool>("--no-compress") { Description = "send data uncompressed" };
+        var codec = new Option<string?>("--codec") { Description = "data compression: auto (zstd while the link is slower than 40 MB/s, else LZ4; default), lz4 or zstd" };
+        codec.AcceptOnlyFromAmong("auto", "lz4", "zstd");
         var verify = new Option<bool>("--verify") { Description = "after the commit, hash every image on both sides while the source is frozen" };
         var switchover = new Option<string?>("--switchover") { Description = "when the destination VM resumes: gate (once the final dirty set is gated there; default) or commit (after every final block is written and fsynced)" };
         switchover.AcceptOnlyFromAmong("gate", "commit");
@@ -44,7 +46,7 @@ public static class MigrateCommand
         var command = new Command("migrate", "Migrate disks (and, with a hypervisor, the VM) to a receiver")
         {
             disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, json, plaintext, timeout,
-            noThrottle, noCompress, verify, keepFrozen, switchover,
+            noThrottle, noCompress, codec, verify, keepFrozen, switchover,
         };
         RedirectionCliOptions.AddTo(command);
         hypervisor.AddTo(command);
@@ -55,7 +57,7 @@ public static class MigrateCommand
                 var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
                 var cfgName = r.GetValue(config) ?? "";
                 KeyValueFile.CheckKeys(cfgName, file.Global, "to", "key", "peer-fingerprint", "known-hosts", "bandwidth", "max-downtime",
-                    "max-rounds", "hypervisor", "plaintext", "timeout", "switchover");
+                    "max-rounds", "hypervisor", "plaintext", "timeout", "switchover", "codec");
                 string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
                 var disks = new List<DiskSpec>();
                 foreach (var d in r.GetValue(disk) ?? []) disks.Add(ParseDisk(d));
@@ -92,6 +94,13 @@ public static class MigrateCommand
                     MaxRounds = r.GetValue(maxRounds) ?? IntOf(file, "max-rounds") ?? 30,
                     Throttle = !r.GetValue(noThrottle),
                     Compress = !r.GetValue(noCompress),
+                    Codec = (r.GetValue(codec) ?? file.Global.GetValueOrDefault("codec") ?? "auto") switch
+                    {
+                        "auto" => CodecChoice.Auto,
+                        "lz4" => CodecChoice.Lz4,
+                        "zstd" => CodecChoice.Zstd,
+                        var other => throw new BlockMigrateException($"{cfgName}: codec = {other}: expected auto, lz4 or zstd"),
+                    },
                     Verify = r.GetValue(verify),
                     KeepSourceFrozen = r.GetValue(keepFrozen),
                     Switchover = (r.GetValue(switchover) ?? file.Global.GetValueOrDefault("switchover") ?? "gate") switch
@@ -181,7 +190,8 @@ public static class MigrateCommand
         o.WriteLine(r.Switchover == "gate"
             ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
-        o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros");
+        o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
+            $" (compressed: {Units.Bytes(r.BytesZstd)} with zstd, {Units.Bytes(r.BytesLz4)} with LZ4)");
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
@@ -201,6 +211,8 @@ public static class MigrateCommand
             w.WriteNumber("bytes_on_wire_after_bulk", r.BytesOnWireAfterBulk);
             w.WriteNumber("bytes_of_data", r.BytesOfData);
             w.WriteNumber("bytes_zero", r.BytesZero);
+            w.WriteNumber("bytes_lz4", r.BytesLz4);
+            w.WriteNumber("bytes_zstd", r.BytesZstd);
             w.WriteNumber("bytes_to_send", r.BytesToSend);
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));

@@ -53,6 +53,7 @@ internal sealed class BlockSender : IAsyncDisposable
     {
         try
         {
+            LinkWait.Begin(); // until the frame is in the socket: window, cap, a full socket buffer
             await WaitAsync(() => _inflightBytes == 0 || _inflightBytes + frame.WireBytes <= _window, cancellationToken);
             if (_limit != null) await _limit.WaitAsync(frame.WireBytes, cancellationToken);
             var head = new byte[DataHeader.Size];
@@ -90,6 +91,7 @@ internal sealed class BlockSender : IAsyncDisposable
         }
         finally
         {
+            LinkWait.End();
             if (frame.Rented != null) ArrayPool<byte>.Shared.Return(frame.Rented);
         }
     }
@@ -109,7 +111,18 @@ internal sealed class BlockSender : IAsyncDisposable
     }
 
     /// <summary>Waits until every frame sent has been acknowledged.</summary>
-    public Task DrainAsync(CancellationToken cancellationToken) => WaitAsync(() => _inflight.Count == 0 && _inflightBytes == 0, cancellationToken);
+    public async Task DrainAsync(CancellationToken cancellationToken)
+    {
+        LinkWait.Begin(); // waiting for the link to deliver
+        try
+        {
+            await WaitAsync(() => _inflight.Count == 0 && _inflightBytes == 0, cancellationToken);
+        }
+        finally
+        {
+            LinkWait.End();
+        }
+    }
 
     /// <summary>Waits until the receiver has processed every frame up to <paramref name="sequence"/> (acks are cumulative).</summary>
     public Task WaitAckedAsync(ulong sequence, CancellationToken cancellationToken) => WaitAsync(() => _acked >= sequence, cancellationToken);
@@ -126,6 +139,9 @@ internal sealed class BlockSender : IAsyncDisposable
     }
 
     public long InflightBytes { get { lock (_lock) return _inflightBytes; } }
+
+    /// <summary>Time spent waiting for window room, the bandwidth cap, the socket or the last acks: the link, not the producer, was the bottleneck then.</summary>
+    public WaitMeter LinkWait { get; } = new();
 
     /// <summary>The smallest time from sending a frame onto an idle link to its ack: about one round trip.</summary>
     public TimeSpan? MinAckLatency { get { lock (_lock) return _minAckLatency == TimeSpan.MaxValue ? null : _minAckLatency; } }

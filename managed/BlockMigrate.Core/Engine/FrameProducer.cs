@@ -12,14 +12,23 @@ namespace BlockMigrate.Engine;
 ///  - SEEK_DATA/SEEK_HOLE find the holes of the image file; a block lying wholly in a hole is a zero
 ///    range and is not read;
 ///  - the other blocks are read; all-zero blocks become zero ranges too;
-///  - runs of non-zero blocks are LZ4-compressed when that pays, else sent raw.
+///  - runs of non-zero blocks are compressed with <see cref="Codec"/> (LZ4 or zstd) when that pays, else sent raw.
 /// Every frame covers whole blocks (the image's last block may be short), so an acknowledgement of a
 /// frame releases exactly its blocks, and the destination gate can release them.
 /// </summary>
-internal sealed class FrameProducer(bool compress)
+internal sealed class FrameProducer(DataEncoding codec)
 {
     public long DataBytes;  // uncompressed bytes of data frames (Interlocked)
     public long ZeroBytes;  // bytes sent as zero ranges (Interlocked)
+    public long Lz4Bytes, ZstdBytes; // uncompressed bytes sent with each codec (Interlocked)
+    private volatile int _codec = (int)codec;
+
+    /// <summary>The codec of the frames produced from now on (Raw = no compression); the engine may change it at any time.</summary>
+    public DataEncoding Codec
+    {
+        get => (DataEncoding)_codec;
+        set => _codec = (int)value;
+    }
 
     public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, ulong[] Taken)> work, ChannelWriter<OutgoingFrame> output,
         CancellationToken cancellationToken)
@@ -125,7 +134,9 @@ internal sealed class FrameProducer(bool compress)
     {
         Interlocked.Add(ref DataBytes, data.Length);
         var scratch = ArrayPool<byte>.Shared.Rent(BlockCodec.ScratchSize(data.Length));
-        var (encoding, body) = BlockCodec.Encode(data, scratch, compress);
+        var (encoding, body) = BlockCodec.Encode(data, scratch, Codec);
+        if (encoding == DataEncoding.Lz4) Interlocked.Add(ref Lz4Bytes, data.Length);
+        if (encoding == DataEncoding.Zstd) Interlocked.Add(ref ZstdBytes, data.Length);
         if (encoding == DataEncoding.Raw)
         {
             // the read buffer is reused for the next run: the frame keeps its own copy

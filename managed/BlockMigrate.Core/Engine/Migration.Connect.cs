@@ -101,6 +101,7 @@ public sealed partial class Migration
                 d.Map.SetState(Maps.MapState.Tracking);
             }
             _gateResume = !_finishOnly && ChooseGateResume(welcome.Disks);
+            _zstdOffered = welcome.Codecs?.Contains(WelcomeMessage.Zstd) == true;
         }
         catch (IOException e)
         {
@@ -108,7 +109,8 @@ public sealed partial class Migration
         }
         _sender = new BlockSender(writer, reader, _options);
         _sender.Start();
-        _producer = new FrameProducer(_options.Compress);
+        _producer = new FrameProducer(InitialCodec());
+        if (_producer.Codec != DataEncoding.Raw) Say($"codec: {_producer.Codec.ToString().ToLowerInvariant()}");
         await MeasureRoundTripAsync(ct);
     }
 

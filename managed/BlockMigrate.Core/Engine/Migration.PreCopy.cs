@@ -85,7 +85,8 @@ public sealed partial class Migration
         var data0 = Interlocked.Read(ref _producer!.DataBytes);
         _roundBytesTotal = blockBytes;
         _roundBytesStart = data0 + Interlocked.Read(ref _producer.ZeroBytes);
-        var frames = Channel.CreateBounded<OutgoingFrame>(new BoundedChannelOptions(16) { SingleReader = true, SingleWriter = true });
+        // 4 frames (≤ 4 MiB) ahead of the socket: enough to keep it busy, few enough that a codec change soon shows
+        var frames = Channel.CreateBounded<OutgoingFrame>(new BoundedChannelOptions(4) { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var produce = Task.Run(async () =>
         {
@@ -101,8 +102,15 @@ public sealed partial class Migration
         }, CancellationToken.None);
         try
         {
-            await foreach (var frame in frames.Reader.ReadAllAsync(stop.Token))
-                await _sender!.SendAsync(frame, stop.Token);
+            while (true)
+            {
+                _producerWait.Begin(); // the producer (CPU, disk) is the bottleneck while the sender waits for it
+                var more = await frames.Reader.WaitToReadAsync(stop.Token);
+                _producerWait.End();
+                if (!more) break;
+                while (frames.Reader.TryRead(out var frame))
+                    await _sender!.SendAsync(frame, stop.Token);
+            }
             await produce;
         }
         catch

@@ -63,7 +63,11 @@ public sealed partial class Migration : IAsyncDisposable
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         if (_options.Timeout is { } t) deadline.CancelAfter(t);
         var ct = deadline.Token;
-        using var ticker = new Timer(_ => RaiseProgress(), null, 500, 500);
+        using var ticker = new Timer(_ =>
+        {
+            AdaptCodec(LiveRate());
+            RaiseProgress();
+        }, null, 500, 500);
         try
         {
             OpenDisks();

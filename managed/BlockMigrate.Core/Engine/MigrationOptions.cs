@@ -21,6 +21,8 @@ public sealed record MigrationOptions
     /// <summary>Throttle the guest's writes when they outrun the link (off only to show that it is needed).</summary>
     public bool Throttle { get; init; } = true;
     public bool Compress { get; init; } = true;
+    /// <summary>Compression of data when <see cref="Compress"/>: by link rate (default), or always LZ4 or zstd.</summary>
+    public CodecChoice Codec { get; init; } = CodecChoice.Auto;
     /// <summary>When the destination VM may resume: once the final set is gated there (default), or after the commit.</summary>
     public SwitchoverMode Switchover { get; init; } = SwitchoverMode.Gate;
     /// <summary>After the commit, hash every image on both sides while the source is still frozen (implies <see cref="SwitchoverMode.Commit"/>).</summary>

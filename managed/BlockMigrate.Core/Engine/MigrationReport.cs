@@ -31,6 +31,10 @@ public sealed record MigrationReport(
     /// <summary>"gate", "commit", or "finish" (a re-run that finished an earlier hand-over).</summary>
     public string Switchover { get; init; } = "commit";
 
+    /// <summary>Data bytes (before compression) sent LZ4- and zstd-compressed; the rest went raw.</summary>
+    public long BytesLz4 { get; init; }
+    public long BytesZstd { get; init; }
+
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }
 }

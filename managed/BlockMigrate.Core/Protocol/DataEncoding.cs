@@ -7,4 +7,6 @@ public enum DataEncoding : byte
     Lz4 = 1,
     /// <summary>The range reads as zeros; no bytes follow.</summary>
     Zero = 2,
+    /// <summary>zstd; only sent to a receiver whose Welcome lists "zstd".</summary>
+    Zstd = 3,
 }

@@ -107,10 +107,10 @@ internal sealed class ReceivedDisk : IDisposable
         var count = (h.Length + Offer.BlockSize - 1) / Offer.BlockSize;
         try
         {
-            if (h.Encoding == DataEncoding.Lz4)
+            if (h.Encoding is DataEncoding.Lz4 or DataEncoding.Zstd)
             {
                 var target = _buffer.AsSpan(0, (int)h.Length);
-                BlockCodec.Decode(body, target);
+                BlockCodec.Decode(h.Encoding, body, target);
                 body = target;
             }
             if (!Finishing)

@@ -126,7 +126,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 throw;
             }
         }
-        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers), ProtocolJson.Default.WelcomeMessage), default, ct);
+        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd]), ProtocolJson.Default.WelcomeMessage), default, ct);
     }
 
     private async Task FramesAsync(CancellationToken ct)

@@ -42,6 +42,7 @@ public sealed class ProgressDisplay(bool tty)
         {
             MigrationPhase.BulkCopy => "bulk copy" + pct,
             MigrationPhase.DirtyRounds => $"round {p.Round}" + pct,
+            MigrationPhase.FinalBlocks => "final blocks" + pct,
             _ => p.Phase.ToString().ToLowerInvariant(),
         };
         var line = $"[{p.Elapsed:mm\\:ss}] {phase} | {Units.Bytes(p.WireBytesPerSecond)}/s | dirty {p.DirtyBlocks} blocks ({Units.Bytes(p.DirtyBytes)})" +

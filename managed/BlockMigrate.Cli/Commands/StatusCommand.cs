@@ -35,6 +35,7 @@ public static class StatusCommand
                 {
                     "bulkcopy" => "bulk copy",
                     "dirtyrounds" => $"dirty round {s.Round}",
+                    "finalblocks" => "final blocks (handed over; the VM runs at the destination)",
                     _ => s.Phase,
                 };
                 Console.Out.WriteLine($"  phase:    {phase}{(s.Percent is { } p ? $", {p:0.0}% ({Units.Bytes(s.RoundBytesDone)} of {Units.Bytes(s.RoundBytesTotal)})" : "")}" +

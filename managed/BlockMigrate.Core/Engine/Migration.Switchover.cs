@@ -52,6 +52,7 @@ public sealed partial class Migration
             // acks are cumulative and in order: this one says every final block is held by the gate
             await _sender!.WaitAckedAsync(lastFinalSet, ct);
             HandOver(started);
+            SetPhase(MigrationPhase.FinalBlocks);
             _finalData = Task.Run(async () =>
             {
                 // The hypervisor's last stage (QEMU: the remaining memory and the device state) is what

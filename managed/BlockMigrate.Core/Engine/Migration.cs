@@ -42,6 +42,7 @@ public sealed partial class Migration : IAsyncDisposable
         if (options.Disks.Count == 0) throw new MigrationException("no disks to migrate");
         _options = options;
         _hypervisor = hypervisor;
+        _hypervisor.Log += line => Say($"{_hypervisor.Name}: {line}");
     }
 
     /// <summary>Raised a few times a second and at each phase change (from a worker thread).</summary>

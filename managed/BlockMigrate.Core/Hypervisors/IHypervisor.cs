@@ -15,6 +15,13 @@ public interface IHypervisor : IAsyncDisposable
     /// <summary>"qemu", "xen" or "none".</summary>
     string Name { get; }
 
+    /// <summary>One line per step of the hypervisor's migration, for the log (the engine forwards them).</summary>
+    event Action<string>? Log
+    {
+        add { }
+        remove { }
+    }
+
     /// <summary>Checks that the VM runs at the source and that the destination is ready to receive it.</summary>
     Task PrepareAsync(CancellationToken cancellationToken);
 

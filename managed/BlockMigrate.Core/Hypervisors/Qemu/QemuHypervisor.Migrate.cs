@@ -18,6 +18,8 @@ public sealed partial class QemuHypervisor
 {
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(200);
 
+    public event Action<string>? Log;
+
     public async Task<HypervisorReport> MigrateAsync(Func<CancellationToken, Task> switchover, CancellationToken cancellationToken)
     {
         if (_phase != QemuPhase.Prepared || _source == null || _destination == null)
@@ -34,6 +36,7 @@ public sealed partial class QemuHypervisor
         DateTimeOffset? stoppedAt = null;
         await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e => stoppedAt ??= e, cancellationToken);
         stoppedAt ??= DateTimeOffset.UtcNow; // STOP precedes pre-switchover; this only covers a lost event
+        Log?.Invoke($"source stopped at {stoppedAt.Value:HH:mm:ss.fff} (STOP), in pre-switchover {Since(stoppedAt.Value)} later");
 
         // The source is stopped for good (finish-migrate) and the destination has not received the
         // final device state, so it cannot run: the one moment the disks may switch over.
@@ -48,9 +51,12 @@ public sealed partial class QemuHypervisor
         var ct = finishing.Token;
         try
         {
+            Log?.Invoke($"disks handed over {Since(stoppedAt.Value)} after STOP; migrate-continue");
             await source.ExecuteAsync("migrate-continue", new JsonObject { ["state"] = "pre-switchover" }, ct);
             await WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, ct);
+            Log?.Invoke($"source completed {Since(stoppedAt.Value)} after STOP");
             await WaitForDestinationPausedAsync(destination, ct);
+            Log?.Invoke($"destination loaded {Since(stoppedAt.Value)} after STOP; cont");
             if (await StatusAsync(destination, ct) != "running")
                 await destination.ExecuteAsync("cont", null, ct);
         }
@@ -62,6 +68,7 @@ public sealed partial class QemuHypervisor
                 "the destination QEMU from its disk, or retry the memory migration. Cause: " + e.Message, e);
         }
         var resumedAt = await TryWaitAsync(destinationEvents, "RESUME", TimeSpan.FromSeconds(5)) ?? DateTimeOffset.UtcNow;
+        Log?.Invoke($"destination resumed at {resumedAt:HH:mm:ss.fff} (RESUME), {(resumedAt - stoppedAt.Value).TotalMilliseconds:0} ms after STOP");
         _phase = QemuPhase.Resumed;
         var total = Stopwatch.GetElapsedTime(started);
 
@@ -145,6 +152,8 @@ public sealed partial class QemuHypervisor
             await Task.Delay(20, cancellationToken);
         }
     }
+
+    private static string Since(DateTimeOffset t) => $"{(DateTimeOffset.UtcNow - t).TotalMilliseconds:0} ms";
 
     private static async Task<DateTimeOffset?> TryWaitAsync(QmpEventSubscription events, string name, TimeSpan timeout)
     {

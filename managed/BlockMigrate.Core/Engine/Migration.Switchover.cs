@@ -40,6 +40,7 @@ public sealed partial class Migration
     {
         SetPhase(MigrationPhase.Switchover);
         var started = Stopwatch.GetTimestamp();
+        await StopMemoryRoundsAsync(); // the VM is stopped: no new writes; the round under way finishes first
         _frozenAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         foreach (var d in _disks)
         {

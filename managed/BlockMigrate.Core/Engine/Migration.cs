@@ -11,6 +11,7 @@ namespace BlockMigrate.Engine;
 /// <item>Migration.Connect.cs: connect, authenticate, handshake; decide per disk between resume and a fresh copy.</item>
 /// <item>Migration.PreCopy.cs: the bulk copy and the dirty rounds, until what is left fits the downtime target.</item>
 /// <item>Migration.Throttle.cs: when the guest dirties faster than the link drains, slow its writes until it converges.</item>
+/// <item>Migration.Memory.cs: the hypervisor's memory copy, with small dirty rounds going on beside it.</item>
 /// <item>Migration.Switchover.cs: the callback the hypervisor calls: freeze, final set, data, commit, (verify).</item>
 /// <item>Migration.Abort.cs: before the commit point every failure leaves the source as it was, bits given back.</item>
 /// </list>
@@ -80,9 +81,7 @@ public sealed partial class Migration : IAsyncDisposable
             {
                 await _hypervisor.PrepareAsync(ct);
                 await PreCopyAsync(ct);
-                SetPhase(MigrationPhase.Memory);
-                foreach (var d in _disks) d.SyncOutstanding();
-                hv = await _hypervisor.MigrateAsync(SwitchoverAsync, ct);
+                hv = await MigrateMemoryAsync(ct);
                 if (!_handedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
                 await AwaitFinalDataAsync();
             }

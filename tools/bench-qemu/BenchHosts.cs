@@ -5,8 +5,8 @@ namespace BlockMigrate.Bench.Qemu;
 
 /// <summary>
 /// The two "hosts" of one run: network namespaces joined by a shaped veth; the source image (guest area
-/// plus random fill) and an empty destination image, each served by nbdkit on a unix socket; the source
-/// guest booted and writing in the source namespace; the destination QEMU waiting in the other.
+/// plus its fill, <see cref="DiskFill"/>) and an empty destination image, each served by nbdkit on a
+/// unix socket; the source guest booted and writing in the source namespace; the destination QEMU waiting in the other.
 /// With <c>shim</c> (BlockMigrate's runs) both disks are served by nbdkit with the BlockMigrate filter:
 /// the source with its dirty map, the destination in gate mode on the image the receiver writes
 /// (<see cref="ImageDir"/>/vda.img, gate map <see cref="GateDir"/>/vda.map).
@@ -59,7 +59,7 @@ public sealed class BenchHosts : IDisposable
     private async Task StartAsync()
     {
         var s = Settings;
-        await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes);
+        await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes, fillKind: s.FillKind);
         System.IO.Directory.CreateDirectory(ImageDir);
         System.IO.Directory.CreateDirectory(GateDir);
         await MakeImageAsync(DestinationImage, s.DiskBytes, 0, 0);
@@ -97,19 +97,14 @@ public sealed class BenchHosts : IDisposable
         Blocks = Settings.GuestBlocks,
     };
 
-    private static async Task MakeImageAsync(string path, long size, long fillFrom, long fillBytes)
+    private static async Task MakeImageAsync(string path, long size, long fillFrom, long fillBytes, FillKind fillKind = FillKind.Random)
     {
         await using var f = new FileStream(path, FileMode.Create, FileAccess.Write);
         f.SetLength(size);
         if (fillBytes <= 0)
             return;
         f.Position = fillFrom;
-        var buffer = new byte[1 << 20];
-        for (long done = 0; done < fillBytes; done += buffer.Length)
-        {
-            Random.Shared.NextBytes(buffer);
-            await f.WriteAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, fillBytes - done)));
-        }
+        await DiskFill.WriteAsync(f, fillBytes, fillKind);
     }
 
     private T Own<T>(T d) where T : IDisposable
@@ -146,6 +141,28 @@ public sealed class BenchHosts : IDisposable
         {
             return "memory migration state unknown: " + e.Message;
         }
+    }
+
+    /// <summary>
+    /// Why a destination guest may not go on after a migration: its run state and I/O status (from its
+    /// observer monitor) and the end of its serial console.
+    /// </summary>
+    public async Task<string> DestinationStateAsync()
+    {
+        string state;
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Destination.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
+            var status = await qmp.ExecuteObjectAsync("query-status", null, cts.Token);
+            var migrate = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
+            state = $"destination {(string?)status["status"]}, incoming migration {(string?)migrate["status"] ?? "none"}";
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            state = "destination state unknown: " + e.Message;
+        }
+        return $"{state}; destination console ends: {Destination.Serial.Tail(160).ReplaceLineEndings(" / ")}";
     }
 
     public void Dispose()

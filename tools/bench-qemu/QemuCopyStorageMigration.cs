@@ -46,6 +46,9 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         await using var src = await QmpClient.ConnectAsync(hosts.Source.QmpSocket, connect, ct);
         await using var dst = await QmpClient.ConnectAsync(hosts.Destination.QmpSocket, connect, ct);
         var dstIp = hosts.Net.DestinationAddress;
+        // both of the source's connections take the delayed path: the memory stream and the mirror's NBD client
+        using var memoryPath = await DelayedPath.StartAsync(hosts, MemoryPort);
+        using var nbdPath = await DelayedPath.StartAsync(hosts, NbdPort);
         using var srcEvents = src.Subscribe("STOP", "MIGRATION", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
         using var dstEvents = dst.Subscribe("RESUME");
         var events = new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "events", ["state"] = true }) };
@@ -70,7 +73,7 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         await src.ExecuteAsync("blockdev-add", new JsonObject
         {
             ["driver"] = "nbd", ["node-name"] = "mirror-tgt", ["export"] = "d0",
-            ["server"] = new JsonObject { ["type"] = "inet", ["host"] = dstIp, ["port"] = NbdPort.ToString() },
+            ["server"] = new JsonObject { ["type"] = "inet", ["host"] = nbdPath.Host, ["port"] = nbdPath.Port.ToString() },
         }, ct);
         await src.ExecuteAsync("blockdev-mirror", new JsonObject
         {
@@ -86,7 +89,7 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         }
         var mirrorReady = Stopwatch.GetElapsedTime(started);
 
-        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:{dstIp}:{MemoryPort}" }, ct);
+        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:{memoryPath.HostPort}" }, ct);
         DateTimeOffset? stopped = null;
         while (true)
         {

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
 using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
@@ -141,6 +143,30 @@ public sealed class BenchHosts : IDisposable
         {
             return "memory migration state unknown: " + e.Message;
         }
+    }
+
+    /// <summary>
+    /// How often the source guest booted ("GUEST-INIT" on its console), and the highest progress it
+    /// printed in its last boot: a guest that reset during the migration starts its sequence again,
+    /// so the highest number on the whole console is not where the destination goes on from.
+    /// </summary>
+    public (int Boots, long LastProgress) SourceConsole()
+    {
+        var text = Source.Serial.Text();
+        var boots = Regex.Matches(text, "GUEST-INIT").Count;
+        var lastBoot = text[Math.Max(0, text.LastIndexOf("GUEST-INIT", StringComparison.Ordinal))..];
+        var progress = Regex.Matches(lastBoot, @"PROGRESS seq=(\d+)").Select(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+        return (boots, progress.DefaultIfEmpty(-1).Max());
+    }
+
+    /// <summary>Copies both guests' consoles out of the run's directory (deleted on Dispose) for a failed run; returns where.</summary>
+    public string KeepConsoles(string method, int run)
+    {
+        var keep = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"bench-qemu-failed-{Environment.ProcessId}-{method}-{run}");
+        System.IO.Directory.CreateDirectory(keep);
+        foreach (var f in System.IO.Directory.GetFiles(Directory, "*.serial"))
+            File.Copy(f, System.IO.Path.Combine(keep, System.IO.Path.GetFileName(f)), overwrite: true);
+        return keep;
     }
 
     /// <summary>

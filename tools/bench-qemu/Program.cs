@@ -64,7 +64,7 @@ for (var run = 1; run <= settings.Runs; run++)
             var what = e is OperationCanceledException && timeout.IsCancellationRequested
                 ? $"did not finish within {settings.RunTimeout.TotalMinutes:0.#} min ({await hosts.MigrationStateAsync()})"
                 : e.Message;
-            var why = $"FAILED: {what} {hosts.Diagnose()}".Replace('|', '/').Replace('\n', ' ');
+            var why = $"FAILED: {what} {hosts.Diagnose()}; consoles kept in {hosts.KeepConsoles(method.Name, run)}".Replace('|', '/').Replace('\n', ' ');
             results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why));
             Console.WriteLine($"| {method.Name} | {run} | | | | | | BAD | {why} |");
             continue;
@@ -72,7 +72,7 @@ for (var run = 1; run <= settings.Runs; run++)
         var (total, downtime, qemuDowntime, memory, detail) = measured;
         var wire = await WireCounter.BytesAsync(hosts.Net.Source) - wireBefore;
         // the guest must go on at the destination, and the destination disk must hold every write
-        var last = hosts.Source.Serial.LastProgress();
+        var (boots, last) = hosts.SourceConsole();
         string? stuck = null;
         try
         {
@@ -85,9 +85,14 @@ for (var run = 1; run <= settings.Runs; run++)
         }
         hosts.Destination.Kill();
         var verdict = GuestDisk.Verify(hosts.DestinationImage, settings.GuestBlocks);
-        var ok = verdict.Ok && stuck == null;
+        // a guest that reset at the source is a failed run too, even if the destination went on
+        var rebooted = boots > 1 ? $"the source guest booted {boots} times" : null;
+        var ok = verdict.Ok && stuck == null && rebooted == null;
+        var failure = string.Join("; ", new[] { rebooted, stuck }.Where(x => x != null));
         var res = new BenchResult(method.Name, run, total, downtime, qemuDowntime, wire, memory, ok,
-            (stuck != null ? $"{detail}; FAILED: {stuck}; {verdict}" : verdict.Ok ? detail : detail + "; " + verdict).Replace('|', '/').ReplaceLineEndings(" "));
+            (failure != "" ? $"{detail}; FAILED: {failure}; {verdict}" : verdict.Ok ? detail : detail + "; " + verdict).Replace('|', '/').ReplaceLineEndings(" "));
+        if (!ok)
+            res = res with { Detail = $"{res.Detail}; consoles kept in {hosts.KeepConsoles(method.Name, run)}" };
         results.Add(res);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"| {res.Method} | {run} | {total.TotalSeconds:0.00} | {downtime.TotalMilliseconds:0} | {qemuDowntime?.TotalMilliseconds:0} | {wire / 1e6:0.0} | {memory / 1e6:0.0} | {(ok ? "OK" : "BAD")} | {res.Detail} |"));

@@ -127,7 +127,7 @@ public sealed class BenchHosts : IDisposable
         return string.Join("; ", notes);
     }
 
-    /// <summary>The source QEMU's memory migration, from its observer monitor: status, time, bytes, dirty-sync passes.</summary>
+    /// <summary>The source QEMU's memory migration, from its observer monitor: status, time, bytes, dirty-sync passes; and its block jobs.</summary>
     public async Task<string> MigrationStateAsync()
     {
         try
@@ -136,8 +136,11 @@ public sealed class BenchHosts : IDisposable
             await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Source.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
             var m = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
             var ram = m["ram"] as System.Text.Json.Nodes.JsonObject;
-            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"memory migration {(string?)m["status"] ?? "none"} for {((long?)m["total-time"] ?? 0) / 1000.0:0} s, {((long?)ram?["transferred"] ?? 0) / 1e6:0} MB sent, {(long?)ram?["dirty-sync-count"] ?? 0} passes");
+            var jobs = (await qmp.ExecuteAsync("query-block-jobs", null, cts.Token))?.AsArray() ?? [];
+            var mirror = jobs.Select(j => string.Create(CultureInfo.InvariantCulture,
+                $", block job {(string?)j?["device"]} {((bool?)j?["ready"] == true ? "ready" : "not ready")} at {((long?)j?["offset"] ?? 0) / 1e6:0} of {((long?)j?["len"] ?? 0) / 1e6:0} MB"));
+            return string.Create(CultureInfo.InvariantCulture,
+                $"memory migration {(string?)m["status"] ?? "none"} for {((long?)m["total-time"] ?? 0) / 1000.0:0} s, {((long?)ram?["transferred"] ?? 0) / 1e6:0} MB sent, {(long?)ram?["dirty-sync-count"] ?? 0} passes{string.Concat(mirror)}");
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

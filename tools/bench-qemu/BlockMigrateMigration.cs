@@ -64,7 +64,7 @@ public sealed class BlockMigrateMigration(string? switchover = null) : IMigratio
         }
         var total = Stopwatch.GetElapsedTime(started);
         if (exit != 0)
-            throw new InvalidOperationException($"blockmigrate migrate exited {exit}: {Last(migrate.Stderr)} {enginePath.Errors} {memoryPath.Errors}".TrimEnd());
+            throw new InvalidOperationException($"blockmigrate migrate exited {exit}: {(exit == 2 ? Usage(migrate.Stderr) : Last(migrate.Stderr))} {enginePath.Errors} {memoryPath.Errors}".TrimEnd());
         await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30));
         var r = JsonDocument.Parse(migrate.Stdout).RootElement;
         TimeSpan? Ms(string name) => r.GetProperty(name).ValueKind == JsonValueKind.Number ? TimeSpan.FromMilliseconds(r.GetProperty(name).GetDouble()) : null;
@@ -79,6 +79,9 @@ public sealed class BlockMigrateMigration(string? switchover = null) : IMigratio
     private static bool SlowLink(string? rate) =>
         rate != null && rate.EndsWith("mbit", StringComparison.OrdinalIgnoreCase)
         && double.TryParse(rate[..^4], NumberStyles.Float, CultureInfo.InvariantCulture, out var m) && m <= 100;
+
+    /// <summary>A usage error (exit status 2) is one line per problem, then a pointer to --help: all of them.</summary>
+    private static string Usage(string stderr) => string.Join(" / ", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
 
     private static string Last(string stderr) =>
         stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "(no output)";

@@ -93,7 +93,9 @@ namespace, which delays it by that much each way (data, not TCP's own acknowledg
 shapes the aggregate rate. At 20 Mbit/s every method turns on QEMU's auto-converge. (a) QEMU
 copy-storage: destination `nbd-server-start` + `block-export-add`, source `blockdev-mirror sync=full`
 to READY, `migrate`, `block-job-cancel`, `cont`; the mirror's NBD connection and the memory stream
-are delayed. (b) BlockMigrate: `blockmigrate receive --once` in the destination namespace, whose
+are delayed, and on a delayed link the mirror runs `copy-mode=write-blocking` (libvirt's
+`--copy-storage-synchronous-writes`: in background mode it never got READY with this writer at a
+50 ms round trip). (b) BlockMigrate: `blockmigrate receive --once` in the destination namespace, whose
 image the destination shim serves in gate mode, and `blockmigrate migrate --hypervisor qemu
 --multifd --multifd-channels 1 --memory-compression zstd` in the source namespace; the engine's
 connection and the memory stream are delayed. `blockmigrate` uses migrate's default switchover

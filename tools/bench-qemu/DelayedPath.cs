@@ -13,7 +13,9 @@ namespace BlockMigrate.Bench.Qemu;
 /// tbf on the veth shapes the aggregate rate; wanem is given twice the link rate, only so that it
 /// queues no more than a delay's worth of data (rate x delay, plus <see cref="Buffer"/>) before it
 /// pushes back on the sender: without a rate it would buffer 64 MiB, which a migration would take
-/// for bandwidth. It delays data, not TCP's own acknowledgements: request-reply protocols (NBD, the
+/// for bandwidth. For the same reason its own sockets' kernel buffers are capped at
+/// <see cref="SocketBuffer"/> (autotuned, they held megabytes: at 20 Mbit/s, seconds of memory stream
+/// still queued when QEMU stopped the guest). It delays data, not TCP's own acknowledgements: request-reply protocols (NBD, the
 /// engine's acks, QEMU's migration handshake) see the round trip; TCP's window growth does not.
 /// With no delay there is no proxy: <see cref="Host"/> and <see cref="Port"/> are the destination's.
 /// Stopped by PID on Dispose.
@@ -21,6 +23,7 @@ namespace BlockMigrate.Bench.Qemu;
 public sealed class DelayedPath : IDisposable
 {
     private const string Buffer = "256K";
+    private const string SocketBuffer = "128K";
     private readonly BackgroundProcess? _wanem;
 
     private DelayedPath(string host, int port, BackgroundProcess? wanem)
@@ -46,6 +49,7 @@ public sealed class DelayedPath : IDisposable
             "netns", "exec", hosts.Net.Source, "/usr/bin/python3", Path.Combine(Repo.Root, "tools", "wanem.py"),
             "--listen", "127.0.0.1:0", "--to", $"{destination}:{destinationPort}",
             "--delay", s.Delay.TotalMilliseconds.ToString(CultureInfo.InvariantCulture), "--buffer", Buffer,
+            "--socket-buffer", SocketBuffer,
         };
         if (s.RateBitsPerSecond is { } bps)
             args.AddRange(["--rate", (2 * bps).ToString("0", CultureInfo.InvariantCulture)]);

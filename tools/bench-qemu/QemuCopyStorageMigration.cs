@@ -59,6 +59,7 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         using var nbdPath = await DelayedPath.StartAsync(hosts, NbdPort);
         using var srcEvents = src.Subscribe("STOP", "MIGRATION", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
         using var dstEvents = dst.Subscribe("RESUME");
+        using var dstLoaded = dst.Subscribe("MIGRATION");
         var events = new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "events", ["state"] = true }) };
         await src.ExecuteAsync("migrate-set-capabilities", new JsonObject
         {
@@ -111,18 +112,23 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         }
         var memoryDone = Stopwatch.GetElapsedTime(started);
         await src.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = "mig0" }, ct);
-        await srcEvents.WaitAsync("BLOCK_JOB_COMPLETED", null, ct);
+        var mirrorDone = (await srcEvents.WaitAsync("BLOCK_JOB_COMPLETED", null, ct)).Timestamp;
         await src.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = "mirror-tgt" }, ct);
         await DeleteExportAsync(dst, ct);
         await dst.ExecuteAsync("nbd-server-stop", null, ct);
-        await dst.ExecuteAsync("cont", null, ct);
+        var contSent = DateTimeOffset.UtcNow;
+        await dst.ExecuteAsync("cont", null, ct); // while the destination still loads, this only sets autostart
         var resumed = (await dstEvents.WaitAsync("RESUME", null, ct)).Timestamp;
         var total = Stopwatch.GetElapsedTime(started);
+        var loaded = (await dstLoaded.WaitAsync("MIGRATION", e => e.DataString("status") == "completed", ct)).Timestamp;
 
         var info = await src.ExecuteObjectAsync("query-migrate", null, ct);
         var qemuDowntime = info["downtime"] is JsonValue d ? TimeSpan.FromMilliseconds((long)d) : (TimeSpan?)null;
         var memoryBytes = (long?)info["ram"]?["transferred"] ?? 0;
-        return (total, resumed - (stopped ?? resumed), qemuDowntime, memoryBytes,
-            $"mirror ({copyMode}) READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s");
+        var stop = stopped ?? resumed;
+        string After(DateTimeOffset t) => $"{(t - stop).TotalMilliseconds:0}";
+        // where the guest downtime went, in ms after the source's STOP
+        return (total, resumed - stop, qemuDowntime, memoryBytes,
+            $"mirror ({copyMode}) READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s; after STOP: mirror completed {After(mirrorDone)}, destination loaded {After(loaded)}, cont sent {After(contSent)}, RESUME {After(resumed)} ms");
     }
 }

@@ -10,9 +10,9 @@ namespace BlockMigrate.Bench.Qemu;
 /// every connection it accepts (several at once, as multifd opens them) to the destination address.
 /// The forwarded traffic crosses the shaped veth once, and the hop from the client to the proxy is
 /// loopback, so the wire counter on the source's eth0 counts the same bytes as without the proxy.
-/// tbf on the veth shapes the aggregate rate; wanem is given twice the link rate, only so that it
-/// queues no more than a delay's worth of data (rate x delay, plus <see cref="Buffer"/>) before it
-/// pushes back on the sender: without a rate it would buffer 64 MiB, which a migration would take
+/// tbf on the veth shapes the aggregate rate; wanem is given a quarter more than the link rate, only
+/// so that it queues no more than a delay's worth of data (rate x delay, plus <see cref="Buffer"/>)
+/// before it pushes back on the sender: without a rate it would buffer 64 MiB, which a migration would take
 /// for bandwidth. For the same reason its own sockets' kernel buffers are capped at
 /// <see cref="SocketBuffer"/> (autotuned, they held megabytes: at 20 Mbit/s, seconds of memory stream
 /// still queued when QEMU stopped the guest). It delays data, not TCP's own acknowledgements: request-reply protocols (NBD, the
@@ -22,8 +22,8 @@ namespace BlockMigrate.Bench.Qemu;
 /// </summary>
 public sealed class DelayedPath : IDisposable
 {
-    private const string Buffer = "256K";
-    private const string SocketBuffer = "128K";
+    private const string Buffer = "64K";
+    private const string SocketBuffer = "64K";
     private readonly BackgroundProcess? _wanem;
 
     private DelayedPath(string host, int port, BackgroundProcess? wanem)
@@ -52,7 +52,7 @@ public sealed class DelayedPath : IDisposable
             "--socket-buffer", SocketBuffer,
         };
         if (s.RateBitsPerSecond is { } bps)
-            args.AddRange(["--rate", (2 * bps).ToString("0", CultureInfo.InvariantCulture)]);
+            args.AddRange(["--rate", (1.25 * bps).ToString("0", CultureInfo.InvariantCulture)]);
         var wanem = new BackgroundProcess("ip", args); // ip execs python: the PID is wanem's
         try
         {

@@ -8,7 +8,8 @@ namespace BlockMigrate.Bench.Qemu;
 /// <summary>
 /// The two "hosts" of one run: network namespaces joined by a shaped veth; the source image (guest area
 /// plus its fill, <see cref="DiskFill"/>) and an empty destination image, each served by nbdkit on a
-/// unix socket; the source guest booted and writing in the source namespace; the destination QEMU waiting in the other.
+/// unix socket; the source guest booted and writing in the source namespace; the destination QEMU
+/// waiting in the other.
 /// With <c>shim</c> (BlockMigrate's runs) both disks are served by nbdkit with the BlockMigrate filter:
 /// the source with its dirty map, the destination in gate mode on the image the receiver writes
 /// (<see cref="ImageDir"/>/vda.img, gate map <see cref="GateDir"/>/vda.map).
@@ -181,8 +182,8 @@ public sealed class BenchHosts : IDisposable
     }
 
     /// <summary>
-    /// Why a destination guest may not go on after a migration: its run state and I/O status (from its
-    /// observer monitor) and the end of its serial console.
+    /// Why a destination guest may not go on after a migration: its run state and its incoming
+    /// migration's status (from its observer monitor), and the end of its serial console.
     /// </summary>
     public async Task<string> DestinationStateAsync()
     {

@@ -10,15 +10,19 @@ namespace BlockMigrate.Bench.Qemu;
 /// every connection it accepts (several at once, as multifd opens them) to the destination address.
 /// The forwarded traffic crosses the shaped veth once, and the hop from the client to the proxy is
 /// loopback, so the wire counter on the source's eth0 counts the same bytes as without the proxy.
-/// tbf on the veth shapes the aggregate rate; wanem is given a quarter more than the link rate, only
-/// so that it queues no more than a delay's worth of data (rate x delay, plus <see cref="Buffer"/>)
-/// before it pushes back on the sender: without a rate it would buffer 64 MiB, which a migration would take
-/// for bandwidth. For the same reason its own sockets' kernel buffers are capped at
-/// <see cref="SocketBuffer"/> (autotuned, they held megabytes: at 20 Mbit/s, seconds of memory stream
-/// still queued when QEMU stopped the guest). It delays data, not TCP's own acknowledgements: request-reply protocols (NBD, the
-/// engine's acks, QEMU's migration handshake) see the round trip; TCP's window growth does not.
-/// With no delay there is no proxy: <see cref="Host"/> and <see cref="Port"/> are the destination's.
-/// Stopped by PID on Dispose.
+/// <para>
+/// tbf on the veth shapes the aggregate rate. A proxy adds queues, and a migration that stops the
+/// guest when it thinks little is left pays for every byte still queued, so they are kept small:
+/// wanem gets a quarter more than the link rate, only so that it queues no more than a delay's worth
+/// (rate x delay, plus <see cref="Buffer"/>) before it pushes back (without a rate it would buffer
+/// 64 MiB); its sockets' kernel buffers are capped at <see cref="SocketBuffer"/> (autotuned, they held
+/// megabytes); and <see cref="BenchHosts"/> gives the source namespace's loopback a NIC's MTU.
+/// </para>
+/// <para>
+/// It delays data, not TCP's own acknowledgements: request-reply exchanges (NBD writes, the engine's
+/// acks, QEMU's migration handshake) see the round trip; TCP's window growth does not. With no delay
+/// there is no proxy: <see cref="Host"/> and <see cref="Port"/> are the destination's. Stopped by PID on Dispose.
+/// </para>
 /// </summary>
 public sealed class DelayedPath : IDisposable
 {

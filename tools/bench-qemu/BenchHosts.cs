@@ -182,8 +182,9 @@ public sealed class BenchHosts : IDisposable
     }
 
     /// <summary>
-    /// Why a destination guest may not go on after a migration: its run state and its incoming
-    /// migration's status (from its observer monitor), and the end of its serial console.
+    /// Why a destination guest may not go on after a migration: its run state, its incoming
+    /// migration's status, the writes its disk completed, where its vCPU is (from its observer
+    /// monitor), and the end of its serial console.
     /// </summary>
     public async Task<string> DestinationStateAsync()
     {
@@ -194,7 +195,14 @@ public sealed class BenchHosts : IDisposable
             await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Destination.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
             var status = await qmp.ExecuteObjectAsync("query-status", null, cts.Token);
             var migrate = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
-            state = $"destination {(string?)status["status"]}, incoming migration {(string?)migrate["status"] ?? "none"}";
+            // did the guest's disk writes complete there, and is its vCPU running or halted (waiting for an interrupt)?
+            var disk = (await qmp.ExecuteAsync("query-blockstats", null, cts.Token))?.AsArray()
+                .FirstOrDefault(b => (string?)b?["node-name"] == "d0" || (string?)b?["qdev"] is { } q && q.Contains("vblk0"))?["stats"];
+            var registers = (string?)await qmp.ExecuteAsync("human-monitor-command",
+                new System.Text.Json.Nodes.JsonObject { ["command-line"] = "info registers" }, cts.Token) ?? "";
+            var cpu = string.Join(" ", Regex.Matches(registers, @"\b(RIP=\w+|HLT=\d)").Select(m => m.Value));
+            state = $"destination {(string?)status["status"]}, incoming migration {(string?)migrate["status"] ?? "none"}, "
+                + $"disk writes done there {(long?)disk?["wr_operations"]} (failed {(long?)disk?["failed_wr_operations"]}), vCPU {cpu}";
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
 using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
@@ -5,8 +7,9 @@ namespace BlockMigrate.Bench.Qemu;
 
 /// <summary>
 /// The two "hosts" of one run: network namespaces joined by a shaped veth; the source image (guest area
-/// plus random fill) and an empty destination image, each served by nbdkit on a unix socket; the source
-/// guest booted and writing in the source namespace; the destination QEMU waiting in the other.
+/// plus its fill, <see cref="DiskFill"/>) and an empty destination image, each served by nbdkit on a
+/// unix socket; the source guest booted and writing in the source namespace; the destination QEMU
+/// waiting in the other.
 /// With <c>shim</c> (BlockMigrate's runs) both disks are served by nbdkit with the BlockMigrate filter:
 /// the source with its dirty map, the destination in gate mode on the image the receiver writes
 /// (<see cref="ImageDir"/>/vda.img, gate map <see cref="GateDir"/>/vda.map).
@@ -59,7 +62,15 @@ public sealed class BenchHosts : IDisposable
     private async Task StartAsync()
     {
         var s = Settings;
-        await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes);
+        if (s.Delay > TimeSpan.Zero)
+        {
+            // The delayed connections' first hop is loopback, to tools/wanem.py (DelayedPath). With
+            // loopback's 64 KiB MTU the sender's autotuned send buffer grew to 4 MiB (1.6 s of a
+            // 20 Mbit/s memory stream queued when QEMU stopped the guest); with a NIC's MTU it stays
+            // near what the proxy's receive window allows, as towards the real link.
+            await Tool.CheckAsync("ip", ["-n", Net.Source, "link", "set", "lo", "mtu", "1500"]);
+        }
+        await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes, fillKind: s.FillKind);
         System.IO.Directory.CreateDirectory(ImageDir);
         System.IO.Directory.CreateDirectory(GateDir);
         await MakeImageAsync(DestinationImage, s.DiskBytes, 0, 0);
@@ -97,19 +108,14 @@ public sealed class BenchHosts : IDisposable
         Blocks = Settings.GuestBlocks,
     };
 
-    private static async Task MakeImageAsync(string path, long size, long fillFrom, long fillBytes)
+    private static async Task MakeImageAsync(string path, long size, long fillFrom, long fillBytes, FillKind fillKind = FillKind.Random)
     {
         await using var f = new FileStream(path, FileMode.Create, FileAccess.Write);
         f.SetLength(size);
         if (fillBytes <= 0)
             return;
         f.Position = fillFrom;
-        var buffer = new byte[1 << 20];
-        for (long done = 0; done < fillBytes; done += buffer.Length)
-        {
-            Random.Shared.NextBytes(buffer);
-            await f.WriteAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, fillBytes - done)));
-        }
+        await DiskFill.WriteAsync(f, fillBytes, fillKind);
     }
 
     private T Own<T>(T d) where T : IDisposable
@@ -130,7 +136,7 @@ public sealed class BenchHosts : IDisposable
         return string.Join("; ", notes);
     }
 
-    /// <summary>The source QEMU's memory migration, from its observer monitor: status, time, bytes, dirty-sync passes.</summary>
+    /// <summary>The source QEMU's memory migration, from its observer monitor: status, time, bytes, dirty-sync passes; and its block jobs.</summary>
     public async Task<string> MigrationStateAsync()
     {
         try
@@ -139,13 +145,70 @@ public sealed class BenchHosts : IDisposable
             await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Source.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
             var m = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
             var ram = m["ram"] as System.Text.Json.Nodes.JsonObject;
-            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"memory migration {(string?)m["status"] ?? "none"} for {((long?)m["total-time"] ?? 0) / 1000.0:0} s, {((long?)ram?["transferred"] ?? 0) / 1e6:0} MB sent, {(long?)ram?["dirty-sync-count"] ?? 0} passes");
+            var jobs = (await qmp.ExecuteAsync("query-block-jobs", null, cts.Token))?.AsArray() ?? [];
+            var mirror = jobs.Select(j => string.Create(CultureInfo.InvariantCulture,
+                $", block job {(string?)j?["device"]} {((bool?)j?["ready"] == true ? "ready" : "not ready")} at {((long?)j?["offset"] ?? 0) / 1e6:0} of {((long?)j?["len"] ?? 0) / 1e6:0} MB"));
+            return string.Create(CultureInfo.InvariantCulture,
+                $"memory migration {(string?)m["status"] ?? "none"} for {((long?)m["total-time"] ?? 0) / 1000.0:0} s, {((long?)ram?["transferred"] ?? 0) / 1e6:0} MB sent, {(long?)ram?["dirty-sync-count"] ?? 0} passes{string.Concat(mirror)}");
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             return "memory migration state unknown: " + e.Message;
         }
+    }
+
+    /// <summary>
+    /// How often the source guest booted ("GUEST-INIT" on its console), and the highest progress it
+    /// printed in its last boot: a guest that reset during the migration starts its sequence again,
+    /// so the highest number on the whole console is not where the destination goes on from.
+    /// </summary>
+    public (int Boots, long LastProgress) SourceConsole()
+    {
+        var text = Source.Serial.Text();
+        var boots = Regex.Matches(text, "GUEST-INIT").Count;
+        var lastBoot = text[Math.Max(0, text.LastIndexOf("GUEST-INIT", StringComparison.Ordinal))..];
+        var progress = Regex.Matches(lastBoot, @"PROGRESS seq=(\d+)").Select(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture));
+        return (boots, progress.DefaultIfEmpty(-1).Max());
+    }
+
+    /// <summary>Copies both guests' consoles out of the run's directory (deleted on Dispose) for a failed run; returns where.</summary>
+    public string KeepConsoles(string method, int run)
+    {
+        var keep = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"bench-qemu-failed-{Environment.ProcessId}-{method}-{run}");
+        System.IO.Directory.CreateDirectory(keep);
+        foreach (var f in System.IO.Directory.GetFiles(Directory, "*.serial"))
+            File.Copy(f, System.IO.Path.Combine(keep, System.IO.Path.GetFileName(f)), overwrite: true);
+        return keep;
+    }
+
+    /// <summary>
+    /// Why a destination guest may not go on after a migration: its run state, its incoming
+    /// migration's status, the writes its disk completed, where its vCPU is (from its observer
+    /// monitor), and the end of its serial console.
+    /// </summary>
+    public async Task<string> DestinationStateAsync()
+    {
+        string state;
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Destination.ObserverQmpSocket, TimeSpan.FromSeconds(5), cts.Token);
+            var status = await qmp.ExecuteObjectAsync("query-status", null, cts.Token);
+            var migrate = await qmp.ExecuteObjectAsync("query-migrate", null, cts.Token);
+            // did the guest's disk writes complete there, and is its vCPU running or halted (waiting for an interrupt)?
+            var disk = (await qmp.ExecuteAsync("query-blockstats", null, cts.Token))?.AsArray()
+                .FirstOrDefault(b => (string?)b?["node-name"] == "d0" || (string?)b?["qdev"] is { } q && q.Contains("vblk0"))?["stats"];
+            var registers = (string?)await qmp.ExecuteAsync("human-monitor-command",
+                new System.Text.Json.Nodes.JsonObject { ["command-line"] = "info registers" }, cts.Token) ?? "";
+            var cpu = string.Join(" ", Regex.Matches(registers, @"\b(RIP=\w+|HLT=\d)").Select(m => m.Value));
+            state = $"destination {(string?)status["status"]}, incoming migration {(string?)migrate["status"] ?? "none"}, "
+                + $"disk writes done there {(long?)disk?["wr_operations"]} (failed {(long?)disk?["failed_wr_operations"]}), vCPU {cpu}";
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            state = "destination state unknown: " + e.Message;
+        }
+        return $"{state}; destination console ends: {Destination.Serial.Tail(160).ReplaceLineEndings(" / ")}";
     }
 
     public void Dispose()

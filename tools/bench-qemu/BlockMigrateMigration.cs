@@ -15,12 +15,17 @@ namespace BlockMigrate.Bench.Qemu;
 /// overrides): memory is most of the bytes of such a migration, and compresses well. One channel: here
 /// multifd is for the compression; a second channel only keeps more bytes in flight when QEMU reports
 /// completion, which the guest waits for (measured at 20 Mbit/s: 697 ms guest downtime with one, 1140 with two).
+/// Both of the source's connections, the engine's to the receiver and QEMU's memory stream (one or more
+/// multifd channels), take the delayed path (<see cref="DelayedPath"/>), as the baseline's do.
+/// <paramref name="switchover"/> is migrate's <c>--switchover</c>: null passes nothing (the default, gate:
+/// the destination resumes once the final dirty set is gated there), "commit" makes the destination wait
+/// until every final block is written and fsynced.
 /// </summary>
-public sealed class BlockMigrateMigration : IMigrationUnderTest
+public sealed class BlockMigrateMigration(string? switchover = null) : IMigrationUnderTest
 {
     private const int MemoryPort = 4444;
 
-    public string Name => "blockmigrate";
+    public string Name => switchover == null ? "blockmigrate" : "blockmigrate-" + switchover;
 
     public async Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
         BenchHosts hosts, CancellationToken ct)
@@ -30,13 +35,17 @@ public sealed class BlockMigrateMigration : IMigrationUnderTest
         using var receiver = BackgroundProcess.CliIn(hosts.Net.Destination, "receive", "--listen", $"{dstIp}:0",
             "--image-dir", hosts.ImageDir, "--once", "--gate-map-dir", hosts.GateDir, "--key", keys.ReceiverKey, "--trusted", keys.Trusted);
         var port = (await receiver.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30))).Groups[1].Value;
+        using var enginePath = await DelayedPath.StartAsync(hosts, int.Parse(port, CultureInfo.InvariantCulture));
+        using var memoryPath = await DelayedPath.StartAsync(hosts, MemoryPort);
         var args = new List<string>
         {
-            "migrate", "--disk", $"vda={hosts.SourceImage}:{hosts.SourceMap}", "--to", $"{dstIp}:{port}",
+            "migrate", "--disk", $"vda={hosts.SourceImage}:{hosts.SourceMap}", "--to", enginePath.HostPort,
             "--key", keys.SourceKey, "--peer-fingerprint", keys.ReceiverFingerprint, "--json", "--timeout", "800",
             "--hypervisor", "qemu", "--qmp-source", hosts.Source.QmpSocket, "--qmp-destination", hosts.Destination.QmpSocket,
-            "--migration-uri", $"tcp:{dstIp}:{MemoryPort}", "--incoming-uri", $"tcp:0.0.0.0:{MemoryPort}",
+            "--migration-uri", $"tcp:{memoryPath.HostPort}", "--incoming-uri", $"tcp:0.0.0.0:{MemoryPort}",
         };
+        if (switchover != null)
+            args.AddRange(["--switchover", switchover]);
         args.AddRange(SlowLink(hosts.Settings.Rate)
             ? (Environment.GetEnvironmentVariable("BENCH_VM_SLOW_LINK_OPTIONS") ?? "--multifd --multifd-channels 1 --memory-compression zstd")
                 .Split(' ', StringSplitOptions.RemoveEmptyEntries)
@@ -54,7 +63,8 @@ public sealed class BlockMigrateMigration : IMigrationUnderTest
             throw new TimeoutException("blockmigrate migrate did not finish: " + Last(migrate.Stderr));
         }
         var total = Stopwatch.GetElapsedTime(started);
-        if (exit != 0) throw new InvalidOperationException($"blockmigrate migrate exited {exit}: {Last(migrate.Stderr)}");
+        if (exit != 0)
+            throw new InvalidOperationException($"blockmigrate migrate exited {exit}: {(exit == 2 ? Usage(migrate.Stderr) : Last(migrate.Stderr))} {enginePath.Errors} {memoryPath.Errors}".TrimEnd());
         await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30));
         var r = JsonDocument.Parse(migrate.Stdout).RootElement;
         TimeSpan? Ms(string name) => r.GetProperty(name).ValueKind == JsonValueKind.Number ? TimeSpan.FromMilliseconds(r.GetProperty(name).GetDouble()) : null;
@@ -69,6 +79,9 @@ public sealed class BlockMigrateMigration : IMigrationUnderTest
     private static bool SlowLink(string? rate) =>
         rate != null && rate.EndsWith("mbit", StringComparison.OrdinalIgnoreCase)
         && double.TryParse(rate[..^4], NumberStyles.Float, CultureInfo.InvariantCulture, out var m) && m <= 100;
+
+    /// <summary>A usage error (exit status 2) is one line per problem, then a pointer to --help: all of them.</summary>
+    private static string Usage(string stderr) => string.Join(" / ", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
 
     private static string Last(string stderr) =>
         stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "(no output)";

@@ -5,8 +5,11 @@ using System.Text.Json.Nodes;
 using BlockMigrate.Bench.Qemu;
 using BlockMigrate.TestSupport;
 
-// bench-qemu METHOD[,METHOD] [--rate 100mbit|none] [--runs N] [--memory MiB] [--disk 256M] [--fill 128M] [--auto-converge] [--json FILE] [--timeout MINUTES]
-// METHOD: baseline (QEMU copy-storage) or blockmigrate. Runs are interleaved: a1 b1 a2 b2 ...
+// bench-qemu METHOD[,METHOD...] [--rate 100mbit|none] [--delay MS] [--runs N] [--memory MiB] [--disk 256M]
+//            [--fill 128M] [--fill-kind random|os] [--auto-converge] [--json FILE] [--timeout MINUTES]
+// METHOD: baseline (QEMU copy-storage), blockmigrate (migrate's default switchover, gate) or
+// blockmigrate-commit (--switchover commit). Runs are interleaved: a1 b1 c1 a2 b2 c2 ...
+// --delay: one-way delay in ms on every migration connection of every method (default 25; 0 = none).
 // Prints one markdown row per run. Needs root (network namespaces) and the guest (tools/guest/build-guest.sh).
 var methods = new List<IMigrationUnderTest>();
 var settings = new BenchSettings();
@@ -16,6 +19,8 @@ for (var i = 0; i < args.Length; i++)
     switch (args[i])
     {
         case "--rate": var r = Next(); settings = settings with { Rate = r == "none" ? null : r }; break;
+        case "--delay": settings = settings with { Delay = TimeSpan.FromMilliseconds(double.Parse(Next(), CultureInfo.InvariantCulture)) }; break;
+        case "--fill-kind": settings = settings with { FillKind = Enum.Parse<FillKind>(Next(), ignoreCase: true) }; break;
         case "--runs": settings = settings with { Runs = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
         case "--memory": settings = settings with { MemoryMiB = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
         case "--disk": settings = settings with { DiskBytes = Size(Next()) }; break;
@@ -29,7 +34,8 @@ for (var i = 0; i < args.Length; i++)
                 {
                     "baseline" or "qemu-copy-storage" => new QemuCopyStorageMigration(),
                     "blockmigrate" => new BlockMigrateMigration(),
-                    _ => throw new ArgumentException($"unknown method '{m}' (baseline, blockmigrate)"),
+                    "blockmigrate-commit" => new BlockMigrateMigration(switchover: "commit"),
+                    _ => throw new ArgumentException($"unknown method '{m}' (baseline, blockmigrate, blockmigrate-commit)"),
                 });
             break;
     }
@@ -39,7 +45,7 @@ if (methods.Count == 0)
 
 await GuestImage.EnsureBuiltAsync();
 var results = new List<BenchResult>();
-Console.WriteLine($"link {settings.Rate ?? "unshaped"}{(settings.AutoConverge ? ", auto-converge" : "")}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
+Console.WriteLine($"link {settings.Rate ?? "unshaped"}, {settings.Delay.TotalMilliseconds:0} ms one-way delay{(settings.AutoConverge ? ", auto-converge" : "")}, guest {settings.MemoryMiB} MiB RAM, disk {settings.DiskBytes >> 20} MiB ({settings.FillBytes >> 20} MiB {settings.FillKind.ToString().ToLowerInvariant()} data + {settings.GuestBlocks * 4 / 1024} MiB rewritten by the guest)");
 Console.WriteLine("| method | run | total s | guest downtime ms | QEMU downtime ms | wire MB | memory MB (QEMU) | disk | detail |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
 for (var run = 1; run <= settings.Runs; run++)
@@ -58,7 +64,7 @@ for (var run = 1; run <= settings.Runs; run++)
             var what = e is OperationCanceledException && timeout.IsCancellationRequested
                 ? $"did not finish within {settings.RunTimeout.TotalMinutes:0.#} min ({await hosts.MigrationStateAsync()})"
                 : e.Message;
-            var why = $"FAILED: {what} {hosts.Diagnose()}".Replace('|', '/').Replace('\n', ' ');
+            var why = $"FAILED: {what} {hosts.Diagnose()}; consoles kept in {hosts.KeepConsoles(method.Name, run)}".Replace('|', '/').Replace('\n', ' ');
             results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why));
             Console.WriteLine($"| {method.Name} | {run} | | | | | | BAD | {why} |");
             continue;
@@ -66,7 +72,7 @@ for (var run = 1; run <= settings.Runs; run++)
         var (total, downtime, qemuDowntime, memory, detail) = measured;
         var wire = await WireCounter.BytesAsync(hosts.Net.Source) - wireBefore;
         // the guest must go on at the destination, and the destination disk must hold every write
-        var last = hosts.Source.Serial.LastProgress();
+        var (boots, last) = hosts.SourceConsole();
         string? stuck = null;
         try
         {
@@ -75,13 +81,18 @@ for (var run = 1; run <= settings.Runs; run++)
         catch (TimeoutException e)
         {
             // a row saying so, not a crash that loses the other runs
-            stuck = $"the guest did not go on at the destination ({e.Message.Split(';')[0]}) {hosts.Diagnose()}".Replace('|', '/');
+            stuck = $"the guest did not go on at the destination ({e.Message.Split(';')[0]}; {await hosts.DestinationStateAsync()}) {hosts.Diagnose()}";
         }
         hosts.Destination.Kill();
         var verdict = GuestDisk.Verify(hosts.DestinationImage, settings.GuestBlocks);
-        var ok = verdict.Ok && stuck == null;
+        // a guest that reset at the source is a failed run too, even if the destination went on
+        var rebooted = boots > 1 ? $"the source guest booted {boots} times" : null;
+        var ok = verdict.Ok && stuck == null && rebooted == null;
+        var failure = string.Join("; ", new[] { rebooted, stuck }.Where(x => x != null));
         var res = new BenchResult(method.Name, run, total, downtime, qemuDowntime, wire, memory, ok,
-            stuck != null ? detail + "; FAILED: " + stuck : verdict.Ok ? detail : detail + "; " + verdict);
+            (failure != "" ? $"{detail}; FAILED: {failure}; {verdict}" : verdict.Ok ? detail : detail + "; " + verdict).Replace('|', '/').ReplaceLineEndings(" "));
+        if (!ok)
+            res = res with { Detail = $"{res.Detail}; consoles kept in {hosts.KeepConsoles(method.Name, run)}" };
         results.Add(res);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"| {res.Method} | {run} | {total.TotalSeconds:0.00} | {downtime.TotalMilliseconds:0} | {qemuDowntime?.TotalMilliseconds:0} | {wire / 1e6:0.0} | {memory / 1e6:0.0} | {(ok ? "OK" : "BAD")} | {res.Detail} |"));
@@ -93,7 +104,8 @@ if (settings.JsonOut != null)
     foreach (var r in results)
         arr.Add((JsonNode)new JsonObject
         {
-            ["method"] = r.Method, ["run"] = r.Run, ["rate"] = settings.Rate, ["total_s"] = r.Total.TotalSeconds,
+            ["method"] = r.Method, ["run"] = r.Run, ["rate"] = settings.Rate, ["delay_ms"] = settings.Delay.TotalMilliseconds,
+            ["fill_kind"] = settings.FillKind.ToString().ToLowerInvariant(), ["total_s"] = r.Total.TotalSeconds,
             ["guest_downtime_ms"] = r.GuestDowntime.TotalMilliseconds, ["qemu_downtime_ms"] = r.HypervisorDowntime?.TotalMilliseconds,
             ["wire_bytes"] = r.WireBytes, ["memory_bytes"] = r.MemoryBytes, ["disk_ok"] = r.DiskVerified, ["detail"] = r.Detail,
         });

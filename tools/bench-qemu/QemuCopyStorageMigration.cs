@@ -10,6 +10,13 @@ namespace BlockMigrate.Bench.Qemu;
 /// (<c>blockdev-mirror sync=full</c>), and once the mirror is READY it keeps forwarding writes while the
 /// memory migrates; when memory is done (source stopped) the mirror is cancelled without pivot, which
 /// completes it with the target in sync; then the destination resumes.
+/// On a delayed link the mirror runs with <c>copy-mode=write-blocking</c> (libvirt's
+/// <c>--copy-storage-synchronous-writes</c>): in the default background mode it declares READY only at
+/// a moment with no dirty chunk and no copy in flight, which a guest writing every ~5 ms never gives
+/// it when each copy takes a 50 ms round trip (measured: still not READY after 4 minutes at 100 Mbit/s,
+/// 25 ms each way, having copied a 64 MiB disk four times over). Write-blocking sends each guest write
+/// to the destination before completing it, so the guest's writes take a round trip each, and the
+/// mirror converges.
 /// </summary>
 public sealed class QemuCopyStorageMigration : IMigrationUnderTest
 {
@@ -46,8 +53,13 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         await using var src = await QmpClient.ConnectAsync(hosts.Source.QmpSocket, connect, ct);
         await using var dst = await QmpClient.ConnectAsync(hosts.Destination.QmpSocket, connect, ct);
         var dstIp = hosts.Net.DestinationAddress;
+        var copyMode = hosts.Settings.Delay > TimeSpan.Zero ? "write-blocking" : "background";
+        // both of the source's connections take the delayed path: the memory stream and the mirror's NBD client
+        using var memoryPath = await DelayedPath.StartAsync(hosts, MemoryPort);
+        using var nbdPath = await DelayedPath.StartAsync(hosts, NbdPort);
         using var srcEvents = src.Subscribe("STOP", "MIGRATION", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
         using var dstEvents = dst.Subscribe("RESUME");
+        using var dstLoaded = dst.Subscribe("MIGRATION");
         var events = new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "events", ["state"] = true }) };
         await src.ExecuteAsync("migrate-set-capabilities", new JsonObject
         {
@@ -70,11 +82,11 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         await src.ExecuteAsync("blockdev-add", new JsonObject
         {
             ["driver"] = "nbd", ["node-name"] = "mirror-tgt", ["export"] = "d0",
-            ["server"] = new JsonObject { ["type"] = "inet", ["host"] = dstIp, ["port"] = NbdPort.ToString() },
+            ["server"] = new JsonObject { ["type"] = "inet", ["host"] = nbdPath.Host, ["port"] = nbdPath.Port.ToString() },
         }, ct);
         await src.ExecuteAsync("blockdev-mirror", new JsonObject
         {
-            ["job-id"] = "mig0", ["device"] = "d0", ["target"] = "mirror-tgt", ["sync"] = "full",
+            ["job-id"] = "mig0", ["device"] = "d0", ["target"] = "mirror-tgt", ["sync"] = "full", ["copy-mode"] = copyMode,
         }, ct);
         while (true)
         {
@@ -86,7 +98,7 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         }
         var mirrorReady = Stopwatch.GetElapsedTime(started);
 
-        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:{dstIp}:{MemoryPort}" }, ct);
+        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:{memoryPath.HostPort}" }, ct);
         DateTimeOffset? stopped = null;
         while (true)
         {
@@ -100,18 +112,23 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         }
         var memoryDone = Stopwatch.GetElapsedTime(started);
         await src.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = "mig0" }, ct);
-        await srcEvents.WaitAsync("BLOCK_JOB_COMPLETED", null, ct);
+        var mirrorDone = (await srcEvents.WaitAsync("BLOCK_JOB_COMPLETED", null, ct)).Timestamp;
         await src.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = "mirror-tgt" }, ct);
         await DeleteExportAsync(dst, ct);
         await dst.ExecuteAsync("nbd-server-stop", null, ct);
-        await dst.ExecuteAsync("cont", null, ct);
+        var contSent = DateTimeOffset.UtcNow;
+        await dst.ExecuteAsync("cont", null, ct); // while the destination still loads, this only sets autostart
         var resumed = (await dstEvents.WaitAsync("RESUME", null, ct)).Timestamp;
         var total = Stopwatch.GetElapsedTime(started);
+        var loaded = (await dstLoaded.WaitAsync("MIGRATION", e => e.DataString("status") == "completed", ct)).Timestamp;
 
         var info = await src.ExecuteObjectAsync("query-migrate", null, ct);
         var qemuDowntime = info["downtime"] is JsonValue d ? TimeSpan.FromMilliseconds((long)d) : (TimeSpan?)null;
         var memoryBytes = (long?)info["ram"]?["transferred"] ?? 0;
-        return (total, resumed - (stopped ?? resumed), qemuDowntime, memoryBytes,
-            $"mirror READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s");
+        var stop = stopped ?? resumed;
+        string After(DateTimeOffset t) => $"{(t - stop).TotalMilliseconds:0}";
+        // where the guest downtime went, in ms after the source's STOP
+        return (total, resumed - stop, qemuDowntime, memoryBytes,
+            $"mirror ({copyMode}) READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s; after STOP: mirror completed {After(mirrorDone)}, destination loaded {After(loaded)}, cont sent {After(contSent)}, RESUME {After(resumed)} ms");
     }
 }

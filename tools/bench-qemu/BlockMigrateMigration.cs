@@ -63,16 +63,22 @@ public sealed class BlockMigrateMigration(string? switchover = null) : IMigratio
             throw new TimeoutException("blockmigrate migrate did not finish: " + Last(migrate.Stderr));
         }
         var total = Stopwatch.GetElapsedTime(started);
+        if (Environment.GetEnvironmentVariable("BENCH_VM_LOG_DIR") is { Length: > 0 } logDir)
+            File.WriteAllText(Path.Combine(logDir, $"{Name}-{DateTime.UtcNow:HHmmss}.log"), migrate.Stderr);
         if (exit != 0)
             throw new InvalidOperationException($"blockmigrate migrate exited {exit}: {(exit == 2 ? Usage(migrate.Stderr) : Last(migrate.Stderr))} {enginePath.Errors} {memoryPath.Errors}".TrimEnd());
         await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30));
         var r = JsonDocument.Parse(migrate.Stdout).RootElement;
         TimeSpan? Ms(string name) => r.GetProperty(name).ValueKind == JsonValueKind.Number ? TimeSpan.FromMilliseconds(r.GetProperty(name).GetDouble()) : null;
+        // where the guest's pause went, from the QEMU steps migrate logs (ms after the source's STOP)
+        string After(string step) => System.Text.RegularExpressions.Regex.Match(migrate.Stderr, $@"qemu: {step} (\d+) ms after STOP") is { Success: true } m ? m.Groups[1].Value : "?";
         var detail = string.Format(CultureInfo.InvariantCulture,
-            "disk {0:0.0} MB on the wire for {1:0.0} MB of data, disk downtime {2:0} ms, {3} rounds, engine {4:0.00} s{5}",
+            "disk {0:0.0} MB on the wire for {1:0.0} MB of data, disk downtime {2:0} ms, {3} final blocks committed {4:0} ms after the freeze, {5} rounds, engine {6:0.00} s{7}; after STOP: handed over {8}, source completed {9}, destination loaded {10} ms",
             r.GetProperty("bytes_on_wire").GetInt64() / 1e6, r.GetProperty("bytes_of_data").GetInt64() / 1e6,
-            r.GetProperty("downtime_ms").GetDouble(), r.GetProperty("rounds").GetInt32(), r.GetProperty("total_seconds").GetDouble(),
-            SlowLink(hosts.Settings.Rate) ? ", memory multifd+zstd" : "");
+            r.GetProperty("downtime_ms").GetDouble(), r.GetProperty("final_blocks").GetInt64(), r.GetProperty("commit_ms").GetDouble(),
+            r.GetProperty("rounds").GetInt32(), r.GetProperty("total_seconds").GetDouble(),
+            SlowLink(hosts.Settings.Rate) ? ", memory multifd+zstd" : "",
+            After("disks handed over"), After("source completed"), After("destination loaded"));
         return (total, Ms("guest_downtime_ms") ?? TimeSpan.Zero, Ms("hypervisor_downtime_ms"), r.GetProperty("memory_bytes").GetInt64(), detail);
     }
 

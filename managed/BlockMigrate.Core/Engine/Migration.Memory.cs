@@ -23,6 +23,11 @@ public sealed partial class Migration
     {
         SetPhase(MigrationPhase.Memory);
         foreach (var d in _disks) d.SyncOutstanding();
+        if (_linkRate is { } rate)
+        {
+            Say($"link measured by the disk copy: {rate / 1e6:0.0} MB/s on the wire");
+            _hypervisor.LinkRateMeasured(rate);
+        }
         using var memory = CancellationTokenSource.CreateLinkedTokenSource(ct);
         _memoryRounds = Task.Run(() => MemoryRoundsAsync(memory), CancellationToken.None);
         try

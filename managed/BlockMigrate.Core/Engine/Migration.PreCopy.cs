@@ -9,7 +9,8 @@ public sealed partial class Migration
     private long _bulkWireBytes; // socket bytes when the bulk copy ended
     private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
 
-    private readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes);
+    private readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes, double LinkWaitFraction);
+    private double? _linkRate;    // bytes/s on the wire of a large round that waited on the link (the link's rate)
 
     /// <summary>
     /// The bulk copy is simply the first round over a map whose bits were all set (or, on resume, over
@@ -81,6 +82,7 @@ public sealed partial class Migration
     private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, ulong[])> work, long blockBytes, bool drain, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
+        var linkWait0 = _sender!.LinkWait.Ticks;
         var wire0 = _channel!.Counter.BytesWritten;
         var data0 = Interlocked.Read(ref _producer!.DataBytes);
         _roundBytesTotal = blockBytes;
@@ -122,8 +124,9 @@ public sealed partial class Migration
             throw;
         }
         if (drain) await _sender!.DrainAsync(ct);
+        var elapsedTicks = Math.Max(1, Stopwatch.GetTimestamp() - started);
         return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
-            Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes);
+            Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
     }
 
     /// <summary>Updates the socket rate and the drain rate from a round large enough to say something.</summary>
@@ -132,6 +135,8 @@ public sealed partial class Migration
         var seconds = Math.Max(s.Elapsed.TotalSeconds, 1e-4);
         if (s.WireBytes >= 256 * 1024 || _wireRate == 0)
             _wireRate = s.WireBytes / seconds;
+        if (s.WireBytes >= 4 << 20 && seconds >= 1 && s.LinkWaitFraction >= 0.5)
+            _linkRate = s.WireBytes / seconds;
         if (s.DataBytes >= 256 * 1024 || _blockRate == 0)
         {
             // dirty blocks are mostly data: drain rate = socket rate / (wire bytes per data byte)

@@ -22,6 +22,13 @@ public interface IHypervisor : IAsyncDisposable
         remove { }
     }
 
+    /// <summary>
+    /// Called before <see cref="MigrateAsync"/> when the disk copy measured the link (bytes per second on
+    /// the wire, from a round that waited on the link, not on the disk or CPU): an adapter may pace its
+    /// memory copy by it, so that the stream does not pile up in socket buffers the guest then waits for.
+    /// </summary>
+    void LinkRateMeasured(double bytesPerSecond) { }
+
     /// <summary>Checks that the VM runs at the source and that the destination is ready to receive it.</summary>
     Task PrepareAsync(CancellationToken cancellationToken);
 

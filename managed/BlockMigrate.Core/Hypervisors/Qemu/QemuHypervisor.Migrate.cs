@@ -30,6 +30,7 @@ public sealed partial class QemuHypervisor
         using var destinationEvents = destination.Subscribe("RESUME", "MIGRATION");
 
         var started = Stopwatch.GetTimestamp();
+        await PaceByLinkAsync(source, cancellationToken);
         _phase = QemuPhase.Migrating;
         await source.ExecuteAsync("migrate", new JsonObject { ["uri"] = _options.MigrationUri }, cancellationToken);
 
@@ -151,6 +152,27 @@ public sealed partial class QemuHypervisor
                 throw new HypervisorException($"qemu: the destination QEMU is '{status}' after migration");
             await Task.Delay(20, cancellationToken);
         }
+    }
+
+    private double? _linkRate;
+
+    public void LinkRateMeasured(double bytesPerSecond) => _linkRate = bytesPerSecond;
+
+    /// <summary>
+    /// Without an admin's --memory-bandwidth, and when the disk copy measured the link: max-bandwidth =
+    /// 90% of the link (twice that with multifd compression, which QEMU 7.2 counts before compressing;
+    /// zstd shrinks guest RAM 2-3× here). Unpaced, QEMU fills its socket buffers (1-2 MB at 20 Mbit/s),
+    /// stops the guest when it believes little is left, and the guest then waits for those buffers to
+    /// drain: 930 ms of pause against 240 ms paced, in the 20 Mbit/s benchmark (docs/BENCHMARKS.md).
+    /// </summary>
+    private async Task PaceByLinkAsync(QmpClient source, CancellationToken cancellationToken)
+    {
+        if (_options.MaxBandwidth != null || _linkRate is not { } link) return;
+        var compressed = _options.Multifd && _options.MultifdCompression != "none";
+        var cap = (long)(link * 0.9 * (compressed ? 2 : 1));
+        if (cap >= QemuOptions.QemuDefaultMaxBandwidth || cap <= 0) return;
+        await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, cancellationToken);
+        Log?.Invoke($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s the disk copy measured{(compressed ? ", times 2 for multifd compression (counted before compressing)" : "")}");
     }
 
     private static string Since(DateTimeOffset t) => $"{(DateTimeOffset.UtcNow - t).TotalMilliseconds:0} ms";

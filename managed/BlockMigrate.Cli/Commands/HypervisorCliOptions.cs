@@ -24,7 +24,7 @@ public sealed class HypervisorCliOptions
     public Option<string?> MigrationUri { get; } = new("--migration-uri") { Description = "qemu: where the source sends memory, e.g. tcp:DSTHOST:4444" };
     public Option<string?> IncomingUri { get; } = new("--incoming-uri") { Description = "qemu: what the destination listens on (default: the migration URI)" };
     public Option<bool> NoStartIncoming { get; } = new("--no-start-incoming") { Description = "qemu: the admin already ran migrate-incoming on the destination" };
-    public Option<string?> MemoryBandwidth { get; } = new("--memory-bandwidth") { Description = "qemu: max-bandwidth of the memory copy in bytes per second (K/M/G = 2^10/2^20/2^30)" };
+    public Option<string?> MemoryBandwidth { get; } = new("--memory-bandwidth") { Description = "qemu: max-bandwidth of the memory copy in bytes per second (K/M/G = 2^10/2^20/2^30; default: paced by the link the disk copy measured)" };
     public Option<int?> DowntimeLimit { get; } = new("--downtime-limit") { Description = "qemu: downtime-limit of the memory copy in ms (QEMU's default 300)" };
     public Option<bool> Multifd { get; } = new("--multifd") { Description = "qemu: multifd memory channels on both QEMUs (slow links)" };
     public Option<int?> MultifdChannels { get; } = new("--multifd-channels") { Description = "qemu: number of multifd channels (default 2)" };

@@ -37,6 +37,7 @@ wait_for() { for _ in $(seq 400); do eval "$1" && return 0; sleep 0.05; done; ec
 if [ ! -d "$rootfs" ]; then
   echo "bench-migrate: debootstrap --variant=minbase bookworm into $rootfs (once)" >&2
   rm -rf "$rootfs.tmp"
+  mkdir -p "$top/build/cache"
   debootstrap --variant=minbase bookworm "$rootfs.tmp" http://deb.debian.org/debian > "$top/build/cache/debootstrap.log" 2>&1
   mv "$rootfs.tmp" "$rootfs"
 fi

@@ -12,7 +12,7 @@
 # free space left as holes; the last 128 MiB are where the writer writes.
 # Writer: tools/seqwriter.py --random --rate 120: 120 random 4 KiB writes/s = 3.9 Mbit/s of guest
 # writes (the load at which QEMU's mirror was measured in issue 3) through NBD into the shim.
-# Migration: blockmigrate migrate --hypervisor none --verify --json (TLS 1.3, LZ4, defaults:
+# Migration: blockmigrate migrate --hypervisor none --verify --json (TLS 1.3, codec auto, defaults:
 # --max-downtime 300), receiver on 127.0.0.1, image directories on the same file system.
 # "limit" = allocated bytes of the image / link rate: the time a perfect link-speed copy of the
 # allocated data would take uncompressed; ratio = total time / limit (below 1 thanks to compression).
@@ -164,7 +164,7 @@ out = ["## Migration", "",
        f"Command: `{quick}tools/bench-migrate.sh` (also part of `./build.sh bench`).", "",
        "1 GiB raw disk: ext4 (896 MiB) holding a debootstrap'd Debian bookworm minbase, free space as holes, plus a 128 MiB",
        f"tail ({alloc_main} MiB allocated); a light writer makes 120 random 4 KiB writes/s (3.9 Mbit/s) into the tail through NBD",
-       "during the whole run. `blockmigrate migrate --hypervisor none --verify --json`, TLS 1.3, LZ4, `--max-downtime 300`;",
+       "during the whole run. `blockmigrate migrate --hypervisor none --verify --json`, TLS 1.3, `--codec auto`, `--max-downtime 300`;",
        "links shaped by `tools/wanem.py` (userspace: rate and one-way delay each way). Limit = allocated bytes / link rate;",
        "total/limit below 1 is compression at work. \"after bulk\" = wire bytes of the dirty rounds and the final set.", ""]
 out += table("main")

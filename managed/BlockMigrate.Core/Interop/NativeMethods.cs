@@ -3,8 +3,8 @@ using System.Runtime.InteropServices;
 namespace BlockMigrate.Interop;
 
 /// <summary>
-/// Every P/Invoke of BlockMigrate, bound to libblockmigrate.so (native/include/blockmigrate/dirtymap.h).
-/// Nothing else in the tree declares a native import.
+/// Every P/Invoke of BlockMigrate, bound to libblockmigrate.so (native/include/blockmigrate/dirtymap.h);
+/// libc in NativeMethods.LibC.cs, libzstd in NativeMethods.Zstd.cs. Nothing else in the tree declares a native import.
 /// </summary>
 internal static partial class NativeMethods
 {

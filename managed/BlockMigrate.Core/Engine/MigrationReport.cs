@@ -3,8 +3,8 @@ namespace BlockMigrate.Engine;
 /// <summary>
 /// The outcome of a committed migration. <c>Verified</c>: true/false when both sides hashed every image
 /// at the freeze (<see cref="MigrationOptions.Verify"/>), null when that was not asked for.
-/// <c>DowntimeMs</c> is the disks' own downtime (freeze to the hand-over: in gate mode the final set
-/// gated at the destination, in commit mode the commit); what the guest saw and the memory figures are
+/// <c>DowntimeMs</c> is the disks' own downtime (from the switchover's start, the VM stopped, through
+/// the freeze to the hand-over: in gate mode the final set gated at the destination, in commit mode the commit); what the guest saw and the memory figures are
 /// the hypervisor's, in <see cref="HypervisorDetails"/>.
 /// </summary>
 public sealed record MigrationReport(

@@ -25,6 +25,7 @@ public sealed class QemuMigrationTests
     private readonly List<QemuGuest> _destinations = [];
     private bool _moved;
     private QemuGuest? _movedTo;
+    private QemuGuest? _rerunTo;
 
     [OneTimeSetUp]
     public async Task BootSource()
@@ -236,6 +237,47 @@ public sealed class QemuMigrationTests
         await destinationObserver.ExecuteAsync("stop", null, ct);
         var verdict = GuestDisk.Verify(_dir["disk.img"], Blocks);
         Assert.That(verdict.Ok, verdict.ToString());
+        _rerunTo = destination;
+    }
+
+    [Test, Order(5), CancelAfter(120_000)]
+    public async Task A_process_dying_right_after_the_hand_over_is_continued_by_the_rerun(CancellationToken ct)
+    {
+        Assume.That(_rerunTo, Is.Not.Null, "needs the VM moved by the previous test");
+        var vm = _rerunTo!;
+        await using var observer = await QmpClient.ConnectAsync(vm.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        await observer.ExecuteAsync("cont", null, ct); // the previous test stopped it to check its disk
+        var next = StartDestination("dst-continued");
+        await using var nextObserver = await QmpClient.ConnectAsync(next.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        using var resumed = nextObserver.Subscribe("RESUME");
+
+        // the first run reaches the hand-over, then dies before QEMU goes on (the callback never returns)
+        using var dies = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var handedOver = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = new QemuHypervisor(Options(vm, next));
+        await first.PrepareAsync(ct);
+        var dying = first.MigrateAsync(async c =>
+        {
+            handedOver.TrySetResult();
+            await Task.Delay(Timeout.Infinite, c);
+        }, dies.Token);
+        await handedOver.Task.WaitAsync(TimeSpan.FromSeconds(60), ct);
+        await dies.CancelAsync();
+        Assert.That(async () => await dying, Throws.InstanceOf<OperationCanceledException>());
+        await first.DisposeAsync(); // its monitors close: as if the process was killed
+        Assert.That((string?)(await observer.ExecuteObjectAsync("query-migrate", null, ct))["status"], Is.EqualTo("pre-switchover"));
+        Assert.That(await StatusAsync(nextObserver, ct), Is.EqualTo("inmigrate"));
+        var last = vm.Serial.LastProgress();
+
+        // the re-run finishes the disks (shared storage here) and has QEMU go on
+        await using var second = new QemuHypervisor(Options(vm, next));
+        await second.ContinueAfterHandOverAsync(ct);
+        await resumed.WaitAsync("RESUME", null, ct);
+        Assert.That(await StatusAsync(nextObserver, ct), Is.EqualTo("running"));
+        Assert.That(await StatusAsync(observer, ct), Is.EqualTo("postmigrate"), "the source never runs again");
+        await next.Serial.WaitForProgressBeyondAsync(last + 50, TimeSpan.FromSeconds(30));
+        await second.ContinueAfterHandOverAsync(ct); // again: nothing left to do
+        Assert.That(await StatusAsync(nextObserver, ct), Is.EqualTo("running"));
     }
 
     [Test, Order(0), CancelAfter(30_000)]

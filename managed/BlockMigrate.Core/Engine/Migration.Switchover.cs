@@ -73,7 +73,8 @@ public sealed partial class Migration
     /// <summary>
     /// A re-run after a hand-over whose final blocks did not all land: the maps are still frozen and hold
     /// the blocks that were out (from the outstanding record, or every block if it was lost); the
-    /// receiver writes only those its gate still holds. No hypervisor step: the VM is already there.
+    /// receiver writes only those its gate still holds. Then the hypervisor only makes sure the VM goes
+    /// on at the destination (the dead run may have died before it did).
     /// </summary>
     private async Task<HypervisorReport> FinishHandOverAsync(CancellationToken ct)
     {
@@ -81,6 +82,7 @@ public sealed partial class Migration
         var started = Stopwatch.GetTimestamp();
         var (work, blockBytes, _) = await SendFinalSetAsync(ct);
         await SendFinalDataAsync(work, blockBytes, started, ct);
+        await _hypervisor.ContinueAfterHandOverAsync(ct); // the dead run may have died before the VM went on
         _downtime = TimeSpan.Zero;
         return new HypervisorReport(_hypervisor.Name, Stopwatch.GetElapsedTime(started), null, null, 0);
     }

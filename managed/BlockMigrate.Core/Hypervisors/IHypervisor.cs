@@ -35,6 +35,13 @@ public interface IHypervisor : IAsyncDisposable
     /// <summary>Moves memory and device state, calling <paramref name="switchover"/> once at the switchover point.</summary>
     Task<HypervisorReport> MigrateAsync(Func<CancellationToken, Task> switchover, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// A re-run that finished the disks of an earlier hand-over (that process died past the point of no
+    /// return): make sure the VM goes on at the destination, doing whatever steps the dead process did
+    /// not. Idempotent; a no-op where there is nothing to do.
+    /// </summary>
+    Task ContinueAfterHandOverAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>Before the commit point: cancels what was started and leaves the VM running at the source.</summary>
     Task AbortAsync(CancellationToken cancellationToken);
 }

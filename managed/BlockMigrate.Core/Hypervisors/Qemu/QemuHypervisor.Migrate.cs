@@ -154,6 +154,33 @@ public sealed partial class QemuHypervisor
         }
     }
 
+    /// <summary>
+    /// The process that handed the disks over died before QEMU went on: the source may still wait in
+    /// <c>pre-switchover</c> (then <c>migrate-continue</c>), or have completed with the destination
+    /// paused (then <c>cont</c>). A destination already running is left alone.
+    /// </summary>
+    public async Task ContinueAfterHandOverAsync(CancellationToken cancellationToken)
+    {
+        var source = _source ??= await QmpClient.ConnectAsync(_options.SourceQmp, _options.ConnectTimeout, cancellationToken);
+        var destination = _destination ??= await QmpClient.ConnectAsync(_options.DestinationQmp, _options.ConnectTimeout, cancellationToken);
+        using var sourceEvents = source.Subscribe("STOP", "RESUME", "MIGRATION");
+        var status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"];
+        if (status == "pre-switchover")
+        {
+            Log?.Invoke("the source still waits at the hand-over (pre-switchover): migrate-continue");
+            await source.ExecuteAsync("migrate-continue", new JsonObject { ["state"] = "pre-switchover" }, cancellationToken);
+            await WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, cancellationToken);
+        }
+        else if (status != "completed")
+            throw new HypervisorException($"qemu: the source's migration is '{status ?? "none"}', neither waiting at the hand-over nor completed; " +
+                                          "the disks are at the destination: restart the VM there from its disk");
+        await WaitForDestinationPausedAsync(destination, cancellationToken);
+        if (await StatusAsync(destination, cancellationToken) == "running") return;
+        await destination.ExecuteAsync("cont", null, cancellationToken);
+        Log?.Invoke("destination resumed (cont)");
+        _phase = QemuPhase.Resumed;
+    }
+
     private double? _linkRate;
 
     public void LinkRateMeasured(double bytesPerSecond) => _linkRate = bytesPerSecond;

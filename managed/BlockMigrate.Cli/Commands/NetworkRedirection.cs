@@ -1,9 +1,9 @@
 // Runs an IRedirector around one migration, in the order docs/network.md gives:
 //   PrepareAsync                before the migration starts (TTL lowered, tunnel links built)
-//   RedirectAsync               started at the commit point (Migration.Committed), tunnel first, then DNS
+//   RedirectAsync               started at the hand-over (Migration.Committed), tunnel first, then DNS
 //   WaitDrainedAndTeardownAsync after the migration returned: the command stays in the foreground,
 //                               showing the wait, until the tunnel is gone; Ctrl-C/SIGTERM tears it down now
-//   AbortAsync                  when the migration fails before the commit point, or on Ctrl-C
+//   AbortAsync                  when the migration fails before the hand-over, or on Ctrl-C
 // The redirector never throws for operational failures (only for cancellation): it logs them itself and
 // they are in the report.
 using BlockMigrate.Cli.Status;
@@ -20,7 +20,7 @@ public sealed class NetworkRedirection
     private readonly ProgressDisplay _display;
     private readonly StatusFile? _status;
     private Task? _redirect;            // set once, by OnCommitted (the switchover's thread)
-    private CancellationToken _ct;      // the command's token, for the redirect started at the commit point
+    private CancellationToken _ct;      // the command's token, for the redirect started at the hand-over
 
     public NetworkRedirection(RedirectionOptions? options, ProgressDisplay display, StatusFile? status)
     {
@@ -99,7 +99,7 @@ public sealed class NetworkRedirection
             Log.Info($"network: tunnel removed ({Report.TunnelRemovedBecause}; {Report.ConnectionsAtRemoval ?? 0} connection(s) still open)");
     }
 
-    /// <summary>The migration failed before the commit point: remove what prepare added, restore the TTL.</summary>
+    /// <summary>The migration failed before the hand-over: remove what prepare added, restore the TTL.</summary>
     public async Task AbortAsync()
     {
         if (_options is null) return;

@@ -3,7 +3,7 @@ namespace BlockMigrate.Engine;
 public sealed partial class Migration
 {
     /// <summary>
-    /// Before the commit point: stop the hypervisor's part, stop talking to the receiver, then put back
+    /// Before the hand-over: stop the hypervisor's part, stop talking to the receiver, then put back
     /// into each map every bit that was taken and not acknowledged, release the throttle and the freeze,
     /// and mark the map's cookie resumable (if this run got as far as setting it running): a later run
     /// to the same receiver continues from the map's bits.

@@ -13,7 +13,7 @@ namespace BlockMigrate.Engine;
 /// <item>Migration.Throttle.cs: when the guest dirties faster than the link drains, slow its writes until it converges.</item>
 /// <item>Migration.Memory.cs: the hypervisor's memory copy, with small dirty rounds going on beside it.</item>
 /// <item>Migration.Switchover.cs: the callback the hypervisor calls: freeze, final set, data, commit, (verify).</item>
-/// <item>Migration.Abort.cs: before the commit point every failure leaves the source as it was, bits given back.</item>
+/// <item>Migration.Abort.cs: before the hand-over every failure leaves the source as it was, bits given back.</item>
 /// </list>
 /// Usage: <c>await using var m = new Migration(options, hypervisor); m.Progress += ...; var report = await m.RunAsync(ct);</c>
 /// </summary>
@@ -52,13 +52,13 @@ public sealed partial class Migration : IAsyncDisposable
     /// <summary>One line per notable event (phase changes, rounds, throttle), for logs.</summary>
     public event Action<string>? Log;
 
-    /// <summary>Raised once, at the commit point (the destination owns the disks from now on), from the
+    /// <summary>Raised once, at the hand-over (the point of no return: the destination owns the VM and disks from now on), from the
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
     public event Action? Committed;
 
     public MigrationPhase Phase => _phase;
 
-    /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the commit point.</summary>
+    /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the hand-over.</summary>
     public async Task<MigrationReport> RunAsync(CancellationToken cancellationToken)
     {
         _clock.Start();

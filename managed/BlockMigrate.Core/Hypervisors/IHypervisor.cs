@@ -42,6 +42,6 @@ public interface IHypervisor : IAsyncDisposable
     /// </summary>
     Task ContinueAfterHandOverAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    /// <summary>Before the commit point: cancels what was started and leaves the VM running at the source.</summary>
+    /// <summary>Before the hand-over: cancels what was started and leaves the VM running at the source.</summary>
     Task AbortAsync(CancellationToken cancellationToken);
 }

@@ -11,7 +11,7 @@ public enum FrameType : byte
     Data = 3,
     /// <summary>source → receiver, <see cref="FinalSet"/>: the blocks still stale at the freeze, before their data.</summary>
     FinalSet = 4,
-    /// <summary>source → receiver, empty: flush everything and make it durable; the commit point.</summary>
+    /// <summary>source → receiver, empty: flush everything and make it durable (the commit; in commit mode also the hand-over).</summary>
     Commit = 5,
     /// <summary>receiver → source, empty: everything is written and fsynced.</summary>
     Committed = 6,

@@ -1,6 +1,6 @@
 namespace BlockMigrate.Hypervisors.Qemu;
 
-// Abort before the commit point: cancel QEMU's migration and make sure the VM runs at the source.
+// Abort before the hand-over: cancel QEMU's migration and make sure the VM runs at the source.
 // A cancel from pre-switchover restarts the source VM by itself (QEMU remembers it was running);
 // we still check and 'cont' it when it is paused, e.g. when the migration had already completed
 // (QEMU's part done, our disks not committed): the destination never ran, so the source copy is
@@ -11,7 +11,7 @@ public sealed partial class QemuHypervisor
     {
         if (_phase is QemuPhase.Committed or QemuPhase.Resumed)
             throw new HypervisorException(
-                "qemu: cannot abort after the commit point: the destination owns the VM (the source must not resume)");
+                "qemu: cannot abort after the hand-over: the destination owns the VM (the source must not resume)");
         if (_source == null || _phase is QemuPhase.Idle or QemuPhase.Aborted)
         {
             _phase = QemuPhase.Aborted;

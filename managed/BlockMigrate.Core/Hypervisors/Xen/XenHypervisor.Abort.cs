@@ -1,6 +1,6 @@
 namespace BlockMigrate.Hypervisors.Xen;
 
-// Abort before the commit point, within what xl allows:
+// Abort before the hand-over, within what xl allows:
 //  - xl migrate failed or was interrupted: xl resumes the domain at the source itself when it fails
 //    before its point of no return; we unpause it if it is left paused, and destroy a half-built
 //    DOMAIN--incoming at the destination (only while the source domain exists).
@@ -17,7 +17,7 @@ public sealed partial class XenHypervisor
                 return;
             case XenPhase.Committed or XenPhase.Resumed:
                 throw new HypervisorException(
-                    "xen: cannot abort after the commit point: the destination owns the domain (the source must not resume)");
+                    "xen: cannot abort after the hand-over: the destination owns the domain (the source must not resume)");
             case XenPhase.ArrivedPaused:
                 throw new HypervisorException(
                     $"xen: xl migrate had already handed '{Domain}' over: it no longer exists here and waits PAUSED on " +

@@ -9,7 +9,7 @@ namespace BlockMigrate.Hypervisor.Tests;
 /// guest: it copies map blocks from the source image file to the destination image file on the same
 /// machine, in the order the design prescribes: bulk copy, dirty rounds, and at switchover freeze, take
 /// the final dirty set, gate exactly those blocks at the destination, lift the "gate everything" state
-/// (the commit point), then copy each remaining block and release it the moment it has landed. It does
+/// (the hand-over), then copy each remaining block and release it the moment it has landed. It does
 /// not talk over a network, throttle or checksum: that is the engine's job, tested with the engine.
 /// </summary>
 internal sealed class ToyDiskMover(string sourceImage, DirtyMap sourceMap, string destinationImage, DirtyMap destinationMap)
@@ -27,7 +27,7 @@ internal sealed class ToyDiskMover(string sourceImage, DirtyMap sourceMap, strin
     public int CopyDirtyRound() => CopyBlocks(Blocks(sourceMap.TakeAll(out _)), release: false);
 
     /// <summary>
-    /// The switchover callback's work. Returns at the commit point (final set gated at the destination)
+    /// The switchover callback's work. Returns at the hand-over (final set gated at the destination)
     /// with the final blocks still to copy: the returned task copies them, <paramref name="perBlock"/>
     /// apart, releasing each from the gate once written, and yields when the last one landed.
     /// </summary>

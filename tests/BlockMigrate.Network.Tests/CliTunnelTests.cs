@@ -85,7 +85,7 @@ public sealed class CliTunnelTests
             "--old-address", TestNetwork.Old.ToString(), "--new-address", TestNetwork.New.ToString(), "--tunnel", "vxlan",
             "--tunnel-remote", TestNetwork.DestinationHost.ToString(), "--destination-command", $"ip netns exec {_net.Dst}",
             "--tunnel-timeout", "60");
-        // the VM resumes at the destination right after the commit point
+        // the VM resumes at the destination right after the hand-over
         await migrate.WaitForStderrAsync("committed: ", ct);
         await _net.MigrateVmAsync(ct);
         return (receiver, migrate);

@@ -55,6 +55,22 @@ public class CodecTests
     }
 
     [Test]
+    public async Task Auto_changes_to_lz4_when_the_producer_not_the_link_is_the_bottleneck()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, 256L << 20, randomBytes: 1 << 20);
+        AppendText(source.Image, 40L << 20, 192 << 20, chunk: 1 << 20); // on loopback: seconds of zstd, unless it gives way
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
+
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys);
+
+        Assert.That(run.ExitCode, Is.Zero, run.ToString());
+        Assert.That(run.Stderr, Does.Contain("codec: zstd").And.Contain("codec: lz4 (socket"), "started with zstd, then gave way");
+        Assert.That(run.Report.GetProperty("bytes_lz4").GetInt64(), Is.GreaterThan(64L << 20), "most of it went LZ4");
+    }
+
+    [Test]
     public async Task A_bad_codec_is_a_usage_error()
     {
         var run = await MigrateRun.RunArgsAsync("--disk", "vda=/nonexistent:/nonexistent", "--to", "127.0.0.1:1", "--plaintext", "--codec", "brotli");
@@ -63,14 +79,16 @@ public class CodecTests
     }
 
     /// <summary>Log-like text (compressible, and much more so by zstd than by LZ4) at <paramref name="offset"/>.</summary>
-    private static void AppendText(string image, long offset, int bytes)
+    private static void AppendText(string image, long offset, int bytes, int? chunk = null)
     {
         using var f = File.OpenWrite(image);
         f.Position = offset;
         var rng = new Random(7);
+        var piece = chunk ?? bytes; // with a chunk: that much text, written again and again
         var text = new System.Text.StringBuilder();
-        for (var i = 0; text.Length < bytes; i++)
+        for (var i = 0; text.Length < piece; i++)
             text.Append($"{i:D8} host{rng.Next(20)} svc[{rng.Next(999)}]: ok {rng.Next(100000)}\n");
-        f.Write(System.Text.Encoding.ASCII.GetBytes(text.ToString())[..bytes]);
+        var data = System.Text.Encoding.ASCII.GetBytes(text.ToString())[..piece];
+        for (var done = 0; done < bytes; done += piece) f.Write(data, 0, Math.Min(piece, bytes - done));
     }
 }

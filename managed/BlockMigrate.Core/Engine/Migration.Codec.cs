@@ -19,10 +19,13 @@ public sealed partial class Migration
             if (_options.Codec == CodecChoice.Zstd) Say("codec: the receiver does not decode zstd; using LZ4");
             return DataEncoding.Lz4;
         }
+        // Auto starts with zstd unless a cap says the link is fast: the socket buffers on the path take
+        // the first ~10 MB before a slow link shows as the bottleneck, and those compress better too; a
+        // fast link or a busy CPU shows as the sender waiting on the producer within half a second.
         return _options.Codec switch
         {
             CodecChoice.Zstd => DataEncoding.Zstd,
-            CodecChoice.Auto when _options.BandwidthBytesPerSecond <= ZstdBelow => DataEncoding.Zstd,
+            CodecChoice.Auto when !(_options.BandwidthBytesPerSecond >= Lz4Above) => DataEncoding.Zstd,
             _ => DataEncoding.Lz4,
         };
     }

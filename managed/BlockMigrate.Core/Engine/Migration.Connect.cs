@@ -110,6 +110,7 @@ public sealed partial class Migration
         _sender = new BlockSender(writer, reader, _options);
         _sender.Start();
         _producer = new FrameProducer(InitialCodec());
+        _codecCheckedAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the first codec check looks at the copy only, not the handshake
         if (_producer.Codec != DataEncoding.Raw) Say($"codec: {_producer.Codec.ToString().ToLowerInvariant()}");
         await MeasureRoundTripAsync(ct);
     }

@@ -108,12 +108,15 @@ internal sealed class SourceDisk : IDisposable
     /// <summary>Blocks taken and not yet acknowledged.</summary>
     public ulong OutstandingCount()
     {
-        lock (_lock)
-        {
-            ulong n = 0;
-            foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
-            return n;
-        }
+        lock (_lock) return CountOutstanding();
+    }
+
+    // guarded by _lock
+    private ulong CountOutstanding()
+    {
+        ulong n = 0;
+        foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
+        return n;
     }
 
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>
@@ -121,8 +124,7 @@ internal sealed class SourceDisk : IDisposable
     {
         lock (_lock)
         {
-            ulong n = 0;
-            foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
+            var n = CountOutstanding();
             if (n > 0) Map.MarkWords(0, _outstanding);
             Array.Clear(_outstanding);
             DeleteOutstandingFile();

@@ -53,13 +53,9 @@ public sealed partial class QemuHypervisor
         try
         {
             Log?.Invoke($"disks handed over {Since(stoppedAt.Value)} after STOP; migrate-continue");
-            await source.ExecuteAsync("migrate-continue", new JsonObject { ["state"] = "pre-switchover" }, ct);
-            await WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, ct);
+            await ContinueFromPreSwitchoverAsync(source, sourceEvents, ct);
             Log?.Invoke($"source completed {Since(stoppedAt.Value)} after STOP");
-            await WaitForDestinationPausedAsync(destination, ct);
-            Log?.Invoke($"destination loaded {Since(stoppedAt.Value)} after STOP; cont");
-            if (await StatusAsync(destination, ct) != "running")
-                await destination.ExecuteAsync("cont", null, ct);
+            await ResumeDestinationAsync(destination, () => Log?.Invoke($"destination loaded {Since(stoppedAt.Value)} after STOP; cont"), ct);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -168,17 +164,29 @@ public sealed partial class QemuHypervisor
         if (status == "pre-switchover")
         {
             Log?.Invoke("the source still waits at the hand-over (pre-switchover): migrate-continue");
-            await source.ExecuteAsync("migrate-continue", new JsonObject { ["state"] = "pre-switchover" }, cancellationToken);
-            await WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, cancellationToken);
+            await ContinueFromPreSwitchoverAsync(source, sourceEvents, cancellationToken);
         }
         else if (status != "completed")
             throw new HypervisorException($"qemu: the source's migration is '{status ?? "none"}', neither waiting at the hand-over nor completed; " +
                                           "the disks are at the destination: restart the VM there from its disk");
+        await ResumeDestinationAsync(destination, () => Log?.Invoke("destination loaded; cont unless it runs"), cancellationToken);
+        _phase = QemuPhase.Resumed;
+    }
+
+    /// <summary>Lets the source, paused in <c>pre-switchover</c>, send the rest; returns at <c>completed</c>.</summary>
+    private async Task ContinueFromPreSwitchoverAsync(QmpClient source, QmpEventSubscription sourceEvents, CancellationToken cancellationToken)
+    {
+        await source.ExecuteAsync("migrate-continue", new JsonObject { ["state"] = "pre-switchover" }, cancellationToken);
+        await WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, cancellationToken);
+    }
+
+    /// <summary>Waits until the destination has loaded the whole state, then <c>cont</c> unless it already runs.</summary>
+    private static async Task ResumeDestinationAsync(QmpClient destination, Action loaded, CancellationToken cancellationToken)
+    {
         await WaitForDestinationPausedAsync(destination, cancellationToken);
+        loaded();
         if (await StatusAsync(destination, cancellationToken) == "running") return;
         await destination.ExecuteAsync("cont", null, cancellationToken);
-        Log?.Invoke("destination resumed (cont)");
-        _phase = QemuPhase.Resumed;
     }
 
     private double? _linkRate;

@@ -16,9 +16,17 @@ public static class ReceiveCommand
 {
     private static readonly Logger Log = LogManager.GetLogger("receive");
 
+    /// <summary>A yes/no config value: true/yes/1, false/no/0 or absent; anything else is an error.</summary>
+    private static bool Flag(string? value, string key) => value switch
+    {
+        null or "false" or "no" or "0" => false,
+        "true" or "yes" or "1" => true,
+        _ => throw new UsageException($"{key} = {value}: expected true or false"),
+    };
+
     public static Command Create()
     {
-        var config = new Option<string?>("--config") { Description = "a 'key = value' file: listen, image-dir, key, trusted, plaintext, gate-map-dir" };
+        var config = new Option<string?>("--config") { Description = "a 'key = value' file: listen, image-dir, key, trusted, plaintext, gate-map-dir, overwrite" };
         var listen = new Option<string?>("--listen") { Description = $"ADDR[:PORT] to listen on (default 0.0.0.0:{Engine.MigrationOptions.DefaultPort}; port 0 picks one)" };
         var imageDir = new Option<string?>("--image-dir") { Description = "directory the disks are written into (NAME.img)" };
         var key = new Option<string?>("--key") { Description = "this receiver's key (from 'blockmigrate keygen')" };
@@ -26,11 +34,15 @@ public static class ReceiveCommand
         var plaintext = new Option<bool>("--plaintext") { Description = "no TLS, no authentication (only on a trusted network; the source must use it too)" };
         var once = new Option<bool>("--once") { Description = "exit after one migration: 0 if it committed, 1 if not" };
         var gateDir = new Option<string?>("--gate-map-dir") { Description = "where destination shims keep their maps (default /dev/shm/blockmigrate)" };
-        var command = new Command("receive", "Receive migrated disks (the destination side)") { config, listen, imageDir, key, trusted, plaintext, once, gateDir };
+        var overwrite = new Option<bool>("--overwrite")
+        {
+            Description = "let a fresh copy replace an image that is handed over, committed, gated or foreign (a VM may run on it); off by default",
+        };
+        var command = new Command("receive", "Receive migrated disks (the destination side)") { config, listen, imageDir, key, trusted, plaintext, once, gateDir, overwrite };
         command.SetAction(async (r, ct) =>
         {
             var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
-            KeyValueFile.CheckKeys(r.GetValue(config) ?? "", file.Global, "listen", "image-dir", "key", "trusted", "plaintext", "gate-map-dir");
+            KeyValueFile.CheckKeys(r.GetValue(config) ?? "", file.Global, "listen", "image-dir", "key", "trusted", "plaintext", "gate-map-dir", "overwrite");
             string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
             var dir = Get(imageDir, "image-dir") ?? throw new BlockMigrateException("no image directory (--image-dir DIR or image-dir in the config file)");
             var options = new ReceiverOptions
@@ -42,7 +54,9 @@ public static class ReceiveCommand
                 Plaintext = r.GetValue(plaintext) || file.Global.GetValueOrDefault("plaintext") is "true" or "yes" or "1",
                 Once = r.GetValue(once),
                 GateMapDir = Get(gateDir, "gate-map-dir") ?? "/dev/shm/blockmigrate",
+                Overwrite = r.GetValue(overwrite) || Flag(file.Global.GetValueOrDefault("overwrite"), "overwrite"),
             };
+            if (options.Overwrite) Log.Warn("--overwrite: a fresh copy may replace a handed-over, committed, gated or foreign image");
             var receiver = new Receiver.Receiver(options);
             receiver.Log += line =>
             {

@@ -199,8 +199,11 @@ internal sealed class BlockSender : IAsyncDisposable
                 if (frame == null) throw new TransportException("the receiver closed the connection");
                 switch (frame.Type)
                 {
-                    case FrameType.Ack when frame.Payload.Length == 8:
-                        OnAck(BitConverter.ToUInt64(frame.Payload));
+                    case FrameType.Ack:
+                        var ack = AckMessage.Decode(frame.Payload).Sequence;
+                        if (ack > _writer.LastSequence)
+                            throw new ProtocolException($"the receiver acknowledged frame {ack}, but only {_writer.LastSequence} were sent");
+                        OnAck(ack);
                         break;
                     case FrameType.Committed:
                         _committed.TrySetResult();
@@ -211,7 +214,7 @@ internal sealed class BlockSender : IAsyncDisposable
                         lock (_lock) Signal();
                         break;
                     case FrameType.Error:
-                        throw new RemoteFailureException("receiver: " + Encoding.UTF8.GetString(frame.Payload));
+                        throw new RemoteFailureException($"receiver failed: {Encoding.UTF8.GetString(frame.Payload)} (the source map still holds every block it did not acknowledge; a re-run resumes)");
                     default:
                         throw new ProtocolException($"unexpected {frame.Type} frame from the receiver");
                 }

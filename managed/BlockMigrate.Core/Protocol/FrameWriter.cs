@@ -7,8 +7,11 @@ namespace BlockMigrate.Protocol;
 public sealed class FrameWriter(Stream stream)
 {
     private readonly SemaphoreSlim _lock = new(1, 1);
-    private ulong _next = 1;
+    private ulong _next = 1; // under _lock; read with Interlocked
     private long _bytesWritten;
+
+    /// <summary>The sequence number of the last frame begun (0: none yet).</summary>
+    public ulong LastSequence => Interlocked.Read(ref _next) - 1;
 
     /// <summary>Bytes of frames written so far, headers included.</summary>
     public long BytesWritten => Interlocked.Read(ref _bytesWritten);
@@ -26,7 +29,7 @@ public sealed class FrameWriter(Stream stream)
         await _lock.WaitAsync(cancellationToken);
         try
         {
-            var seq = _next++;
+            var seq = Interlocked.Increment(ref _next) - 1;
             FrameFormat.WriteHeader(buffer, type, seq, buffer.AsSpan(FrameFormat.HeaderSize));
             await stream.WriteAsync(buffer, cancellationToken);
             await stream.FlushAsync(cancellationToken);

@@ -12,15 +12,20 @@ internal sealed class ReceivedDisk : IDisposable
     private readonly string _imageDir;
     private readonly byte[] _buffer = new byte[DataHeader.MaxDataLength];
 
-    private ReceivedDisk(SafeFileHandle dir, string imageDir, DiskOffer offer, SafeFileHandle image, string source, bool resume, GateLink? gate)
+    private readonly IReceiverStorage _storage;
+
+    private ReceivedDisk(SafeFileHandle dir, string imageDir, IReceiverStorage storage, DiskOffer offer, SafeFileHandle image, string source,
+        bool resume, GateLink? gate, string status)
     {
         _dir = dir;
         _imageDir = imageDir;
+        _storage = storage;
         Offer = offer;
         Image = image;
         Source = source;
         Resume = resume;
         Gate = gate;
+        Status = status;
     }
 
     public DiskOffer Offer { get; }
@@ -31,61 +36,120 @@ internal sealed class ReceivedDisk : IDisposable
     public GateLink? Gate { get; }
     /// <summary>Set by the final-set frame: data from now on is the final round (released at the gate as it lands).</summary>
     public bool Final { get; set; }
+    /// <summary>What the state file says now (<see cref="ReceiverState"/>).</summary>
+    public string Status { get; private set; }
 
-    public static ReceivedDisk Open(SafeFileHandle dir, string imageDir, DiskOffer offer, string source, string gateDir)
+    /// <summary>
+    /// Checks the offer against what the image directory and the gate hold, then opens (a resume) or
+    /// prepares (a fresh copy: the state file first, then the image truncated) the image. A fresh copy
+    /// that would overwrite a handed-over, committed, gated or foreign image is refused before anything
+    /// is written, unless <paramref name="overwrite"/> (<c>receive --overwrite</c>).
+    /// </summary>
+    public static ReceivedDisk Open(SafeFileHandle dir, ReceiverOptions options, DiskOffer offer, string source, Action<string>? log = null)
     {
+        var imageDir = options.ImageDir;
+        var storage = options.Storage ?? PosixStorage.Instance;
         DiskName.Check(offer.Name);
         if (offer.Size == 0 || offer.Size > 1ul << 50) throw new ReceiverException($"disk {offer.Name}: refused size {offer.Size}");
         if (!DirtyMap.IsValidBlockSize(offer.BlockSize)) throw new ReceiverException($"disk {offer.Name}: refused block size {offer.BlockSize}");
         if (offer.Lineage.Length != 32 || !offer.Lineage.All(Uri.IsHexDigit)) throw new ReceiverException($"disk {offer.Name}: malformed lineage");
+        var imageFile = DiskName.ImageFile(offer.Name);
         var state = ReceiverState.Load(dir, imageDir, offer.Name);
-        if (state?.Status == ReceiverState.Committed)
-            throw new ReceiverException($"disk {offer.Name} was already received and committed ({state.Updated}); remove {DiskName.ImageFile(offer.Name)} and {DiskName.StateFile(offer.Name)} from {imageDir} to receive it again");
-        SafeFileHandle image;
+        var gate = GateLink.Open(options.GateMapDir, offer.Name);
+        SafeFileHandle? image = null;
         try
         {
-            image = SparseFile.OpenInDirectory(dir, DiskName.ImageFile(offer.Name), create: true);
-        }
-        catch (IOException e)
-        {
-            throw new ReceiverException($"disk {offer.Name}: cannot open {DiskName.ImageFile(offer.Name)} in {imageDir}: {e.Message}");
-        }
-        try
-        {
-            var resume = offer.Resume && state is { Status: ReceiverState.Partial } && state.Lineage == offer.Lineage
-                         && state.Size == offer.Size && state.BlockSize == offer.BlockSize && state.Source == source
-                         && (ulong)RandomAccess.GetLength(image) == offer.Size;
+            // what is there now, before anything is written
+            image = TryOpenExisting(dir, imageFile, imageDir, offer.Name);
+            var length = image == null ? -1 : RandomAccess.GetLength(image);
+            var held = gate?.Held ?? 0;
+            var sameCopy = image != null && state != null && state.Lineage == offer.Lineage && state.Size == offer.Size
+                           && state.BlockSize == offer.BlockSize && state.Source == source && (ulong)length == offer.Size;
+            var resume = offer.Resume && sameCopy && state!.Status is ReceiverState.Partial or ReceiverState.HandedOver;
+            if (offer.Finish && !(resume && gate != null))
+                throw new ReceiverException(resume
+                    ? $"disk {offer.Name}: cannot finish a handed-over migration: no gate map {Path.Combine(options.GateMapDir, offer.Name + ".map")} says which blocks are still missing"
+                    : $"disk {offer.Name}: cannot finish a handed-over migration: this receiver holds no partial copy of lineage {offer.Lineage}");
             if (!resume)
             {
-                SparseFile.Truncate(image, 0);
-                SparseFile.Truncate(image, (long)offer.Size);
-                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(dir, imageDir, offer.Name);
+                var inUse = state?.Status switch
+                {
+                    ReceiverState.Committed => $"it was received and committed ({state.Updated}); a VM may run on it",
+                    ReceiverState.HandedOver => $"it was handed over ({state.Updated}) and its migration never committed; a VM may run on it (re-run that migration to finish it)",
+                    _ when held > 0 => $"its gate ({Path.Combine(options.GateMapDir, offer.Name + ".map")}) still holds {held} blocks of a handed-over migration; a VM may run on it (re-run that migration to finish it)",
+                    null when image != null && HasData(image, length) => "it exists and has data, but no state file says BlockMigrate wrote it (another VM's disk?)",
+                    _ => null,
+                };
+                if (inUse != null)
+                {
+                    if (!options.Overwrite)
+                        throw new ReceiverException($"disk {offer.Name}: refused to overwrite {imageFile} in {imageDir}: {inUse}; to replace it, remove {imageFile} and {DiskName.StateFile(offer.Name)} or run the receiver with --overwrite");
+                    log?.Invoke($"warning: disk {offer.Name}: overwriting {imageFile} (--overwrite): {inUse}");
+                }
             }
-            var gate = GateLink.Open(gateDir, offer.Name);
-            if (offer.Finish && !(resume && gate != null))
+            if (image == null)
+                image = OpenImage(storage, dir, imageFile, imageDir, offer.Name);
+            var status = resume ? state!.Status : ReceiverState.Partial;
+            if (!resume)
             {
-                gate?.Dispose();
-                throw new ReceiverException(resume
-                    ? $"disk {offer.Name}: cannot finish a handed-over migration: no gate map {Path.Combine(gateDir, offer.Name + ".map")} says which blocks are still missing"
-                    : $"disk {offer.Name}: cannot finish a handed-over migration: this receiver holds no partial copy of lineage {offer.Lineage}");
+                // the state first: from here on the image is a partial copy of this lineage, whatever a
+                // failure below leaves in it (a resume also checks the image's size)
+                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(storage, dir, imageDir, offer.Name);
+                storage.Truncate(image, 0, StoragePoint.ImageTruncate);
+                storage.Truncate(image, (long)offer.Size, StoragePoint.ImageTruncate);
             }
             // a new copy (or a resume before any hand-over) replaces whatever an earlier attempt left gated
             if (gate != null && !offer.Finish) gate.ReleaseAll();
-            return new ReceivedDisk(dir, imageDir, offer, image, source, resume, gate) { Finishing = offer.Finish, Final = offer.Finish };
+            var disk = new ReceivedDisk(dir, imageDir, storage, offer, image, source, resume, gate, status) { Finishing = offer.Finish, Final = offer.Finish };
+            image = null;
+            gate = null;
+            return disk;
         }
         catch (IOException e)
         {
-            image.Dispose();
             throw new ReceiverException(SparseFile.IsDiskFull(e)
-                ? $"disk full: preparing {DiskName.ImageFile(offer.Name)} in {imageDir}: No space left on device"
-                : $"disk {offer.Name}: cannot prepare {DiskName.ImageFile(offer.Name)} in {imageDir}: {e.Message}");
+                ? $"disk full: preparing {imageFile} in {imageDir}: No space left on device"
+                : $"disk {offer.Name}: cannot prepare {imageFile} in {imageDir}: {e.Message}");
         }
-        catch
+        finally
         {
-            image.Dispose();
-            throw;
+            image?.Dispose();
+            gate?.Dispose();
         }
     }
+
+    private static SafeFileHandle? TryOpenExisting(SafeFileHandle dir, string imageFile, string imageDir, string name)
+    {
+        if (!Path.Exists(Path.Combine(imageDir, imageFile)) && !IsSymlink(Path.Combine(imageDir, imageFile))) return null;
+        return OpenImage(PosixStorage.Instance, dir, imageFile, imageDir, name, create: false);
+    }
+
+    private static bool IsSymlink(string path)
+    {
+        try
+        {
+            return new FileInfo(path).LinkTarget != null;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static SafeFileHandle OpenImage(IReceiverStorage storage, SafeFileHandle dir, string imageFile, string imageDir, string name, bool create = true)
+    {
+        try
+        {
+            return storage.Open(dir, imageFile, create);
+        }
+        catch (IOException e)
+        {
+            throw new ReceiverException($"disk {name}: cannot open {imageFile} in {imageDir}: {e.Message}");
+        }
+    }
+
+    /// <summary>Whether any byte of the image is allocated (an image of holes only has nothing to lose).</summary>
+    private static bool HasData(SafeFileHandle image, long length) => length > 0 && SparseFile.NextData(image, 0, length) < length;
 
     /// <summary>
     /// Set when the source finishes a handed-over migration (<see cref="DiskOffer.Finish"/>): the
@@ -129,23 +193,72 @@ internal sealed class ReceivedDisk : IDisposable
             }
             SkippedBlocks += count - written;
         }
-        catch (IOException e) when (SparseFile.IsDiskFull(e))
+        catch (IOException e)
         {
-            throw new ReceiverException($"disk full: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {h.Offset}: No space left on device");
+            throw new ReceiverException(SparseFile.IsDiskFull(e)
+                ? $"disk full: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {h.Offset}: No space left on device"
+                : $"disk {Name}: write error: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {h.Offset}: {e.Message}");
         }
         return (first, count);
     }
 
     private void WriteRange(bool zero, ReadOnlySpan<byte> data, ulong offset, ulong length)
     {
-        if (zero) SparseFile.Zero(Image, (long)offset, (long)length);
-        else RandomAccess.Write(Image, data, (long)offset);
+        if (zero) _storage.Zero(Image, (long)offset, (long)length, StoragePoint.ZeroWrite);
+        else _storage.Write(Image, data, (long)offset, StoragePoint.DataWrite);
     }
 
-    public void Sync() => SparseFile.Sync(Image);
+    /// <summary>fsync of the image; any error is a <see cref="ReceiverException"/> that fails the session.</summary>
+    public void Sync(StoragePoint point)
+    {
+        try
+        {
+            _storage.Sync(Image, point);
+        }
+        catch (IOException e)
+        {
+            throw new ReceiverException(SparseFile.IsDiskFull(e)
+                ? $"disk full: fsync of {DiskName.ImageFile(Name)} in {_imageDir}: No space left on device"
+                : $"disk {Name}: write error: fsync of {DiskName.ImageFile(Name)} in {_imageDir}: {e.Message}");
+        }
+    }
 
-    public void MarkCommitted() =>
-        new ReceiverState(Offer.Lineage, ReceiverState.Committed, Offer.Size, Offer.BlockSize, Source, Now()).Save(_dir, _imageDir, Name);
+    /// <summary>Records the final set of a gated disk (before it is acknowledged: the source may hand over then).</summary>
+    public void MarkHandedOver() => SetStatus(ReceiverState.HandedOver);
+
+    public void MarkCommitted() => SetStatus(ReceiverState.Committed);
+
+    /// <summary>
+    /// Puts the state file back to <paramref name="status"/> after a failed commit (a rename may have
+    /// landed before the directory's fsync failed). Best effort: false if that failed too.
+    /// </summary>
+    public bool Restore(string status)
+    {
+        try
+        {
+            SetStatus(status);
+            return true;
+        }
+        catch (ReceiverException)
+        {
+            return false;
+        }
+    }
+
+    private void SetStatus(string status)
+    {
+        try
+        {
+            new ReceiverState(Offer.Lineage, status, Offer.Size, Offer.BlockSize, Source, Now()).Save(_storage, _dir, _imageDir, Name);
+            Status = status;
+        }
+        catch (IOException e)
+        {
+            throw new ReceiverException(SparseFile.IsDiskFull(e)
+                ? $"disk full: recording disk {Name} as {status} in {DiskName.StateFile(Name)} in {_imageDir}: No space left on device"
+                : $"disk {Name}: write error: recording it as {status} in {DiskName.StateFile(Name)} in {_imageDir}: {e.Message}");
+        }
+    }
 
     public string Hash()
     {

@@ -16,4 +16,11 @@ public sealed record ReceiverOptions
     public string GateMapDir { get; init; } = "/dev/shm/blockmigrate";
     /// <summary>A connection idle this long (nothing received) is dropped.</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>
+    /// Let a fresh copy replace an image that is handed over, committed, gated or foreign (exists with
+    /// data and no state file). Off by default: such an image may be a running VM's disk.
+    /// </summary>
+    public bool Overwrite { get; init; }
+    /// <summary>The image directory's storage (tests substitute one that injects faults); null: the real one.</summary>
+    internal IReceiverStorage? Storage { get; init; }
 }

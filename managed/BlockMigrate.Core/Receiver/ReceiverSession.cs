@@ -7,9 +7,13 @@ namespace BlockMigrate.Receiver;
 
 /// <summary>
 /// One source's migration, from the receiver's side: handshake, then frames in order: data is written
-/// (pwrite, or a punched hole for zeros) and acknowledged cumulatively by a separate task, so acks flow
-/// back while the next frames are read; the final set marks gated blocks stale; Commit fsyncs every image
-/// and records the commit, then answers Committed. Any failure is sent to the source as one line.
+/// (pwrite, or a punched hole for zeros); a flusher task fsyncs the images as soon as frames are written
+/// (one fsync covers every frame written before it began, so fsyncs batch themselves) and an ack task
+/// acknowledges cumulatively the highest sequence number covered by a completed fsync: an Ack promises
+/// that everything up to it is on disk. The final set of a gated disk is recorded ("handed-over", durable)
+/// before the gate marks its blocks stale. Commit fsyncs every image and records the commit, then
+/// answers Committed; nothing is written after it. Any failure (a write or fsync error included) is sent
+/// to the source as one line and nothing more is acknowledged or committed.
 /// </summary>
 internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions options, SafeFileHandle dir, ISet<string> busy, Action<string> log)
 {
@@ -17,7 +21,12 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private readonly FrameWriter _writer = new(channel.Stream);
     private readonly List<ReceivedDisk> _disks = [];
     private readonly SemaphoreSlim _ackSignal = new(0);
+    private readonly SemaphoreSlim _flushSignal = new(0);
+    private readonly object _syncLock = new();       // one fsync round at a time; _fault is set under it
+    private readonly CancellationTokenSource _failed = new(); // cancelled when the flusher fails
     private long _processed;   // highest sequence number written (Interlocked)
+    private long _durable;     // highest sequence number covered by a completed fsync (Interlocked)
+    private ReceiverException? _fault; // a write or fsync error of the flusher (_syncLock)
     private bool _committed;
 
     public IReadOnlyList<string> DiskNames => _disks.Select(d => d.Name).ToList();
@@ -35,15 +44,18 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
         }
         catch (Exception e) when (e is BlockMigrateException or IOException or OperationCanceledException)
         {
+            ReceiverException? fault;
+            lock (_syncLock) fault = _fault;
             var message = e switch
             {
+                _ when fault != null => fault.Message,
                 OperationCanceledException when !ct.IsCancellationRequested => $"no frame from the source for {options.IdleTimeout.TotalSeconds:0} s",
                 OperationCanceledException => "receiver shutting down",
                 IOException io => $"link to the source failed: {io.Message}",
                 _ => e.Message,
             };
             log($"migration from {channel.Peer} failed: {message}");
-            if (e is not IOException)
+            if (e is not IOException || fault != null)
                 await TrySendErrorAsync(message);
         }
         finally
@@ -58,18 +70,11 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             {
                 await flusher;
             }
-            catch (Exception) { /* reported by the commit's own fsync, if it matters */ }
+            catch (Exception) { /* its failure is in _fault */ }
             foreach (var d in _disks)
             {
-                if (!_committed)
-                {
-                    try
-                    {
-                        d.Sync(); // acknowledged blocks stay a consistent base for a resume
-                    }
-                    catch (IOException) { }
-                    ReleaseOrHold(d);
-                }
+                // acknowledged blocks were fsynced before their ack: the image is a consistent base for a resume
+                if (!_committed) ReleaseOrHold(d);
                 busy.Remove(d.Name);
                 d.Dispose();
             }
@@ -115,7 +120,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 if (!busy.Add(offer.Name)) throw new ReceiverException($"disk {offer.Name} is being received from another source right now");
             try
             {
-                var d = ReceivedDisk.Open(dir, options.ImageDir, offer, channel.Peer, options.GateMapDir);
+                var d = ReceivedDisk.Open(dir, options, offer, channel.Peer, log);
                 lock (_disks) _disks.Add(d);
                 answers.Add(new DiskAnswer(offer.Name, d.Resume, d.Gate != null));
                 log($"disk {offer.Name}: {(d.Finishing ? "finishing the hand-over of" : d.Resume ? "resuming" : "receiving")} {offer.Size} bytes into {Path.Combine(options.ImageDir, DiskName.ImageFile(offer.Name))}{(d.Gate != null ? " (gated)" : "")}");
@@ -139,6 +144,8 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 if (!_committed) log($"source {channel.Peer} closed the connection before the commit");
                 return;
             }
+            if (_committed && frame.Type is not (FrameType.Verify or FrameType.Error))
+                throw new ProtocolException($"{frame.Type} frame {frame.Sequence} after the commit: the images are committed and no longer written");
             switch (frame.Type)
             {
                 case FrameType.Data:
@@ -154,6 +161,9 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 {
                     var set = FinalSet.Decode(frame.Payload);
                     var disk = Disk(set.Disk);
+                    // the source may let the destination VM run once this is acknowledged: from then on
+                    // a fresh copy must not overwrite the image (recorded durably before the ack)
+                    if (!disk.Final && disk.Gate != null && !disk.Finishing) disk.MarkHandedOver();
                     disk.Final = true;
                     // finishing: the gate already holds exactly what is missing; marking again could
                     // re-gate a block the running destination VM has written since
@@ -162,8 +172,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     break;
                 }
                 case FrameType.Commit:
-                    foreach (var d in _disks) d.Sync();
-                    foreach (var d in _disks) d.MarkCommitted();
+                    Commit();
                     _committed = true;
                     foreach (var d in _disks) d.Gate?.ReleaseAll();
                     await _writer.WriteAsync(FrameType.Committed, ct);
@@ -190,55 +199,102 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
 
     private async Task<Frame?> ReadAsync(CancellationToken ct)
     {
-        using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct, _failed.Token);
         idle.CancelAfter(options.IdleTimeout);
         return await _reader.ReadAsync(idle.Token);
+    }
+
+    /// <summary>
+    /// fsync every image (after any flush under way: a failed one is reported here, never hidden by a
+    /// later fsync that succeeds because Linux reports a writeback error only once), then the state
+    /// files. If a state file cannot be written, those already marked are put back: nothing committed.
+    /// </summary>
+    private void Commit()
+    {
+        lock (_syncLock)
+        {
+            if (_fault != null) throw _fault;
+            try
+            {
+                foreach (var d in _disks) d.Sync(StoragePoint.CommitSync);
+            }
+            catch (ReceiverException e)
+            {
+                _fault = e;
+                throw;
+            }
+        }
+        var before = _disks.Select(d => d.Status).ToList();
+        for (var i = 0; i < _disks.Count; i++)
+        {
+            try
+            {
+                _disks[i].MarkCommitted();
+            }
+            catch (ReceiverException)
+            {
+                // the failed one may have renamed before its directory fsync failed: put it back too
+                for (var j = 0; j <= i; j++)
+                    if (!_disks[j].Restore(before[j]))
+                        log($"warning: disk {_disks[j].Name}: could not put its state file back to {before[j]} after the failed commit");
+                throw;
+            }
+        }
     }
 
     private void Processed(ulong seq)
     {
         Interlocked.Exchange(ref _processed, (long)seq);
-        if (_ackSignal.CurrentCount == 0) _ackSignal.Release();
+        if (_flushSignal.CurrentCount == 0) _flushSignal.Release();
     }
 
+    /// <summary>Acknowledges (cumulatively) the highest sequence number whose frames are fsynced.</summary>
     private async Task AckLoopAsync(CancellationToken ct)
     {
         long sent = 0;
-        var payload = new byte[8];
         while (!ct.IsCancellationRequested)
         {
             await _ackSignal.WaitAsync(ct);
-            var seq = Interlocked.Read(ref _processed);
+            var seq = Interlocked.Read(ref _durable);
             if (seq <= sent) continue;
-            BitConverter.TryWriteBytes(payload, (ulong)seq);
-            await _writer.WriteAsync(FrameType.Ack, payload, default, ct);
+            await _writer.WriteAsync(FrameType.Ack, new AckMessage((ulong)seq).Encode(), default, ct);
             sent = seq;
         }
     }
 
     /// <summary>
-    /// Writes back what was written, once a second, while frames keep coming: the fsync at the commit
-    /// (inside the downtime) then has only the last second's writes to flush, not the whole bulk copy.
+    /// Makes written frames durable, then lets the ack task acknowledge them. Group commit: each round
+    /// fsyncs every image once and covers every frame processed before it began; frames that arrive
+    /// during it wait for the next round, so fsyncs follow the rate of the disk, not of the frames.
+    /// A failed fsync fails the session (nothing after the last good round is ever acknowledged).
     /// </summary>
     private async Task FlushLoopAsync(CancellationToken ct)
     {
         long flushed = 0;
         while (!ct.IsCancellationRequested)
         {
-            await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            await _flushSignal.WaitAsync(ct);
             var written = Interlocked.Read(ref _processed);
-            if (written == flushed || _committed) continue;
-            flushed = written;
+            if (written <= flushed) continue;
             ReceivedDisk[] disks;
             lock (_disks) disks = _disks.ToArray();
-            foreach (var d in disks)
+            lock (_syncLock)
             {
+                if (_fault != null || _committed) return;
                 try
                 {
-                    d.Sync();
+                    foreach (var d in disks) d.Sync(StoragePoint.FlushSync);
                 }
-                catch (Exception e) when (e is IOException or ObjectDisposedException) { }
+                catch (ReceiverException e)
+                {
+                    _fault = e;
+                    _failed.Cancel(); // the frame reader stops; RunAsync sends the Error frame
+                    return;
+                }
             }
+            flushed = written;
+            Interlocked.Exchange(ref _durable, written);
+            if (_ackSignal.CurrentCount == 0) _ackSignal.Release();
         }
     }
 

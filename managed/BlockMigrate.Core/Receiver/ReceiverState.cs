@@ -7,13 +7,21 @@ namespace BlockMigrate.Receiver;
 
 /// <summary>
 /// The small file beside each received image (NAME.img.blockmigrate-state) saying what the image is:
-/// "partial" — a consistent base of lineage L: every block the source saw acknowledged is in it,
-/// so a source whose map is relative to L may resume; "committed" — a finished migration that the
-/// destination now owns: never overwritten by a new one until an admin removes it.
+/// <list type="bullet">
+/// <item>"partial" — a consistent base of lineage L: every block the source saw acknowledged is in it
+/// (acks promise fsynced data), so a source whose map is relative to L may resume; nobody runs on it.</item>
+/// <item>"handed-over" — the final set of a gated disk arrived (recorded before it was acknowledged):
+/// the source may have let the destination VM run on this image. Only the same source finishing
+/// lineage L (<c>Finish</c>) or resuming it may touch it; a fresh copy is refused.</item>
+/// <item>"committed" — a finished migration that the destination now owns: never overwritten.</item>
+/// </list>
+/// Each change is written to a temporary file, fsynced, renamed over the state file, and the directory
+/// fsynced. A fresh copy over a handed-over, committed, gated or foreign image needs
+/// <see cref="ReceiverOptions.Overwrite"/>.
 /// </summary>
 public sealed record ReceiverState(string Lineage, string Status, ulong Size, uint BlockSize, string Source, string Updated)
 {
-    public const string Partial = "partial", Committed = "committed";
+    public const string Partial = "partial", HandedOver = "handed-over", Committed = "committed";
 
     public static ReceiverState? Load(SafeFileHandle dir, string imageDir, string name)
     {
@@ -33,16 +41,16 @@ public sealed record ReceiverState(string Lineage, string Status, ulong Size, ui
     }
 
     /// <summary>Writes NAME.state.tmp (no symlink followed), fsyncs it, renames it over the state file.</summary>
-    public void Save(SafeFileHandle dir, string imageDir, string name)
+    internal void Save(IReceiverStorage storage, SafeFileHandle dir, string imageDir, string name)
     {
         var tmp = DiskName.StateFile(name) + ".tmp";
-        using (var fd = SparseFile.OpenInDirectory(dir, tmp, create: true))
+        using (var fd = storage.Open(dir, tmp, create: true))
         {
-            SparseFile.Truncate(fd, 0);
-            RandomAccess.Write(fd, JsonSerializer.SerializeToUtf8Bytes(this, ReceiverJson.Default.ReceiverState), 0);
-            SparseFile.Sync(fd);
+            storage.Truncate(fd, 0, StoragePoint.StateWrite);
+            storage.Write(fd, JsonSerializer.SerializeToUtf8Bytes(this, ReceiverJson.Default.ReceiverState), 0, StoragePoint.StateWrite);
+            storage.Sync(fd, StoragePoint.StateSync);
         }
-        File.Move(Path.Combine(imageDir, tmp), Path.Combine(imageDir, DiskName.StateFile(name)), overwrite: true);
-        SparseFile.Sync(dir);
+        storage.Rename(imageDir, tmp, DiskName.StateFile(name), StoragePoint.StateRename);
+        storage.Sync(dir, StoragePoint.DirSync);
     }
 }

@@ -92,11 +92,13 @@ internal sealed class ReceivedDisk : IDisposable
             var status = resume ? state!.Status : ReceiverState.Partial;
             if (!resume)
             {
-                // the state first: from here on the image is a partial copy of this lineage, whatever a
-                // failure below leaves in it (a resume also checks the image's size)
-                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(storage, dir, imageDir, offer.Name);
+                // "preparing" first: an older lineage's record must not survive a truncation that fails
+                // half-way (its source would resume from a wiped image); "partial" only once it is empty
+                new ReceiverState(offer.Lineage, ReceiverState.Preparing, offer.Size, offer.BlockSize, source, Now()).Save(storage, dir, imageDir, offer.Name);
                 storage.Truncate(image, 0, StoragePoint.ImageTruncate);
                 storage.Truncate(image, (long)offer.Size, StoragePoint.ImageTruncate);
+                storage.Sync(image, StoragePoint.FlushSync);
+                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(storage, dir, imageDir, offer.Name);
             }
             // a new copy (or a resume before any hand-over) replaces whatever an earlier attempt left gated
             if (gate != null && !offer.Finish) gate.ReleaseAll();

@@ -8,6 +8,7 @@ namespace BlockMigrate.Receiver;
 /// <summary>
 /// The small file beside each received image (NAME.img.blockmigrate-state) saying what the image is:
 /// <list type="bullet">
+/// <item>"preparing" — a fresh copy of lineage L is being set up (the image truncated): no base for anything.</item>
 /// <item>"partial" — a consistent base of lineage L: every block the source saw acknowledged is in it
 /// (acks promise fsynced data), so a source whose map is relative to L may resume; nobody runs on it.</item>
 /// <item>"handed-over" — the final set of a gated disk arrived (recorded before it was acknowledged):
@@ -21,7 +22,7 @@ namespace BlockMigrate.Receiver;
 /// </summary>
 public sealed record ReceiverState(string Lineage, string Status, ulong Size, uint BlockSize, string Source, string Updated)
 {
-    public const string Partial = "partial", HandedOver = "handed-over", Committed = "committed";
+    public const string Preparing = "preparing", Partial = "partial", HandedOver = "handed-over", Committed = "committed";
 
     public static ReceiverState? Load(SafeFileHandle dir, string imageDir, string name)
     {

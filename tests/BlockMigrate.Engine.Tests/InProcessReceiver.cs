@@ -5,7 +5,7 @@ using BlockMigrate.Receiver;
 namespace BlockMigrate.Engine.Tests;
 
 /// <summary>
-/// The receiver run inside the test process (plaintext, <c>--once</c>), so that a test can give it its
+/// The receiver run inside the test process (<c>--once</c>; plaintext unless given keys: a plaintext source is never resumed), so that a test can give it its
 /// own storage (<see cref="SimulatedDisk"/>); the source is the real <c>blockmigrate migrate</c>.
 /// </summary>
 internal sealed class InProcessReceiver : IAsyncDisposable
@@ -23,7 +23,7 @@ internal sealed class InProcessReceiver : IAsyncDisposable
     public string Image(string disk) => Path.Combine(ImageDir, disk + ".img");
     public string StateFile(string disk) => Path.Combine(ImageDir, disk + ".img.blockmigrate-state");
 
-    public static async Task<InProcessReceiver> StartAsync(string imageDir, IReceiverStorage? storage = null, string? gateDir = null, bool overwrite = false)
+    public static async Task<InProcessReceiver> StartAsync(string imageDir, IReceiverStorage? storage = null, string? gateDir = null, bool overwrite = false, KeyPair? keys = null)
     {
         Directory.CreateDirectory(imageDir);
         var r = new InProcessReceiver(imageDir);
@@ -32,7 +32,9 @@ internal sealed class InProcessReceiver : IAsyncDisposable
         {
             ImageDir = imageDir,
             Listen = new IPEndPoint(IPAddress.Loopback, 0),
-            Plaintext = true,
+            Plaintext = keys == null,
+            KeyPath = keys?.ReceiverKey,
+            TrustedPath = keys?.Trusted,
             Once = true,
             GateMapDir = gateDir ?? Path.Combine(imageDir, "no-gates"),
             Overwrite = overwrite,

@@ -104,36 +104,6 @@ public class ReceiverDurabilityTests
     }
 
     [Test]
-    public async Task A_handed_over_image_is_finished_by_the_same_lineage()
-    {
-        using var dir = new TempDir("durable");
-        var gates = Directory.CreateDirectory(dir["gates"]).FullName;
-        using var gate = DirtyMap.Create(Path.Combine(gates, "vda.map"), DiskSize, Block);
-        gate.SetState(MapState.Gate);
-        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], gateDir: gates))
-        {
-            await using var s = await RawSource.ConnectAsync(receiver.Port);
-            Assert.That((await HelloAsync(s, LineageA)).Type, Is.EqualTo(FrameType.Welcome));
-            await s.SendAsync(FrameType.Data, RawSource.DataPayload(0, Pattern(0x11, (int)DiskSize)));
-            var finalSeq = s.NextSequence;
-            await s.SendAsync(FrameType.FinalSet, new FinalSet(0, [new BlockRange(10, 19)]).Encode());
-            await WaitAckAsync(s, finalSeq);
-        }
-        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], gateDir: gates))
-        {
-            await using var s = await RawSource.ConnectAsync(receiver.Port);
-            var answer = await HelloAsync(s, LineageA, resume: true, finish: true);
-            Assert.That(answer.Type, Is.EqualTo(FrameType.Welcome), Encoding.UTF8.GetString(answer.Payload));
-            await s.SendAsync(FrameType.Data, RawSource.DataPayload(10 * Block, Pattern(0x22, 10 * (int)Block)));
-            await s.SendAsync(FrameType.Commit, []);
-            Assert.That((await s.Reader.ReadRequiredAsync("committed", CancellationToken.None)).Type, Is.AnyOf(FrameType.Ack, FrameType.Committed));
-            Assert.That(await receiver.ExitCodeAsync(TimeSpan.FromSeconds(30)), Is.Zero, receiver.Log);
-            Assert.That(receiver.Status("vda"), Is.EqualTo("committed"));
-        }
-        Assert.That(gate.Info().GatedBlocks, Is.Zero);
-    }
-
-    [Test]
     public async Task A_fresh_offer_never_overwrites_a_committed_or_foreign_image()
     {
         using var dir = new TempDir("durable");
@@ -190,10 +160,12 @@ public class ReceiverDurabilityTests
         File.WriteAllBytes(image, Pattern(0x5a, (int)DiskSize));
         using (var receiver = await ReceiverProcess.StartAsync(dst, null, "--overwrite"))
         {
-            await using var s = await RawSource.ConnectAsync(receiver.Port);
-            Assert.That((await HelloAsync(s, LineageA)).Type, Is.EqualTo(FrameType.Welcome));
-            await s.SendAsync(FrameType.Commit, []);
-            await ReadUntilAsync(s, FrameType.Committed);
+            await using (var s = await RawSource.ConnectAsync(receiver.Port))
+            {
+                Assert.That((await HelloAsync(s, LineageA)).Type, Is.EqualTo(FrameType.Welcome));
+                await s.SendAsync(FrameType.Commit, []);
+                await ReadUntilAsync(s, FrameType.Committed);
+            }
             Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, receiver.Process.Stderr);
             Assert.That(receiver.Process.Stderr, Does.Contain("overwriting vda.img (--overwrite)"));
         }
@@ -253,10 +225,11 @@ public class ReceiverDurabilityTests
         using var dir = new TempDir("durable");
         using var source = SourceShim.Start(dir.Path, 32L << 20, 24L << 20);
         var hash = source.Hash();
+        var keys = new KeyPair(dir.Path);
         var disk = new SimulatedDisk(Directory.CreateDirectory(dir["dst"]).FullName, Directory.CreateDirectory(dir["shadow"]).FullName);
-        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], disk))
+        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], disk, keys: keys))
         {
-            var migrate = MigrateRun.RunAsync(source, receiver.Address, null, "--bandwidth", "40M", "--no-compress");
+            var migrate = MigrateRun.RunAsync(source, receiver.Address, keys, "--bandwidth", "40M", "--no-compress");
             var deadline = DateTime.UtcNow.AddSeconds(60);
             while (disk.BytesWritten < 8L << 20 && DateTime.UtcNow < deadline && !migrate.IsCompleted) await Task.Delay(20);
             Assert.That(migrate.IsCompleted, Is.False, "still copying when the power goes");
@@ -269,9 +242,9 @@ public class ReceiverDurabilityTests
         Assert.That(info.DirtyBlocks, Is.GreaterThan(0ul).And.LessThan(info.Blocks), "some blocks were acknowledged before the power loss");
         disk.Revert();
 
-        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"]))
+        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], keys: keys))
         {
-            var run = await MigrateRun.RunAsync(source, receiver.Address, null, "--verify");
+            var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify");
             Assert.That(run.ExitCode, Is.Zero, run + "\n" + receiver.Log);
             Assert.That(run.Report.GetProperty("resumed").GetBoolean(), Is.True, "the re-run trusts the acknowledged blocks");
             Assert.That(run.Report.GetProperty("bytes_to_send").GetInt64(), Is.LessThan(32L << 20));

@@ -42,19 +42,21 @@ public class ReceiverFaultInjectionTests
         using var dir = new TempDir("fault");
         using var source = SourceShim.Start(dir.Path, Size, Random);
         var hash = source.Hash();
+        var keys = new KeyPair(dir.Path);
+        // past the handshake: the source has a copy under way and keeps its bits for a resume
+        var afterHandshake = point is StoragePoint.DataWrite or StoragePoint.ZeroWrite or StoragePoint.CommitSync
+                             || (point == StoragePoint.FlushSync && nth > 1) || nth == 3;
         var disk = new SimulatedDisk(Directory.CreateDirectory(dir["dst"]).FullName, Directory.CreateDirectory(dir["shadow"]).FullName)
         {
             Fault = (point, nth, errno),
         };
-        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], disk))
+        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], disk, keys: keys))
         {
             // capped so that several frames, and several fsync rounds, go by
-            var run = await MigrateRun.RunAsync(source, receiver.Address, null, "--bandwidth", "100M");
+            var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--bandwidth", "100M");
             Assert.That(disk.Fired, $"the run reached {point} #{nth}");
             Assert.That(run.ExitCode, Is.EqualTo(1), run.ToString());
             Assert.That(run.Error, Does.Contain(errno == SimulatedDisk.ENOSPC ? "No space left on device" : "Input/output error"), run.ToString());
-            var afterHandshake = point is StoragePoint.DataWrite or StoragePoint.ZeroWrite or StoragePoint.CommitSync
-                                 || (point == StoragePoint.FlushSync && nth > 1) || nth == 3;
             if (afterHandshake)
                 Assert.That(run.Error, Does.Contain("receiver failed").And.Contain("a re-run resumes"), "the source says it keeps its bits");
             Assert.That(await receiver.ExitCodeAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), "not committed\n" + receiver.Log);
@@ -66,12 +68,13 @@ public class ReceiverFaultInjectionTests
         disk.Revert();
         Assert.That(File.Exists(Path.Combine(dir["dst"], "vda.img.blockmigrate-state")) ? File.ReadAllText(Path.Combine(dir["dst"], "vda.img.blockmigrate-state")) : "",
             Does.Not.Contain("\"committed\""), "not committed after the reboot either");
-        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"]))
+        await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], keys: keys))
         {
-            var run = await MigrateRun.RunAsync(source, receiver.Address, null, "--verify");
+            var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify");
             Assert.That(run.ExitCode, Is.Zero, run + "\n" + receiver.Log);
             Assert.That(run.Report.GetProperty("verified").GetBoolean(), Is.True);
             Assert.That(await receiver.ExitCodeAsync(TimeSpan.FromSeconds(30)), Is.Zero);
+            if (afterHandshake) Assert.That(run.Report.GetProperty("resumed").GetBoolean(), Is.True, "the re-run resumes from the acknowledged blocks");
             TestContext.Out.WriteLine($"re-run: resumed {run.Report.GetProperty("resumed")}, {run.Report.GetProperty("bytes_to_send")} bytes to send");
         }
         Assert.That(Sha(Path.Combine(dir["dst"], "vda.img")), Is.EqualTo(hash), "the destination is byte-identical to the source");

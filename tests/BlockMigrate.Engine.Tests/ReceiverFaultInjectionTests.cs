@@ -18,34 +18,44 @@ public class ReceiverFaultInjectionTests
     /// <summary>Every point, at each call a plain run makes of it (see <see cref="A_plain_run_reaches_every_fault_point"/>).</summary>
     private static IEnumerable<TestCaseData> Faults()
     {
-        var points = new (StoragePoint Point, int[] Nths)[]
+        // (point, which call, whether the copy was under way by then: the source then keeps its bits for a resume)
+        var points = new (StoragePoint Point, int Nth, bool UnderWay)[]
         {
-            (StoragePoint.ImageTruncate, [1, 2]),   // fresh copy: to 0, to the size
-            (StoragePoint.DataWrite, [1, 3]),
-            (StoragePoint.ZeroWrite, [1]),
-            (StoragePoint.FlushSync, [1, 2, 3]),    // 1: the prepared image; then the fsyncs before acks
-            (StoragePoint.CommitSync, [1]),
-            (StoragePoint.StateWrite, [1, 2, 3]),   // state "preparing", "partial", "committed"
-            (StoragePoint.StateSync, [1, 2, 3]),
-            (StoragePoint.StateRename, [1, 2, 3]),
-            (StoragePoint.DirSync, [1, 2, 3]),
+            (StoragePoint.ImageTruncate, 1, false), // fresh copy: to 0
+            (StoragePoint.ImageTruncate, 2, false), // then to the size
+            (StoragePoint.DataWrite, 1, true),
+            (StoragePoint.DataWrite, 3, true),
+            (StoragePoint.ZeroWrite, 1, true),
+            (StoragePoint.FlushSync, 1, false),     // the prepared image, before "partial"
+            (StoragePoint.FlushSync, 2, true),      // the fsyncs before acks
+            (StoragePoint.FlushSync, 3, true),
+            (StoragePoint.CommitSync, 1, true),
+            (StoragePoint.StateWrite, 1, false),    // "preparing": ftruncate, pwrite
+            (StoragePoint.StateWrite, 4, false),    // "partial": pwrite
+            (StoragePoint.StateWrite, 5, true),     // "committed": ftruncate
+            (StoragePoint.StateWrite, 6, true),     // "committed": pwrite
+            (StoragePoint.StateSync, 1, false),     // preparing, partial, committed
+            (StoragePoint.StateSync, 2, false),
+            (StoragePoint.StateSync, 3, true),
+            (StoragePoint.StateRename, 1, false),
+            (StoragePoint.StateRename, 2, false),
+            (StoragePoint.StateRename, 3, true),
+            (StoragePoint.DirSync, 1, false),
+            (StoragePoint.DirSync, 2, false),
+            (StoragePoint.DirSync, 3, true),        // after the rename to "committed": put back
         };
         foreach (var (errno, name) in new[] { (SimulatedDisk.EIO, "EIO"), (SimulatedDisk.ENOSPC, "ENOSPC") })
-            foreach (var (point, nths) in points)
-                foreach (var nth in nths)
-                    yield return new TestCaseData(point, nth, errno).SetName($"{name} at {point} #{nth} fails the migration and loses no acknowledged block");
+            foreach (var (point, nth, underWay) in points)
+                yield return new TestCaseData(point, nth, underWay, errno).SetName($"{name} at {point} #{nth} fails the migration and loses no acknowledged block");
     }
 
     [TestCaseSource(nameof(Faults))]
-    public async Task Fault(StoragePoint point, int nth, int errno)
+    public async Task Fault(StoragePoint point, int nth, bool underWay, int errno)
     {
         using var dir = new TempDir("fault");
         using var source = SourceShim.Start(dir.Path, Size, Random);
         var hash = source.Hash();
         var keys = new KeyPair(dir.Path);
-        // past the handshake: the source has a copy under way and keeps its bits for a resume
-        var afterHandshake = point is StoragePoint.DataWrite or StoragePoint.ZeroWrite or StoragePoint.CommitSync
-                             || (point == StoragePoint.FlushSync && nth > 1) || nth == 3;
         var disk = new SimulatedDisk(Directory.CreateDirectory(dir["dst"]).FullName, Directory.CreateDirectory(dir["shadow"]).FullName)
         {
             Fault = (point, nth, errno),
@@ -57,7 +67,7 @@ public class ReceiverFaultInjectionTests
             Assert.That(disk.Fired, $"the run reached {point} #{nth}");
             Assert.That(run.ExitCode, Is.EqualTo(1), run.ToString());
             Assert.That(run.Error, Does.Contain(errno == SimulatedDisk.ENOSPC ? "No space left on device" : "Input/output error"), run.ToString());
-            if (afterHandshake)
+            if (underWay)
                 Assert.That(run.Error, Does.Contain("receiver failed").And.Contain("a re-run resumes"), "the source says it keeps its bits");
             Assert.That(await receiver.ExitCodeAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), "not committed\n" + receiver.Log);
             Assert.That(receiver.Status("vda"), Is.Not.EqualTo("committed"), receiver.Log);
@@ -74,7 +84,7 @@ public class ReceiverFaultInjectionTests
             Assert.That(run.ExitCode, Is.Zero, run + "\n" + receiver.Log);
             Assert.That(run.Report.GetProperty("verified").GetBoolean(), Is.True);
             Assert.That(await receiver.ExitCodeAsync(TimeSpan.FromSeconds(30)), Is.Zero);
-            if (afterHandshake) Assert.That(run.Report.GetProperty("resumed").GetBoolean(), Is.True, "the re-run resumes from the acknowledged blocks");
+            if (underWay) Assert.That(run.Report.GetProperty("resumed").GetBoolean(), Is.True, "the re-run resumes from the acknowledged blocks");
             TestContext.Out.WriteLine($"re-run: resumed {run.Report.GetProperty("resumed")}, {run.Report.GetProperty("bytes_to_send")} bytes to send");
         }
         Assert.That(Sha(Path.Combine(dir["dst"], "vda.img")), Is.EqualTo(hash), "the destination is byte-identical to the source");

@@ -50,10 +50,22 @@ public class ReceiverFaultInjectionTests
     }
 
     [TestCaseSource(nameof(Faults))]
-    public async Task Fault(StoragePoint point, int nth, bool underWay, int errno)
+    public Task Fault(StoragePoint point, int nth, bool underWay, int errno) => RunWithFaultAsync(Size, Random, "100M", point, nth, underWay, errno);
+
+    /// <summary>
+    /// The reported bug: a periodic fsync failed mid-copy and was ignored; Linux reports a writeback
+    /// error once, so the commit's fsync succeeded and Committed was sent for data never on disk.
+    /// A copy of several seconds, so that flushes fail while data is still streaming.
+    /// </summary>
+    [TestCase(SimulatedDisk.EIO)]
+    [TestCase(SimulatedDisk.ENOSPC)]
+    public Task A_failed_fsync_mid_copy_is_not_hidden_by_the_next_one(int errno) =>
+        RunWithFaultAsync(32L << 20, 20L << 20, "40M", StoragePoint.FlushSync, 3, true, errno);
+
+    private static async Task RunWithFaultAsync(long size, long random, string bandwidth, StoragePoint point, int nth, bool underWay, int errno)
     {
         using var dir = new TempDir("fault");
-        using var source = SourceShim.Start(dir.Path, Size, Random);
+        using var source = SourceShim.Start(dir.Path, size, random);
         var hash = source.Hash();
         var keys = new KeyPair(dir.Path);
         var disk = new SimulatedDisk(Directory.CreateDirectory(dir["dst"]).FullName, Directory.CreateDirectory(dir["shadow"]).FullName)
@@ -63,7 +75,7 @@ public class ReceiverFaultInjectionTests
         await using (var receiver = await InProcessReceiver.StartAsync(dir["dst"], disk, keys: keys))
         {
             // capped so that several frames, and several fsync rounds, go by
-            var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--bandwidth", "100M");
+            var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--bandwidth", bandwidth);
             Assert.That(disk.Fired, $"the run reached {point} #{nth}");
             Assert.That(run.ExitCode, Is.EqualTo(1), run.ToString());
             Assert.That(run.Error, Does.Contain(errno == SimulatedDisk.ENOSPC ? "No space left on device" : "Input/output error"), run.ToString());

@@ -183,7 +183,14 @@ lookup_service_user (void)
     service_uid = pw.pw_uid;
 }
 
-/* Root, ourselves and the service user may own maps and their directory. */
+/* Root, ourselves and the service user may own maps and their directory.
+ * Exported: the orchestrator's own checks (C#) ask the same question. */
+BM_API int
+bm_trusted_owner (uint32_t uid)
+{
+  return bm__trusted_owner ((uid_t) uid);
+}
+
 int
 bm__trusted_owner (uid_t uid)
 {

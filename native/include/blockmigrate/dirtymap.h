@@ -121,6 +121,8 @@ typedef struct bm_map bm_map;
  * bm_map_open_fd maps a file the caller opened and takes the descriptor
  * (closed on failure too). */
 #define BM_SERVICE_USER "blockmigrate"
+/* 1 when uid may own a map or its directory (root, euid, BM_SERVICE_USER). */
+int bm_trusted_owner (uint32_t uid);
 bm_map *bm_map_create (const char *path, uint64_t image_size, uint32_t block_size);
 bm_map *bm_map_open (const char *path);         /* validates magic, version, geometry */
 /* Open when present and its geometry matches, create when absent, refuse otherwise. */

@@ -27,6 +27,8 @@ bm_dirty_count (bm_map *map)
     errno = EINVAL;
     return bm__error ("bm_dirty_count: null map");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   return bm__popcount_words (map->dirty, map->words);
 }
 
@@ -44,7 +46,7 @@ check_words (bm_map *map, const char *fn, uint64_t first, uint64_t n)
                       " outside the bitmap of %" PRIu64 " words", fn,
                       map->path, first, first + n, map->words);
   }
-  return 0;
+  return bm__map_intact (map);
 }
 
 BM_API int
@@ -190,6 +192,8 @@ bm_mark_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
                       PRIu64 " outside the map's %" PRIu64 " blocks", map->path,
                       first_block, first_block + nblocks, map->blocks);
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   bm__or_bits (map->dirty, first_block, nblocks);
   return 0;
 }
@@ -223,7 +227,8 @@ bm_mark_bytes (bm_map *map, uint64_t offset, uint64_t count)
     errno = EINVAL;
     return bm__error ("bm_mark_bytes: null map");
   }
-  if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1)
+  if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1 ||
+      bm__map_intact (map) == -1)
     return -1;
   bm__or_bits (map->dirty, first, n);
   return 0;

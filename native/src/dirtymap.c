@@ -16,11 +16,26 @@
  * under a temporary name and then link()ed into place, which fails instead of
  * replacing a map somebody else created first.  A reader therefore never sees
  * a half-written header.
+ *
+ * Trust.  A map decides what the source sends and whether the VM's writes
+ * wait, so only its owner may touch it: maps are created 0600, and a map is
+ * used only when it is a regular file (opened with O_NOFOLLOW), owned by this
+ * process's effective user, by root or by the service user "blockmigrate",
+ * with no group or other permission bits.  Its directory is opened with
+ * O_DIRECTORY|O_NOFOLLOW, must be owned by one of the same users and writable
+ * by nobody else, and every name is then resolved with openat/linkat in that
+ * very directory, so the directory checked is the one used.  A map that
+ * shrinks under a process that has it mapped would kill it with SIGBUS; only
+ * the owners above can truncate it, and every entry point re-checks the size
+ * with fstat (bm__map_intact) before it touches the mapping, so a shrunken map
+ * gives an error instead.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
 #include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -153,6 +168,153 @@ validate_header (const char *path, const struct bm_header *h,
   return 0;
 }
 
+/* ---- trust: who may own a map and its directory ------------------------- */
+
+static uid_t service_uid = (uid_t) -1;
+static pthread_once_t service_once = PTHREAD_ONCE_INIT;
+
+static void
+lookup_service_user (void)
+{
+  struct passwd pw, *res = NULL;
+  char buf[1024];
+
+  if (getpwnam_r (BM_SERVICE_USER, &pw, buf, sizeof buf, &res) == 0 && res)
+    service_uid = pw.pw_uid;
+}
+
+/* Root, ourselves and the service user may own maps and their directory.
+ * Exported: the orchestrator's own checks (C#) ask the same question. */
+BM_API int
+bm_trusted_owner (uint32_t uid)
+{
+  return bm__trusted_owner ((uid_t) uid);
+}
+
+int
+bm__trusted_owner (uid_t uid)
+{
+  if (uid == 0 || uid == geteuid ())
+    return 1;
+  pthread_once (&service_once, lookup_service_user);
+  return service_uid != (uid_t) -1 && uid == service_uid;
+}
+
+/* The open directory dfd (named dir) may hold maps. */
+static int
+check_dir (const char *path, const char *dir, int dfd)
+{
+  struct stat st;
+
+  if (fstat (dfd, &st) == -1)
+    return bm__error ("dirty map %s: directory %s: fstat: %s", path, dir,
+                      strerror (errno));
+  if (!S_ISDIR (st.st_mode)) {
+    errno = ENOTDIR;
+    return bm__error ("dirty map %s: %s is not a directory", path, dir);
+  }
+  if (!bm__trusted_owner (st.st_uid)) {
+    errno = EPERM;
+    return bm__error ("dirty map %s: directory %s is owned by uid %ju, not by "
+                      "root, uid %ju or user " BM_SERVICE_USER "; refusing it "
+                      "(chown root %s)", path, dir, (uintmax_t) st.st_uid,
+                      (uintmax_t) geteuid (), dir);
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    errno = EPERM;
+    return bm__error ("dirty map %s: directory %s is writable by group or "
+                      "others (mode %04o); refusing it (chmod go-w %s)", path,
+                      dir, (unsigned) (st.st_mode & 07777), dir);
+  }
+  return 0;
+}
+
+/* The open file fd may be used as a map: regular, trusted owner, 0600. */
+static int
+check_file (const char *path, int fd, struct stat *st)
+{
+  if (fstat (fd, st) == -1)
+    return bm__error ("dirty map %s: fstat: %s", path, strerror (errno));
+  if (!S_ISREG (st->st_mode)) {
+    errno = EINVAL;
+    return bm__error ("dirty map %s: not a regular file", path);
+  }
+  if (!bm__trusted_owner (st->st_uid)) {
+    errno = EPERM;
+    return bm__error ("dirty map %s: owned by uid %ju, not by root, uid %ju or "
+                      "user " BM_SERVICE_USER "; refusing it", path,
+                      (uintmax_t) st->st_uid, (uintmax_t) geteuid ());
+  }
+  if (st->st_mode & 077) {
+    errno = EPERM;
+    return bm__error ("dirty map %s: mode %04o gives group or others access; "
+                      "refusing it (maps are 0600: chmod 600 %s)", path,
+                      (unsigned) (st->st_mode & 07777), path);
+  }
+  return 0;
+}
+
+/* Is the file still as long as the mapping?  Every entry point calls this
+ * before it touches the shared memory: an access past the end of a shrunken
+ * file raises SIGBUS. */
+int
+bm__map_intact (bm_map *map)
+{
+  struct stat st;
+
+  if (fstat (map->fd, &st) == -1)
+    return bm__error ("dirty map %s: fstat: %s", map->path, strerror (errno));
+  if ((uint64_t) st.st_size < map->length) {
+    errno = EIO;
+    return bm__error ("dirty map %s: shrank to %jd bytes under us (%zu mapped); "
+                      "refusing to touch it", map->path, (intmax_t) st.st_size,
+                      map->length);
+  }
+  return 0;
+}
+
+/* Split path into its directory and last component and open the directory
+ * (O_DIRECTORY|O_NOFOLLOW), checked.  Returns the directory's fd. */
+static int
+open_dir_of (const char *path, char dir[BM_PATH_MAX], const char **name)
+{
+  const char *slash;
+  int dfd;
+
+  if (strlen (path) >= BM_PATH_MAX) {
+    errno = ENAMETOOLONG;
+    return bm__error ("dirty map %s: path too long", path);
+  }
+  slash = strrchr (path, '/');
+  if (slash == NULL) {
+    strcpy (dir, ".");
+    *name = path;
+  }
+  else {
+    size_t n = slash == path ? 1 : (size_t) (slash - path);
+    memcpy (dir, path, n);
+    dir[n] = '\0';
+    *name = slash + 1;
+  }
+  if (**name == '\0' || strcmp (*name, ".") == 0 || strcmp (*name, "..") == 0) {
+    errno = EINVAL;
+    return bm__error ("dirty map %s: not a file name", path);
+  }
+  dfd = open (dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd == -1)
+    return bm__error ("dirty map %s: directory %s: %s", path, dir,
+                      errno == ELOOP || errno == ENOTDIR
+                      ? "is a symbolic link or not a directory; refusing it"
+                      : strerror (errno));
+  if (check_dir (path, dir, dfd) == -1) {
+    int saved = errno;
+    close (dfd);
+    errno = saved;
+    return -1;
+  }
+  return dfd;
+}
+
 /* Validate and map an open map file; takes ownership of fd. */
 static bm_map *
 map_fd (const char *path, int fd)
@@ -163,15 +325,8 @@ map_fd (const char *path, int fd)
   ssize_t r;
   bm_map *map;
 
-  if (fstat (fd, &st) == -1) {
-    bm__error ("dirty map %s: fstat: %s", path, strerror (errno));
+  if (check_file (path, fd, &st) == -1)
     goto fail;
-  }
-  if (!S_ISREG (st.st_mode)) {
-    errno = EINVAL;
-    bm__error ("dirty map %s: not a regular file", path);
-    goto fail;
-  }
   if ((uint64_t) st.st_size < sizeof h) {
     errno = EINVAL;
     bm__error ("dirty map %s: file is %jd bytes, too short to be a dirty map",
@@ -220,22 +375,81 @@ map_fd (const char *path, int fd)
   return NULL;
 }
 
+/* The directory fd handed to an *_at function must pass the same checks as
+ * one we open ourselves. */
+static int
+check_dirfd (const char *label, int dirfd)
+{
+  if (dirfd < 0) {
+    errno = EBADF;
+    return bm__error ("dirty map %s: no directory", label);
+  }
+  return check_dir (label, "of the map", dirfd);
+}
+
+static int
+check_name (const char *label, const char *name)
+{
+  if (name == NULL || *name == '\0' || strchr (name, '/') != NULL ||
+      strcmp (name, ".") == 0 || strcmp (name, "..") == 0) {
+    errno = EINVAL;
+    return bm__error ("dirty map %s: not a file name", label);
+  }
+  return 0;
+}
+
+BM_API bm_map *
+bm_map_open_fd (int fd, const char *label)
+{
+  if (label == NULL)
+    label = "(fd)";
+  if (fd < 0) {
+    errno = EBADF;
+    bm__error ("dirty map %s: bad file descriptor", label);
+    return NULL;
+  }
+  return map_fd (label, fd);
+}
+
+BM_API bm_map *
+bm_map_open_at (int dirfd, const char *name, const char *label)
+{
+  int fd;
+
+  if (label == NULL)
+    label = name ? name : "";
+  if (check_name (label, name) == -1 || check_dirfd (label, dirfd) == -1)
+    return NULL;
+  fd = openat (dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  if (fd == -1) {
+    bm__error ("dirty map %s: %s", label, errno == ELOOP
+               ? "is a symbolic link; refusing to follow it" : strerror (errno));
+    return NULL;
+  }
+  return map_fd (label, fd);
+}
+
 BM_API bm_map *
 bm_map_open (const char *path)
 {
-  int fd;
+  char dir[BM_PATH_MAX];
+  const char *name;
+  bm_map *map;
+  int dfd, saved;
 
   if (path == NULL || *path == '\0') {
     errno = EINVAL;
     bm__error ("dirty map: no path given");
     return NULL;
   }
-  fd = open (path, O_RDWR | O_CLOEXEC);
-  if (fd == -1) {
-    bm__error ("dirty map %s: %s", path, strerror (errno));
+  dfd = open_dir_of (path, dir, &name);
+  if (dfd == -1)
     return NULL;
-  }
-  return map_fd (path, fd);
+  map = bm_map_open_at (dfd, name, path);
+  saved = errno;
+  close (dfd);
+  errno = saved;
+  return map;
 }
 
 /* mkdir -p of the directory holding path. */
@@ -269,31 +483,31 @@ make_parent (const char *path)
 }
 
 BM_API bm_map *
-bm_map_create (const char *path, uint64_t image_size, uint32_t block_size)
+bm_map_create_at (int dirfd, const char *name, const char *label,
+                  uint64_t image_size, uint32_t block_size)
 {
-  char tmp[BM_PATH_MAX];
+  char tmp[NAME_MAX + 1];
   static unsigned counter;
   struct bm_header h;
   uint64_t bytes, size;
   int fd;
 
-  if (path == NULL || *path == '\0') {
-    errno = EINVAL;
-    bm__error ("dirty map: no path given");
+  if (label == NULL)
+    label = name ? name : "";
+  if (check_name (label, name) == -1)
     return NULL;
-  }
   if (!bm_valid_block_size (block_size)) {
     errno = EINVAL;
     bm__error ("dirty map %s: block size %u is not a power of two between %u "
-               "and %u", path, block_size, BM_MIN_BLOCK_SIZE, BM_MAX_BLOCK_SIZE);
+               "and %u", label, block_size, BM_MIN_BLOCK_SIZE, BM_MAX_BLOCK_SIZE);
     return NULL;
   }
   if (image_size > (uint64_t) INT64_MAX) {
     errno = EINVAL;
-    bm__error ("dirty map %s: image size %" PRIu64 " too large", path, image_size);
+    bm__error ("dirty map %s: image size %" PRIu64 " too large", label, image_size);
     return NULL;
   }
-  if (make_parent (path) == -1)
+  if (check_dirfd (label, dirfd) == -1)
     return NULL;
 
   memset (&h, 0, sizeof h);
@@ -310,55 +524,90 @@ bm_map_create (const char *path, uint64_t image_size, uint32_t block_size)
   h.created_unix = (uint64_t) time (NULL);
   size = h.gate_offset + bytes;
 
-  if (snprintf (tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long) getpid (),
+  if (snprintf (tmp, sizeof tmp, ".%s.tmp.%ld.%u", name, (long) getpid (),
                 __atomic_fetch_add (&counter, 1, __ATOMIC_RELAXED))
       >= (int) sizeof tmp) {
     errno = ENAMETOOLONG;
-    bm__error ("dirty map %s: path too long", path);
+    bm__error ("dirty map %s: name too long", label);
     return NULL;
   }
-  fd = open (tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+  /* 0600, whatever the umask leaves: only the owner may touch a map. */
+  fd = openat (dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+               0600);
   if (fd == -1) {
-    bm__error ("dirty map %s: creating %s: %s", path, tmp, strerror (errno));
+    bm__error ("dirty map %s: creating %s: %s", label, tmp, strerror (errno));
     return NULL;
+  }
+  if (fchmod (fd, 0600) == -1) {
+    bm__error ("dirty map %s: chmod 600: %s", label, strerror (errno));
+    goto fail;
   }
   if (ftruncate (fd, (off_t) size) == -1) {
     bm__error ("dirty map %s: allocating %" PRIu64 " bytes: %s",
-               path, size, strerror (errno));
+               label, size, strerror (errno));
     goto fail;
   }
   if (pwrite (fd, &h, sizeof h, 0) != (ssize_t) sizeof h) {
-    bm__error ("dirty map %s: writing header: %s", path, strerror (errno));
+    bm__error ("dirty map %s: writing header: %s", label, strerror (errno));
     goto fail;
   }
-  /* Publish the finished file; link() refuses to replace an existing map. */
-  if (link (tmp, path) == -1) {
-    bm__error ("dirty map %s: %s", path,
+  /* Publish the finished file; linkat() refuses to replace an existing map
+   * (and does not follow a symlink planted at the name). */
+  if (linkat (dirfd, tmp, dirfd, name, 0) == -1) {
+    bm__error ("dirty map %s: %s", label,
                errno == EEXIST ? "already exists" : strerror (errno));
     goto fail;
   }
-  unlink (tmp);
-  return map_fd (path, fd);
+  unlinkat (dirfd, tmp, 0);
+  return map_fd (label, fd);
 
  fail:;
   int saved = errno;
-  unlink (tmp);
+  unlinkat (dirfd, tmp, 0);
   close (fd);
   errno = saved;
   return NULL;
 }
 
 BM_API bm_map *
-bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_size)
+bm_map_create (const char *path, uint64_t image_size, uint32_t block_size)
+{
+  char dir[BM_PATH_MAX];
+  const char *name;
+  bm_map *map;
+  int dfd, saved;
+
+  if (path == NULL || *path == '\0') {
+    errno = EINVAL;
+    bm__error ("dirty map: no path given");
+    return NULL;
+  }
+  if (make_parent (path) == -1)
+    return NULL;
+  dfd = open_dir_of (path, dir, &name);
+  if (dfd == -1)
+    return NULL;
+  map = bm_map_create_at (dfd, name, path, image_size, block_size);
+  saved = errno;
+  close (dfd);
+  errno = saved;
+  return map;
+}
+
+BM_API bm_map *
+bm_map_open_or_create_at (int dirfd, const char *name, const char *label,
+                          uint64_t image_size, uint32_t block_size)
 {
   uint64_t blocks, words;
   bm_map *map;
   int tries;
 
+  if (label == NULL)
+    label = name ? name : "";
   if (!bm_valid_block_size (block_size)) {
     errno = EINVAL;
     bm__error ("dirty map %s: block size %u is not a power of two between %u "
-               "and %u", path ? path : "", block_size, BM_MIN_BLOCK_SIZE,
+               "and %u", label, block_size, BM_MIN_BLOCK_SIZE,
                BM_MAX_BLOCK_SIZE);
     return NULL;
   }
@@ -366,9 +615,9 @@ bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_siz
    * (then link fails with EEXIST and we open its map) or, in theory, delete
    * it again; a few rounds settle either race. */
   for (tries = 0; tries < 3; tries++) {
-    map = bm_map_open (path);
+    map = bm_map_open_at (dirfd, name, label);
     if (map == NULL && errno == ENOENT)
-      map = bm_map_create (path, image_size, block_size);
+      map = bm_map_create_at (dirfd, name, label, image_size, block_size);
     if (map != NULL || (errno != EEXIST && errno != ENOENT))
       break;
   }
@@ -379,7 +628,7 @@ bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_siz
   if (map->blocks != blocks || map->block_size != block_size) {
     bm__error ("dirty map %s: geometry mismatch: map has %" PRIu64 " blocks of "
                "%u bytes, export needs %" PRIu64 " blocks of %u bytes",
-               path, map->blocks, map->block_size, blocks, block_size);
+               label, map->blocks, map->block_size, blocks, block_size);
     bm_map_close (map);
     errno = EINVAL;
     return NULL;
@@ -387,11 +636,36 @@ bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_siz
   if (map->image_size != image_size) {
     bm__error ("dirty map %s: geometry mismatch: map is for %" PRIu64
                " bytes, export is %" PRIu64 " bytes",
-               path, map->image_size, image_size);
+               label, map->image_size, image_size);
     bm_map_close (map);
     errno = EINVAL;
     return NULL;
   }
+  return map;
+}
+
+BM_API bm_map *
+bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_size)
+{
+  char dir[BM_PATH_MAX];
+  const char *name;
+  bm_map *map;
+  int dfd, saved;
+
+  if (path == NULL || *path == '\0') {
+    errno = EINVAL;
+    bm__error ("dirty map: no path given");
+    return NULL;
+  }
+  if (make_parent (path) == -1)
+    return NULL;
+  dfd = open_dir_of (path, dir, &name);
+  if (dfd == -1)
+    return NULL;
+  map = bm_map_open_or_create_at (dfd, name, path, image_size, block_size);
+  saved = errno;
+  close (dfd);
+  errno = saved;
   return map;
 }
 
@@ -427,6 +701,8 @@ bm_map_info (bm_map *map, struct bm_info *out)
     errno = EINVAL;
     return bm__error ("bm_map_info: null argument");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   memset (out, 0, sizeof *out);
   out->version = map->hdr->version;
   out->block_size = map->block_size;
@@ -456,6 +732,8 @@ bm_set_throttle (bm_map *map, uint64_t bytes_per_second)
     errno = EINVAL;
     return bm__error ("bm_set_throttle: null map");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   __atomic_store_n (&map->hdr->throttle_bps, bytes_per_second, __ATOMIC_SEQ_CST);
   return 0;
 }
@@ -467,6 +745,8 @@ bm_set_owner (bm_map *map, uint64_t pid)
     errno = EINVAL;
     return bm__error ("bm_set_owner: null map");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   __atomic_store_n (&map->hdr->owner_pid, pid, __ATOMIC_SEQ_CST);
   return 0;
 }
@@ -480,6 +760,8 @@ bm_get_cookie (bm_map *map, uint8_t out[BM_COOKIE_SIZE])
     errno = EINVAL;
     return bm__error ("bm_get_cookie: null argument");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   memcpy (out, map->hdr->cookie, BM_COOKIE_SIZE);
   __atomic_thread_fence (__ATOMIC_SEQ_CST);
   return 0;
@@ -492,6 +774,8 @@ bm_set_cookie (bm_map *map, const uint8_t cookie[BM_COOKIE_SIZE])
     errno = EINVAL;
     return bm__error ("bm_set_cookie: null argument");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   memcpy (map->hdr->cookie, cookie, BM_COOKIE_SIZE);
   __atomic_thread_fence (__ATOMIC_SEQ_CST);
   return 0;

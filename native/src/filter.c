@@ -17,9 +17,10 @@
  * failed request marks nothing new (the contract: bm_write_end marks only on
  * success) and never clears a bit; a plugin that can fail half-way through a
  * write would leave a modified but unmarked block, which the file plugin does
- * not do for the errors it reports.  The fast path takes no lock and makes no
- * system call: a relaxed load of the throttle rate, then a handful of atomics
- * on the shared header (about 150 instructions a request under callgrind).
+ * not do for the errors it reports.  The fast path takes no lock and makes one
+ * system call, an fstat that checks the map has not shrunk under us (a
+ * truncated map would raise SIGBUS): then a relaxed load of the throttle rate
+ * and a handful of atomics on the shared header.
  * The filter keeps the plugin's thread model (parallel for file).
  *
  * Destination side (gate=true) every request additionally waits on the gate
@@ -31,7 +32,9 @@
  *
  * The map is opened (or created) in .after_fork, when the plugin can be asked
  * for the export size and before any client connects; if that fails nbdkit
- * does not start.  Every connection shares it, so multi-conn is safe.  If the
+ * does not start.  The map and its directory must be owned by root, this
+ * user or the service user and closed to group and others (dirtymap.c).
+ * Every connection shares it, so multi-conn is safe.  If the
  * previous nbdkit on this map died inside a write, every block is marked
  * dirty (see recover_from_dead_owner).
  */
@@ -244,6 +247,20 @@ blockmigrate_prepare (nbdkit_next *next, void *handle, int readonly)
   return 0;
 }
 
+/* Before a request touches the shared memory: a map that shrank under us
+ * (only its owner can truncate it, see dirtymap.c) fails the request with EIO
+ * instead of killing nbdkit with SIGBUS. */
+static int
+map_intact (int *err)
+{
+  if (bm__map_intact (map) == -1) {
+    nbdkit_error ("blockmigrate: %s", bm_last_error ());
+    *err = EIO;
+    return -1;
+  }
+  return 0;
+}
+
 /* The throttle: sleep as the bucket says, in slices so that switching the
  * throttle off (rate 0) or shutting down ends the sleep early. */
 static int
@@ -293,6 +310,8 @@ gate (uint64_t offset, uint64_t count, int *err)
 static int
 write_prologue (uint64_t charge, uint64_t offset, uint64_t count, int *err)
 {
+  if (map_intact (err) == -1)
+    return -1;
   if (throttle (charge, err) == -1)
     return -1;
   if (gate (offset, count, err) == -1)

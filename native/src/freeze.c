@@ -100,6 +100,8 @@ bm_set_state_flags (bm_map *map, uint32_t set, uint32_t clear)
     return bm__error ("bm_set_state_flags: flags 0x%x both set and cleared",
                       set & clear);
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   if (set)
     __atomic_fetch_or (&map->hdr->state, set, __ATOMIC_SEQ_CST);
   if (clear) {
@@ -121,6 +123,8 @@ bm_freeze (bm_map *map, int timeout_ms)
     errno = EINVAL;
     return bm__error ("bm_freeze: null map");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   start = bm__now_ns ();
   deadline = timeout_ms < 0 ? UINT64_MAX
                             : start + (uint64_t) timeout_ms * 1000000u;
@@ -140,6 +144,8 @@ bm_freeze (bm_map *map, int timeout_ms)
     }
     left = deadline - now;
     bm__wait_seq (map, seq, left < BM_WAIT_SLICE_NS ? left : BM_WAIT_SLICE_NS);
+    if (bm__map_intact (map) == -1)
+      return -1;
   }
 }
 
@@ -150,6 +156,8 @@ bm_thaw (bm_map *map)
     errno = EINVAL;
     return bm__error ("bm_thaw: null map");
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   __atomic_fetch_and (&map->hdr->state, ~BM_STATE_FROZEN, __ATOMIC_SEQ_CST);
   bm__wake (map);
   return 0;
@@ -187,6 +195,8 @@ bm_write_begin (bm_map *map)
       if (!(LOAD (state) & BM_STATE_FROZEN))
         break;
       bm__wait_seq (map, seq, BM_WAIT_SLICE_NS);
+      if (bm__map_intact (map) == -1)
+        return -1;   /* out of the window already (leave_window above) */
       if (bm__call_wait_hook () == -1) {
         __atomic_fetch_add (&map->hdr->frozen_ns, bm__now_ns () - start,
                             __ATOMIC_SEQ_CST);

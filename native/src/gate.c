@@ -42,6 +42,8 @@ bm_gate_clear_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
                       map->path, first_block, first_block + nblocks,
                       map->blocks);
   }
+  if (bm__map_intact (map) == -1)
+    return -1;
   bm__and_not_bits (map->gate, first_block, nblocks);
   bm__wake (map);
   return 0;
@@ -87,7 +89,8 @@ bm_gate_wait (bm_map *map, uint64_t offset, uint64_t count)
     errno = EINVAL;
     return bm__error ("bm_gate_wait: null map");
   }
-  if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1)
+  if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1 ||
+      bm__map_intact (map) == -1)
     return -1;
   if (!must_wait (map, first, n))
     return 0;                   /* the fast path: one or two loads */
@@ -98,6 +101,8 @@ bm_gate_wait (bm_map *map, uint64_t offset, uint64_t count)
     if (!must_wait (map, first, n))
       break;
     bm__wait_seq (map, seq, BM_WAIT_SLICE_NS);
+    if (bm__map_intact (map) == -1)
+      return -1;
     if (bm__call_wait_hook () == -1) {
       errno = ESHUTDOWN;
       r = bm__error ("dirty map %s: gave up waiting for the gate (blocks %"

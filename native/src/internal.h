@@ -46,6 +46,14 @@ struct bm_map {
  * "return bm__error (...)". */
 int bm__error (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
 
+/* May a map or its directory be owned by uid?  (root, euid, BM_SERVICE_USER) */
+#include <sys/types.h>
+int bm__trusted_owner (uid_t uid);
+
+/* 0 while the map file is at least as long as the mapping; else -1 with a
+ * message (a shrunken map would raise SIGBUS on access).  One fstat. */
+int bm__map_intact (bm_map *map);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t bm__now_ns (void);
 

@@ -103,15 +103,87 @@ check "it completes when the block is released" test -e "$tmp/read"
 stop
 
 # refusals: nbdkit does not start
-refused() { ! timeout 10 nbdkit -f -U "$tmp/sock2" --filter="$filter" file file="$tmp/disk.img" "$@" </dev/null 2>"$tmp/err"; }
+refused() { rm -f "$tmp/sock2"; ! timeout 10 nbdkit -f -U "$tmp/sock2" --filter="$filter" file file="$tmp/disk.img" "$@" </dev/null 2>"$tmp/err"; }
 check "missing dirtymap= is refused" refused
 check "blocksize=3000 is refused" refused dirtymap="$tmp/x.map" blocksize=3000
 truncate -s 128M "$tmp/other.img"
 check "a map of another geometry is refused" \
   refused dirtymap="$map" file="$tmp/other.img"
 grep -q "geometry mismatch" "$tmp/err" || fail "geometry message: $(cat "$tmp/err")"
-head -c 8192 /dev/zero > "$tmp/junk.map"
+head -c 8192 /dev/zero > "$tmp/junk.map"; chmod 600 "$tmp/junk.map"
 check "a corrupt map is refused" refused dirtymap="$tmp/junk.map"
+
+# trust: who may touch a map (dirtymap.c)
+check "the map was created 0600" test "$(stat -c %a "$map")" = 600
+chmod 660 "$map"
+check "a map with group bits is refused" refused dirtymap="$map" blocksize=64K
+grep -q "gives group or others access" "$tmp/err" || fail "mode message: $(cat "$tmp/err")"
+chmod 600 "$map"
+ln -s "$map" "$tmp/link.map"
+check "a symlinked map is refused" refused dirtymap="$tmp/link.map" blocksize=64K
+grep -q "symbolic link" "$tmp/err" || fail "symlink message: $(cat "$tmp/err")"
+mkdir -m 0770 "$tmp/open"
+check "a map directory writable by group is refused" refused dirtymap="$tmp/open/new.map"
+grep -q "writable by group or others" "$tmp/err" || fail "dir message: $(cat "$tmp/err")"
+check "... and nothing was created in it" test ! -e "$tmp/open/new.map"
+if [ "$(id -u)" = 0 ]; then
+  mkdir -m 0755 "$tmp/planted"; chown 65534:65534 "$tmp/planted"
+  check "a map directory owned by another user is refused" refused dirtymap="$tmp/planted/vm.map"
+  grep -q "owned by uid 65534" "$tmp/err" || fail "owner message: $(cat "$tmp/err")"
+  cp --preserve=mode "$map" "$tmp/foreign.map"; chown 65534 "$tmp/foreign.map"
+  check "a map owned by another user is refused" refused dirtymap="$tmp/foreign.map" blocksize=64K
+  chmod 0711 "$tmp"
+  nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+  check "(another user can run commands here)" nobody test -x "$tmp"
+  check "another user cannot read the map" bash -c "! nobody cat '$map' >/dev/null 2>&1"
+  check "another user cannot write the map" bash -c "! nobody dd of='$map' conv=notrunc count=0 2>/dev/null"
+  chmod 0700 "$tmp"
+fi
+
+# a map truncated under a running shim: the write fails, nbdkit lives on
+start "$tmp/disk.img" "$map"
+truncate -s 4096 "$map"
+check "a write to a shrunken map fails" bash -c "! qemu-io -f raw '$uri' -c 'write 0 4k' >/dev/null 2>&1"
+check "nbdkit survives a shrunken map" kill -0 "$pid"
+check "reads still work" qio -c "read 0 4k"
+grep -q "shrank" "$tmp/log" || fail "shrink message: $(cat "$tmp/log")"
+stop
+rm -f "$map"
+
+# the socket of one VM: the shim unit's ExecStartPost lines, run as systemd
+# would, make it 0660 blockmigrate:QEMU_GROUP; before them nbdkit's own 0755
+# lets nobody but its user connect
+unit=$(dirname "$0")/../../packaging/systemd/blockmigrate-shim@.service
+if [ "$(id -u)" = 0 ] && [ -f "$unit" ]; then
+  vmgid=$((40000 + RANDOM % 20000))
+  chmod 0711 "$tmp"
+  rm -f "$tmp/pid"
+  nbdkit -f -U "$tmp/vm.sock" -P "$tmp/pid" --filter="$filter" file \
+    file="$tmp/disk.img" dirtymap="$tmp/vm.map" blocksize=64K </dev/null 2>"$tmp/log" &
+  pid=$!
+  for _ in $(seq 100); do [ -S "$tmp/vm.sock" ] && break; sleep 0.05; done
+  vmuri="nbd+unix:///?socket=$tmp/vm.sock"
+  as() { local gid=$1; shift; setpriv --reuid=65534 --regid="$gid" --clear-groups "$@"; }
+  check "before the hand-over nobody else can connect" \
+    bash -c "$(declare -f as); ! as $vmgid nbdinfo --size '$vmuri' 2>/dev/null"
+  posts=0
+  while IFS= read -r line; do
+    cmd=${line#ExecStartPost=+}
+    cmd=${cmd//'${QEMU_GROUP}'/$vmgid}; cmd=${cmd//'${SOCKET}'/$tmp/vm.sock}
+    read -ra argv <<<"$cmd"
+    "${argv[@]}" || fail "ExecStartPost: $cmd"
+    posts=$((posts + 1))
+  done < <(grep '^ExecStartPost=+' "$unit")
+  check "the unit hands the socket over in ExecStartPost" test "$posts" -ge 1
+  check "the socket is 0660, group QEMU_GROUP" \
+    test "$(stat -c %g:%a "$tmp/vm.sock")" = "$vmgid:660"
+  check "the VM's QEMU (group QEMU_GROUP) connects" \
+    as $vmgid nbdinfo --size "$vmuri"
+  check "another VM's QEMU (another group) cannot connect" \
+    bash -c "$(declare -f as); ! as 65534 nbdinfo --size '$vmuri' 2>/dev/null"
+  stop
+  chmod 0700 "$tmp"
+fi
 
 echo "filter-test: $failures failures"
 [ "$failures" = 0 ]

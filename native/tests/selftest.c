@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -193,6 +195,131 @@ test_gate (bm_map *m)
   CHECK (bm_set_state_flags (m, 0, BM_STATE_GATE) == 0);
 }
 
+/* Who may touch a map: owner and mode of the file and its directory,
+ * symlinks, and a map that shrinks under us. */
+static void
+test_trust (void)
+{
+  char dir[] = "/dev/shm/bm-selftest-trust.XXXXXX";
+  char p[512], link_path[512], dlink[512], sub[1024];
+  struct stat st;
+  struct bm_info info;
+  uint64_t w = 0;
+  bm_map *m, *m2;
+  int fd;
+
+  if (mkdtemp (dir) == NULL) {
+    perror ("mkdtemp");
+    failures++;
+    return;
+  }
+  snprintf (p, sizeof p, "%s/vm.map", dir);
+  snprintf (link_path, sizeof link_path, "%s/link.map", dir);
+  snprintf (dlink, sizeof dlink, "%s/dirlink", dir);
+  snprintf (sub, sizeof sub, "%s/sub", dir);
+
+  /* created 0600 whatever the umask */
+  umask (0);
+  m = bm_map_create (p, 1u << 20, 4096);
+  umask (022);
+  CHECK (m != NULL);
+  CHECK (stat (p, &st) == 0 && (st.st_mode & 0777) == 0600);
+
+  /* group or other bits on the map */
+  chmod (p, 0660);
+  CHECK (bm_map_open (p) == NULL && errno == EPERM);
+  CHECK (strstr (bm_last_error (), "gives group or others access") != NULL);
+  CHECK (strstr (bm_last_error (), "chmod 600") != NULL);
+  chmod (p, 0604);
+  CHECK (bm_map_open_or_create (p, 1u << 20, 4096) == NULL && errno == EPERM);
+  chmod (p, 0600);
+
+  /* a symlink at the map's name is never followed */
+  CHECK (symlink (p, link_path) == 0);
+  CHECK (bm_map_open (link_path) == NULL);
+  CHECK (strstr (bm_last_error (), "symbolic link") != NULL);
+  CHECK (bm_map_open_or_create (link_path, 1u << 20, 4096) == NULL);
+  CHECK (lstat (link_path, &st) == 0 && S_ISLNK (st.st_mode));
+
+  /* nor at its directory */
+  CHECK (symlink (dir, dlink) == 0);
+  snprintf (sub, sizeof sub, "%s/vm.map", dlink);
+  CHECK (bm_map_open (sub) == NULL);
+  CHECK (strstr (bm_last_error (), "symbolic link") != NULL);
+
+  /* a directory writable by group or others */
+  chmod (dir, 0770);
+  CHECK (bm_map_open (p) == NULL && errno == EPERM);
+  CHECK (strstr (bm_last_error (), "writable by group or others") != NULL);
+  chmod (dir, 01777);           /* sticky /tmp-like: refused too */
+  CHECK (bm_map_open (p) == NULL && errno == EPERM);
+  chmod (dir, 0700);
+  m2 = bm_map_open (p);
+  CHECK (m2 != NULL);
+  bm_map_close (m2);
+
+  if (geteuid () == 0) {
+    pid_t child;
+    int status = -1;
+
+    /* a map or a directory owned by somebody else */
+    CHECK (chown (p, 65534, 65534) == 0);
+    CHECK (bm_map_open (p) == NULL && errno == EPERM);
+    CHECK (strstr (bm_last_error (), "owned by uid 65534") != NULL);
+    CHECK (chown (p, 0, 0) == 0);
+    snprintf (sub, sizeof sub, "%s/planted", dir);
+    CHECK (mkdir (sub, 0755) == 0 && chown (sub, 65534, 65534) == 0);
+    snprintf (sub, sizeof sub, "%s/planted/vm.map", dir);
+    CHECK (bm_map_open_or_create (sub, 1u << 20, 4096) == NULL && errno == EPERM);
+    CHECK (strstr (bm_last_error (), "is owned by uid 65534") != NULL);
+
+    /* another user can neither open the map nor write it */
+    chmod (dir, 0755);
+    child = fork ();
+    if (child == 0) {
+      if (setgid (65534) != 0 || setuid (65534) != 0)
+        _exit (2);
+      if (open (p, O_RDWR) != -1 || open (p, O_RDONLY) != -1)
+        _exit (3);
+      if (bm_map_open (p) != NULL)
+        _exit (4);
+      _exit (0);
+    }
+    waitpid (child, &status, 0);
+    CHECK (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    chmod (dir, 0700);
+  }
+
+  /* the map shrinks under us: errors, no SIGBUS */
+  CHECK (bm_mark_blocks (m, 0, 1) == 0);
+  fd = open (p, O_RDWR);
+  CHECK (fd >= 0 && ftruncate (fd, 4096) == 0);
+  close (fd);
+  CHECK (bm_take (m, 0, 1, &w) == -1);
+  CHECK (strstr (bm_last_error (), "shrank") != NULL);
+  CHECK (bm_peek (m, 0, 1, &w) == -1);
+  CHECK (bm_map_info (m, &info) == -1);
+  CHECK (bm_mark_blocks (m, 0, 1) == -1);
+  CHECK (bm_mark_bytes (m, 0, 1) == -1);
+  CHECK (bm_freeze (m, 10) == -1);
+  CHECK (bm_thaw (m) == -1);
+  CHECK (bm_set_state_flags (m, BM_STATE_GATE, 0) == -1);
+  CHECK (bm_gate_wait (m, 0, 1) == -1);
+  CHECK (bm_gate_clear_blocks (m, 0, 1) == -1);
+  CHECK (bm_dirty_count (m) == -1);
+  CHECK (bm_set_throttle (m, 1) == -1);
+  bm_map_close (m);
+  /* and is refused when opened again */
+  CHECK (bm_map_open (p) == NULL && errno == EINVAL);
+
+  unlink (link_path);
+  unlink (dlink);
+  unlink (p);
+  snprintf (sub, sizeof sub, "%s/planted", dir);
+  rmdir (sub);
+  rmdir (dir);
+}
+
 int
 main (void)
 {
@@ -201,6 +328,7 @@ main (void)
   snprintf (path, sizeof path, "/dev/shm/blockmigrate/selftest-%ld.map",
             (long) getpid ());
   test_geometry ();
+  test_trust ();
   m = bm_map_create (path, 1u << 30, 65536);
   CHECK (m != NULL);
   if (m) {

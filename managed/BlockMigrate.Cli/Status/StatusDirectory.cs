@@ -1,8 +1,12 @@
 // Where running migrations publish their status: $BLOCKMIGRATE_RUN_DIR/migrations when set (tests),
 // else /run/blockmigrate/migrations, or /tmp/blockmigrate-UID/migrations when /run is not writable
 // (a migration run by an unprivileged user).  One file per process, PID.json, written atomically
-// (temporary file + rename) so a reader never sees half a file.
+// (temporary file + rename) so a reader never sees half a file.  The writer (often root) uses a
+// directory only when it is owned by root or itself and not writable by group or others, and
+// writes through that directory's descriptor with O_NOFOLLOW and create-exclusive temporary files
+// (TrustedDirectory): whoever made /tmp/blockmigrate-0 first cannot make root write elsewhere.
 using System.Text.Json;
+using BlockMigrate.Files;
 
 namespace BlockMigrate.Cli.Status;
 
@@ -18,20 +22,31 @@ public static class StatusDirectory
         return ["/run/blockmigrate/migrations", Path.Combine(Path.GetTempPath(), $"blockmigrate-{Uid()}", "migrations")];
     }
 
-    /// <summary>The first candidate that exists or can be made, and is writable; null if none is.</summary>
-    public static string? ForWriting()
+    /// <summary>
+    /// The first candidate that exists or can be made, passes the owner and mode checks and is writable,
+    /// opened; null if none is (<paramref name="refusals"/> says why each was not used).
+    /// </summary>
+    public static TrustedDirectory? ForWriting(List<string>? refusals = null)
     {
         foreach (var dir in Candidates())
         {
+            TrustedDirectory? opened = null;
             try
             {
-                Directory.CreateDirectory(dir);
-                var probe = Path.Combine(dir, $".probe-{Environment.ProcessId}");
-                File.WriteAllText(probe, "");
-                File.Delete(probe);
-                return dir;
+                if (OperatingSystem.IsWindows()) return null;
+                Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
+                                               UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+                opened = TrustedDirectory.Open(dir, serviceUser: false);
+                var probe = $".probe-{Environment.ProcessId}";
+                opened.WriteAtomically(probe, []);
+                opened.Delete(probe);
+                return opened;
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                opened?.Dispose();
+                refusals?.Add(e.Message);
+            }
         }
         return null;
     }

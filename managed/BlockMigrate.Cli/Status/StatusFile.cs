@@ -1,5 +1,6 @@
 using System.Text.Json;
 using BlockMigrate.Engine;
+using BlockMigrate.Files;
 using NLog;
 
 namespace BlockMigrate.Cli.Status;
@@ -13,14 +14,16 @@ public sealed class StatusFile : IDisposable
 {
     private static readonly Logger Log = LogManager.GetLogger("migrate");
     private readonly object _lock = new();  // guards _status and the writes
-    private readonly string _path, _temp;
+    private readonly TrustedDirectory _dir;
+    private readonly string _name, _path;
     private MigrationStatus _status;
     private bool _disposed;
 
-    private StatusFile(string dir, MigrationStatus status)
+    private StatusFile(TrustedDirectory dir, MigrationStatus status)
     {
-        _path = Path.Combine(dir, $"{status.Pid}.json");
-        _temp = Path.Combine(dir, $".{status.Pid}.json.tmp");
+        _dir = dir;
+        _name = $"{status.Pid}.json";
+        _path = dir.PathOf(_name);
         _status = status;
         Write();
     }
@@ -28,10 +31,11 @@ public sealed class StatusFile : IDisposable
     /// <summary>Starts publishing; null when no status directory is writable.</summary>
     public static StatusFile? TryCreate(string to, IEnumerable<string> disks, string hypervisor)
     {
-        var dir = StatusDirectory.ForWriting();
+        var refusals = new List<string>();
+        var dir = StatusDirectory.ForWriting(refusals);
         if (dir is null)
         {
-            Log.Debug("no writable status directory; 'blockmigrate status' will not see this migration");
+            Log.Debug($"no writable status directory ({string.Join("; ", refusals)}); 'blockmigrate status' will not see this migration");
             return null;
         }
         var now = DateTimeOffset.UtcNow;
@@ -74,8 +78,9 @@ public sealed class StatusFile : IDisposable
     {
         try
         {
-            File.WriteAllText(_temp, JsonSerializer.Serialize(_status, StatusJsonContext.Default.MigrationStatus));
-            File.Move(_temp, _path, overwrite: true);
+            // 0644: 'blockmigrate status' may be run by any user
+            _dir.WriteAtomically(_name, JsonSerializer.SerializeToUtf8Bytes(_status, StatusJsonContext.Default.MigrationStatus),
+                mode: UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -89,8 +94,9 @@ public sealed class StatusFile : IDisposable
         {
             if (_disposed) return;
             _disposed = true;
-            StatusDirectory.TryDelete(_temp);
-            StatusDirectory.TryDelete(_path);
+            try { _dir.Delete(_name); }
+            catch (IOException) { }
+            _dir.Dispose();
         }
     }
 }

@@ -1,3 +1,4 @@
+using BlockMigrate.Files;
 using BlockMigrate.Maps;
 using Microsoft.Win32.SafeHandles;
 
@@ -15,6 +16,12 @@ namespace BlockMigrate.Engine;
 /// a run killed between the two leaves an invalid file, and the next run copies afresh. The file may
 /// list bits acknowledged since it was last written (at most 200 ms of acknowledgements, or since the last
 /// take); resending those is merely redundant.
+/// </para>
+/// <para>
+/// The map's directory is shared with the shim (user blockmigrate), and this process is root: the file is
+/// reached only through the checked directory descriptor (<see cref="TrustedDirectory"/>), read with
+/// O_NOFOLLOW and an owner/mode check, and every write is a new file created exclusively (0600) and
+/// renamed over the name, so a symlink planted at <c>MAP.outstanding</c> is replaced, never followed.
 /// </para>
 /// </summary>
 internal sealed class SourceDisk : IDisposable
@@ -48,7 +55,19 @@ internal sealed class SourceDisk : IDisposable
         }
         _outstanding = new ulong[Map.Words];
         OutstandingPath = spec.MapPath + ".outstanding";
+        try
+        {
+            _mapDir = TrustedDirectory.OpenParent(OutstandingPath, serviceUser: true, out _outstandingName);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Dispose();
+            throw new MigrationException($"disk {spec.Name}: {e.Message}");
+        }
     }
+
+    private readonly TrustedDirectory? _mapDir;
+    private readonly string _outstandingName = "";
 
     private const int OutstandingHeader = 32;
     private static readonly byte[] OutstandingMagic = "BMOUT1\0\0"u8.ToArray();
@@ -151,16 +170,16 @@ internal sealed class SourceDisk : IDisposable
     {
         lock (_lock)
         {
-            byte[] data;
+            byte[]? data;
             try
             {
-                data = File.ReadAllBytes(OutstandingPath);
+                data = _mapDir!.ReadAll(_outstandingName, OutstandingHeader + _outstanding.Length * 8L);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 return false;
             }
-            if (data.Length != OutstandingHeader + _outstanding.Length * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
+            if (data is null || data.Length != OutstandingHeader + _outstanding.Length * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
                 || !data.AsSpan(8, 16).SequenceEqual(lineage) || data[24] != 1)
                 return false;
             var words = new ulong[_outstanding.Length];
@@ -183,10 +202,8 @@ internal sealed class SourceDisk : IDisposable
         if (valid) Buffer.BlockCopy(_outstanding, 0, data, OutstandingHeader, _outstanding.Length * 8);
         try
         {
-            // write in place: the valid byte is cleared before the take and set after it
-            using var f = File.OpenHandle(OutstandingPath, FileMode.OpenOrCreate, FileAccess.Write);
-            RandomAccess.Write(f, data, 0);
-            if (valid) RandomAccess.SetLength(f, data.Length);
+            // a new file renamed over the old one: "invalid" before the take, "valid" after it
+            _mapDir!.WriteAtomically(_outstandingName, data);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -194,7 +211,7 @@ internal sealed class SourceDisk : IDisposable
             // valid record must not survive, or that copy would miss blocks.
             try
             {
-                File.Delete(OutstandingPath);
+                _mapDir!.Delete(_outstandingName);
             }
             catch (Exception d) when (d is IOException or UnauthorizedAccessException)
             {
@@ -206,7 +223,7 @@ internal sealed class SourceDisk : IDisposable
 
     private void DeleteOutstandingFile()
     {
-        try { File.Delete(OutstandingPath); }
+        try { _mapDir?.Delete(_outstandingName); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
@@ -214,5 +231,6 @@ internal sealed class SourceDisk : IDisposable
     {
         Image?.Dispose();
         Map.Dispose();
+        _mapDir?.Dispose();
     }
 }

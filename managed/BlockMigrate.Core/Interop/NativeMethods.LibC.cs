@@ -1,38 +1,35 @@
 using System.Runtime.InteropServices;
-using Microsoft.Win32.SafeHandles;
+using Tmds.Linux;
 
 namespace BlockMigrate.Interop;
 
-/// <summary>The few libc calls .NET does not expose: sparse-file probing, hole punching, openat with O_NOFOLLOW.</summary>
-internal static partial class NativeMethods
+/// <summary>
+/// libc: every call and constant comes from Tmds.LibC (per-architecture constants, struct stat of the
+/// running architecture), except the two things its 0.5.0 lacks, declared here: SEEK_DATA/SEEK_HOLE
+/// (3 and 4 on every Linux architecture) and renameat.
+/// </summary>
+internal static unsafe partial class NativeMethods
 {
-    private const string LibC = "libc";
-
     internal const int SEEK_DATA = 3, SEEK_HOLE = 4;
-    internal const int ENXIO = 6, ENOSPC = 28, ELOOP = 40, EOPNOTSUPP = 95;
-    internal const int O_RDONLY = 0, O_RDWR = 2, O_CREAT = 0x40, O_DIRECTORY = 0x10000, O_NOFOLLOW = 0x20000, O_CLOEXEC = 0x80000;
-    internal const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
 
-    [LibraryImport(LibC, EntryPoint = "lseek", SetLastError = true)]
-    internal static partial long LSeek(SafeFileHandle fd, long offset, int whence);
+    [LibraryImport("libc.so.6" /* as Tmds.LibC binds it */, EntryPoint = "renameat", SetLastError = true)]
+    internal static partial int RenameAt(int olddirfd, byte* oldpath, int newdirfd, byte* newpath);
 
-    [LibraryImport(LibC, EntryPoint = "fallocate", SetLastError = true)]
-    internal static partial int FAllocate(SafeFileHandle fd, int mode, long offset, long length);
+    /// <summary>The message of errno <paramref name="errno"/> (strerror_r).</summary>
+    internal static string ErrnoText(int errno)
+    {
+        var buf = stackalloc byte[256];
+        return LibC.strerror_r(errno, buf, 256) == 0 ? Marshal.PtrToStringUTF8((IntPtr)buf) ?? $"errno {errno}" : $"errno {errno}";
+    }
 
-    [LibraryImport(LibC, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int Open(string path, int flags, int mode);
+    /// <summary>A NUL-terminated UTF-8 copy of <paramref name="s"/> for a libc path argument.</summary>
+    internal static byte[] Utf8z(string s)
+    {
+        if (s.Contains('\0')) throw new ArgumentException("a path cannot contain NUL", nameof(s));
+        var b = new byte[System.Text.Encoding.UTF8.GetByteCount(s) + 1];
+        System.Text.Encoding.UTF8.GetBytes(s, b);
+        return b;
+    }
 
-    [LibraryImport(LibC, EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int OpenAt(SafeFileHandle dirfd, string path, int flags, int mode);
-
-    [LibraryImport(LibC, EntryPoint = "ftruncate", SetLastError = true)]
-    internal static partial int FTruncate(SafeFileHandle fd, long length);
-
-    [LibraryImport(LibC, EntryPoint = "fsync", SetLastError = true)]
-    internal static partial int FSync(SafeFileHandle fd);
-
-    [LibraryImport(LibC, EntryPoint = "strerror")]
-    internal static partial IntPtr StrError(int errnum);
-
-    internal static string ErrnoText(int errno) => Marshal.PtrToStringUTF8(StrError(errno)) ?? $"errno {errno}";
+    internal static int Fd(Microsoft.Win32.SafeHandles.SafeFileHandle h) => (int)h.DangerousGetHandle();
 }

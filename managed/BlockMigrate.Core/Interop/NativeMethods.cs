@@ -19,6 +19,15 @@ internal static partial class NativeMethods
     [LibraryImport(Lib, EntryPoint = "bm_map_open_or_create", StringMarshalling = StringMarshalling.Utf8)]
     internal static partial DirtyMapHandle MapOpenOrCreate(string path, ulong imageSize, uint blockSize);
 
+    [LibraryImport(Lib, EntryPoint = "bm_map_open_fd", StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial DirtyMapHandle MapOpenFd(int fd, string label);
+
+    [LibraryImport(Lib, EntryPoint = "bm_map_create_at", StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial DirtyMapHandle MapCreateAt(int dirfd, string name, string label, ulong imageSize, uint blockSize);
+
+    [LibraryImport(Lib, EntryPoint = "bm_trusted_owner")]
+    internal static partial int TrustedOwner(uint uid);
+
     [LibraryImport(Lib, EntryPoint = "bm_map_close")]
     internal static partial void MapClose(IntPtr map);
 

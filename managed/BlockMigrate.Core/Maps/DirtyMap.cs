@@ -1,3 +1,4 @@
+using BlockMigrate.Files;
 using BlockMigrate.Interop;
 
 namespace BlockMigrate.Maps;
@@ -7,6 +8,14 @@ namespace BlockMigrate.Maps;
 /// sets bits as the guest writes, and this side takes them (atomic exchange per 64-bit word),
 /// gives back what could not be delivered, throttles, freezes and, on a destination, gates.
 /// The layout and every rule of ordering live in libblockmigrate (dirtymap.h).
+/// <para>
+/// Trust: the map's directory is opened here with O_DIRECTORY|O_NOFOLLOW and checked (owned by root, this
+/// user or user blockmigrate; not writable by group or others), the map is opened in it with openat and
+/// O_NOFOLLOW and checked (a regular file, one of those owners, mode 0600), and that very descriptor is
+/// handed to the library, which checks it again, validates the header against the file's size and maps it.
+/// Maps are created 0600 in a directory checked the same way. Every call then re-checks the file's size
+/// (a map truncated under us gives a <see cref="DirtyMapException"/>, never SIGBUS).
+/// </para>
 /// </summary>
 public sealed class DirtyMap : IDisposable
 {
@@ -29,13 +38,78 @@ public sealed class DirtyMap : IDisposable
     /// <summary>Number of 64-bit words of the bitmap.</summary>
     public ulong Words => (Blocks + 63) / 64;
 
-    public static DirtyMap Open(string path) => Wrap(NativeMethods.MapOpen(path), path);
+    public static DirtyMap Open(string path)
+    {
+        using var dir = OpenDirectory(path, create: false, out var name);
+        return OpenIn(dir, name, path) ?? throw new DirtyMapException($"dirty map {path}: No such file or directory");
+    }
 
-    public static DirtyMap Create(string path, ulong imageSize, uint blockSize) =>
-        Wrap(NativeMethods.MapCreate(path, imageSize, blockSize), path);
+    public static DirtyMap Create(string path, ulong imageSize, uint blockSize)
+    {
+        using var dir = OpenDirectory(path, create: true, out var name);
+        return Wrap(NativeMethods.MapCreateAt((int)dir.Handle.DangerousGetHandle(), name, path, imageSize, blockSize), path);
+    }
 
-    public static DirtyMap OpenOrCreate(string path, ulong imageSize, uint blockSize) =>
-        Wrap(NativeMethods.MapOpenOrCreate(path, imageSize, blockSize), path);
+    /// <summary>Opens the map when present and its geometry matches, creates it when absent, refuses otherwise.</summary>
+    public static DirtyMap OpenOrCreate(string path, ulong imageSize, uint blockSize)
+    {
+        using var dir = OpenDirectory(path, create: true, out var name);
+        for (var tries = 0; ; tries++)
+        {
+            var map = OpenIn(dir, name, path);
+            if (map is null)
+            {
+                var created = NativeMethods.MapCreateAt((int)dir.Handle.DangerousGetHandle(), name, path, imageSize, blockSize);
+                if (created.IsInvalid && System.Runtime.InteropServices.Marshal.GetLastSystemError() == 17 /* EEXIST: a racing creator won */ && tries < 3)
+                {
+                    created.Dispose();
+                    continue;
+                }
+                return Wrap(created, path);
+            }
+            var blocks = imageSize / blockSize + (imageSize % blockSize != 0 ? 1UL : 0);
+            if (map.BlockSize != blockSize || map.Blocks != blocks || map.ImageSize != imageSize)
+            {
+                map.Dispose();
+                throw new DirtyMapException($"dirty map {path}: geometry mismatch: map has {map.Blocks} blocks of {map.BlockSize} bytes for {map.ImageSize} bytes, " +
+                                            $"export needs {blocks} blocks of {blockSize} bytes for {imageSize} bytes");
+            }
+            return map;
+        }
+    }
+
+    private static TrustedDirectory OpenDirectory(string path, bool create, out string name)
+    {
+        try
+        {
+            if (create && OperatingSystem.IsLinux() && System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) is { } parent && !Directory.Exists(parent))
+                Directory.CreateDirectory(parent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            return TrustedDirectory.OpenParent(path, serviceUser: true, out name);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            throw new DirtyMapException($"dirty map {path}: {e.Message}");
+        }
+    }
+
+    /// <summary>The map <paramref name="name"/> of <paramref name="dir"/>, checked; null when absent.</summary>
+    private static DirtyMap? OpenIn(TrustedDirectory dir, string name, string path)
+    {
+        Microsoft.Win32.SafeHandles.SafeFileHandle? fd;
+        try
+        {
+            fd = dir.OpenFile(name, write: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DirtyMapException($"dirty map {path}: {e.Message}");
+        }
+        if (fd is null) return null;
+        // the library takes the descriptor (and closes it, on failure too)
+        var raw = (int)fd.DangerousGetHandle();
+        fd.SetHandleAsInvalid();
+        return Wrap(NativeMethods.MapOpenFd(raw, path), path);
+    }
 
     public static bool IsValidBlockSize(ulong blockSize) => NativeMethods.ValidBlockSize(blockSize) == 1;
 

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using BlockMigrate.Files;
 
 namespace BlockMigrate.Transport;
 
@@ -35,8 +36,14 @@ public sealed class NodeKey : IDisposable
         return Load(path);
     }
 
+    /// <summary>
+    /// Loads a key made by <see cref="Generate"/>. Refused, as ssh refuses such a key, when it is not a regular
+    /// file owned by this user or root with mode 0600 (or stricter).
+    /// </summary>
     public static NodeKey Load(string path)
     {
+        if (!File.Exists(path)) throw new TransportException($"cannot read key file {path}: it does not exist (make one with 'blockmigrate keygen --out {path}')");
+        if (StrictModes.KeyProblem(path) is { } problem) throw new TransportException(problem);
         string pem;
         try
         {

@@ -1,9 +1,13 @@
+using BlockMigrate.Files;
+
 namespace BlockMigrate.Transport;
 
 /// <summary>
 /// Fingerprints an endpoint trusts. The receiver's <c>trusted</c> file lists source keys, one per line:
 /// <c>SHA256:xxxx [comment]</c>. The source's known-hosts file pins receivers: <c>HOST[:PORT] SHA256:xxxx</c>.
-/// Blank lines and lines starting with '#' are ignored.
+/// Blank lines and lines starting with '#' are ignored. Either file is refused (as ssh's StrictModes
+/// refuses an authorized_keys file) when it or its directory is writable by group or others, or owned by
+/// anyone but this user or root: whoever can change it can make us trust their key.
 /// </summary>
 public sealed class TrustList
 {
@@ -18,7 +22,7 @@ public sealed class TrustList
     public static TrustList LoadTrusted(string path)
     {
         var list = new List<string>();
-        foreach (var (line, n) in Lines(path))
+        foreach (var (line, n) in Lines(path, "trusted file"))
         {
             var fp = KeyFingerprint.Normalize(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[0])
                      ?? throw new TransportException($"{path}:{n}: not a key fingerprint (expected SHA256:... as printed by 'blockmigrate keygen')");
@@ -30,7 +34,7 @@ public sealed class TrustList
     /// <summary>The fingerprint pinned for <paramref name="host"/>:<paramref name="port"/> (or for the bare host), or null.</summary>
     public static string? LookupKnownHost(string path, string host, int port)
     {
-        foreach (var (line, n) in Lines(path))
+        foreach (var (line, n) in Lines(path, "known-hosts file"))
         {
             var parts = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length < 2) throw new TransportException($"{path}:{n}: expected 'HOST[:PORT] SHA256:...'");
@@ -40,11 +44,12 @@ public sealed class TrustList
         return null;
     }
 
-    private static IEnumerable<(string Line, int Number)> Lines(string path)
+    private static IEnumerable<(string Line, int Number)> Lines(string path, string what)
     {
         string[] lines;
         try
         {
+            if (File.Exists(path) && StrictModes.TrustFileProblem(path, what) is { } problem) throw new TransportException(problem);
             lines = File.ReadAllLines(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -108,11 +108,31 @@ struct bm_info {
 typedef struct bm_map bm_map;
 
 /* Creating and opening.  bm_map_create fails (errno EEXIST) when path exists;
- * it creates missing parent directories and publishes the map atomically. */
+ * it creates missing parent directories and publishes the map atomically.
+ *
+ * Trust: a map must be a regular file (never followed through a symlink)
+ * owned by root, by the caller's effective user or by the service user
+ * BM_SERVICE_USER, with mode 0600 (no group or other bits; maps are created
+ * so); its directory must be owned by one of the same users and not be
+ * writable by group or others.  Anything else is refused (errno EPERM, ELOOP
+ * or ENOTDIR) with a message naming the file and the fix.  The *_at forms
+ * take a directory the caller opened itself (O_DIRECTORY|O_NOFOLLOW) and
+ * re-check it; name is a single component; label is used in messages.
+ * bm_map_open_fd maps a file the caller opened and takes the descriptor
+ * (closed on failure too). */
+#define BM_SERVICE_USER "blockmigrate"
+/* 1 when uid may own a map or its directory (root, euid, BM_SERVICE_USER). */
+int bm_trusted_owner (uint32_t uid);
 bm_map *bm_map_create (const char *path, uint64_t image_size, uint32_t block_size);
 bm_map *bm_map_open (const char *path);         /* validates magic, version, geometry */
 /* Open when present and its geometry matches, create when absent, refuse otherwise. */
 bm_map *bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_size);
+bm_map *bm_map_open_at (int dirfd, const char *name, const char *label);
+bm_map *bm_map_open_fd (int fd, const char *label);
+bm_map *bm_map_create_at (int dirfd, const char *name, const char *label,
+                          uint64_t image_size, uint32_t block_size);
+bm_map *bm_map_open_or_create_at (int dirfd, const char *name, const char *label,
+                                  uint64_t image_size, uint32_t block_size);
 void bm_map_close (bm_map *map);
 const char *bm_last_error (void);              /* never NULL; "" before any error */
 int bm_valid_block_size (uint64_t block_size);  /* 1 when acceptable */
@@ -146,7 +166,9 @@ int bm_set_cookie (bm_map *map, const uint8_t cookie[BM_COOKIE_SIZE]);
 
 /* Filter side: the write window.  bm_write_begin waits while the map is frozen
  * and then counts the write in flight; bm_write_end marks [offset, offset+count)
- * when ok is non-zero, updates the counters and ends the in-flight window. */
+ * when ok is non-zero, updates the counters and ends the in-flight window.
+ * Neither checks on its fast path that the map file still covers the mapping
+ * (the filter does that once per request, before the throttle). */
 int bm_write_begin (bm_map *map);
 void bm_write_end (bm_map *map, uint64_t offset, uint64_t count, int ok);
 void bm_add_throttled_ns (bm_map *map, uint64_t ns);

@@ -258,7 +258,12 @@ public sealed partial class FaultMatrixTests
                 await StopAsync(vm, ct);
             }
             else
+            {
                 Assert.That(running, Is.Empty, "the destination QEMU died after the point of no return: the VM runs nowhere");
+                // QEMU restarts a source VM whose migration failed; the adapter must stop it again, for good
+                await Task.Delay(2000, ct);
+                Assert.That(await StatusAsync(bed.Source, ct), Is.Not.EqualTo("running"), "the source VM was restarted after the hand-over");
+            }
             image = bed.DestinationImage;
             Assert.That(bed.FillMatches(), "the rest of the disk differs between source and destination");
         }
@@ -329,4 +334,40 @@ public sealed partial class FaultMatrixTests
 
     [GeneratedRegex(@"phase: (\w+)$", RegexOptions.Multiline)]
     private static partial Regex PhaseLine();
+}
+
+/// <summary>The matrix's disk check fails on a lost or a stale write, and forgives only writes the guest was told failed.</summary>
+public sealed class GuestWritesTests
+{
+    private const int Blocks = 8;
+
+    [Test]
+    public void A_disk_with_every_acknowledged_write_passes_and_a_lost_or_stale_one_fails()
+    {
+        using var dir = new TempDir("gw");
+        var serial = dir["g.serial"];
+        // writes 0..20 acknowledged (PROGRESS every 5), 13 failed with EIO (not on the disk)
+        File.WriteAllText(serial, "PROGRESS seq=0\nPROGRESS seq=5\nPROGRESS seq=10\nWRITE-ERR seq=13\nPROGRESS seq=15\nPROGRESS seq=20\n");
+        var writes = new GuestWrites([new SerialLog(serial)]);
+        Assert.That(writes.LastAcknowledged, Is.EqualTo(20));
+
+        var image = dir["d.img"];
+        void Disk(Func<int, long> seqOf)
+        {
+            var bytes = new byte[Blocks * GuestDisk.BlockSize];
+            for (var b = 0; b < Blocks; b++)
+                System.Text.Encoding.ASCII.GetBytes($"SEQ {seqOf(b):D10} BLK {b:D8}\n").CopyTo(bytes, b * GuestDisk.BlockSize);
+            File.WriteAllBytes(image, bytes);
+        }
+        static long Newest(int b, long max) => max - ((max - b) % Blocks);
+
+        Disk(b => b == 13 % Blocks ? 5 : Newest(b, 20)); // 13 failed: block 5 keeps write 5
+        Assert.That(writes.Verify(image, Blocks).Ok, Is.True, writes.Verify(image, Blocks).ToString());
+        Disk(b => Newest(b, 20)); // the failed write landed after all: allowed
+        Assert.That(writes.Verify(image, Blocks).Ok, Is.True);
+        Disk(b => b == 2 ? 10 : Newest(b, 20)); // block 2 lost write 18: stale
+        Assert.That(writes.Verify(image, Blocks).Problems, Has.Some.Contains("block 2: seq 10, expected 18"));
+        Disk(b => Newest(b, 17)); // the disk stops at 17, but 20 was acknowledged: lost
+        Assert.That(writes.Verify(image, Blocks).Problems, Has.Some.Contains("lost writes"));
+    }
 }

@@ -59,6 +59,7 @@ public sealed partial class QemuHypervisor
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            await KeepSourceStoppedAsync(source);
             throw new HypervisorException(
                 "qemu: memory migration failed after the disks were handed over to the destination. The VM is stopped " +
                 "at the source and must NOT be resumed there (its disk now lives at the destination); restart " +
@@ -167,10 +168,44 @@ public sealed partial class QemuHypervisor
             await ContinueFromPreSwitchoverAsync(source, sourceEvents, cancellationToken);
         }
         else if (status != "completed")
+        {
+            await KeepSourceStoppedAsync(source);
             throw new HypervisorException($"qemu: the source's migration is '{status ?? "none"}', neither waiting at the hand-over nor completed; " +
                                           "the disks are at the destination: restart the VM there from its disk");
+        }
         await ResumeDestinationAsync(destination, () => Log?.Invoke("destination loaded; cont unless it runs"), cancellationToken);
         _phase = QemuPhase.Resumed;
+    }
+
+    /// <summary>
+    /// Past the hand-over the source VM must never run again, but QEMU restarts a VM whose migration
+    /// fails after it stopped it (even from <c>pre-switchover</c>, e.g. when the destination QEMU dies
+    /// while the device state is sent): its migration thread calls <c>vm_start</c> once it has set the
+    /// status to <c>failed</c>, so the restart may come just after we read that status. Stop it, and
+    /// keep stopping it until it has stayed stopped for a second. Best effort: a source monitor that is
+    /// gone leaves the VM frozen at the disk anyway (the source map stays frozen after a hand-over).
+    /// </summary>
+    private async Task KeepSourceStoppedAsync(QmpClient source)
+    {
+        using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        try
+        {
+            var quiet = Stopwatch.StartNew();
+            while (quiet.Elapsed < TimeSpan.FromSeconds(1))
+            {
+                if (await StatusAsync(source, bounded.Token) == "running")
+                {
+                    await source.ExecuteAsync("stop", null, bounded.Token);
+                    Log?.Invoke("QEMU restarted the source VM after the failed migration; stopped it again (its disk is at the destination)");
+                    quiet.Restart();
+                }
+                await Task.Delay(100, bounded.Token);
+            }
+        }
+        catch (Exception e) // best effort: the error that brought us here is what gets reported
+        {
+            Log?.Invoke($"could not make sure the source VM stays stopped: {e.Message}");
+        }
     }
 
     /// <summary>Lets the source, paused in <c>pre-switchover</c>, send the rest; returns at <c>completed</c>.</summary>

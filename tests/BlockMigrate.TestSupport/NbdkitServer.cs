@@ -43,10 +43,15 @@ public sealed class NbdkitServer : IDisposable
         return a.ToArray();
     }
 
-    /// <summary>Starts nbdkit in the foreground on a fresh socket in <paramref name="dir"/> and waits until it listens.</summary>
-    public static NbdkitServer Start(string dir, IEnumerable<string> args, TimeSpan? timeout = null)
+    /// <summary>
+    /// Starts nbdkit in the foreground on a fresh socket in <paramref name="dir"/> (or on
+    /// <paramref name="socket"/>, e.g. to restart a killed server where its clients reconnect) and waits
+    /// until it listens.
+    /// </summary>
+    public static NbdkitServer Start(string dir, IEnumerable<string> args, TimeSpan? timeout = null, string? socket = null)
     {
-        var socket = Path.Combine(dir, $"nbd-{Guid.NewGuid():N}"[..12] + ".sock");
+        socket ??= Path.Combine(dir, $"nbd-{Guid.NewGuid():N}"[..12] + ".sock");
+        try { File.Delete(socket); } catch (IOException) { } // a killed server leaves its socket behind
         var psi = new ProcessStartInfo("nbdkit") { RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "-f", "-U", socket }.Concat(args)) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];

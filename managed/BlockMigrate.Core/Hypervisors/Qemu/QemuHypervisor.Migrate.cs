@@ -59,6 +59,7 @@ public sealed partial class QemuHypervisor
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            await KeepSourceStoppedAsync(source);
             throw new HypervisorException(
                 "qemu: memory migration failed after the disks were handed over to the destination. The VM is stopped " +
                 "at the source and must NOT be resumed there (its disk now lives at the destination); restart " +
@@ -167,10 +168,46 @@ public sealed partial class QemuHypervisor
             await ContinueFromPreSwitchoverAsync(source, sourceEvents, cancellationToken);
         }
         else if (status != "completed")
+        {
+            await KeepSourceStoppedAsync(source);
             throw new HypervisorException($"qemu: the source's migration is '{status ?? "none"}', neither waiting at the hand-over nor completed; " +
                                           "the disks are at the destination: restart the VM there from its disk");
+        }
         await ResumeDestinationAsync(destination, () => Log?.Invoke("destination loaded; cont unless it runs"), cancellationToken);
         _phase = QemuPhase.Resumed;
+    }
+
+    /// <summary>
+    /// Past the hand-over the source VM must never run again, but QEMU restarts a VM whose migration
+    /// fails after it stopped it (even from <c>pre-switchover</c>, e.g. when the destination QEMU dies
+    /// while the device state is sent): its migration thread calls <c>vm_start</c> just after it has set
+    /// the status to <c>failed</c>. So: if it runs, or starts within two seconds, <c>stop</c> it. QEMU's
+    /// <c>stop</c> pauses the vCPUs and sends <c>STOP</c> at once, then drains the disks; a guest write
+    /// issued since the restart waits at the source shim, whose map stays frozen after a hand-over, so
+    /// the drain (and the reply, and that QEMU's monitor) may never come back: wait for the event,
+    /// not the reply. Best effort: the error that brought us here is what gets reported.
+    /// </summary>
+    private async Task KeepSourceStoppedAsync(QmpClient source)
+    {
+        using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        try
+        {
+            using var events = source.Subscribe("RESUME", "STOP");
+            var running = await StatusAsync(source, bounded.Token) == "running"
+                          || await TryWaitAsync(events, "RESUME", TimeSpan.FromSeconds(2)) != null;
+            if (!running) return;
+            var stop = source.ExecuteAsync("stop", null, bounded.Token);
+            _ = stop.ContinueWith(t => t.Exception, TaskScheduler.Default); // observed; it may never be answered
+            var stopped = await TryWaitAsync(events, "STOP", TimeSpan.FromSeconds(10)) != null;
+            Log?.Invoke(!stopped
+                ? "QEMU restarted the source VM after the failed migration and it did not stop: kill the source QEMU (its disk is at the destination)"
+                : "QEMU restarted the source VM after the failed migration; stopped it again (its disk is at the destination)" +
+                  (stop.IsCompleted ? "" : "; that QEMU now waits for a disk write the frozen source map holds: kill it"));
+        }
+        catch (Exception e) // best effort, see above
+        {
+            Log?.Invoke($"could not make sure the source VM stays stopped: {e.Message}");
+        }
     }
 
     /// <summary>Lets the source, paused in <c>pre-switchover</c>, send the rest; returns at <c>completed</c>.</summary>

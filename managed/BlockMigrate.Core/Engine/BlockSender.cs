@@ -211,7 +211,7 @@ internal sealed class BlockSender : IAsyncDisposable
                         lock (_lock) Signal();
                         break;
                     case FrameType.Error:
-                        throw new RemoteFailureException("receiver: " + Encoding.UTF8.GetString(frame.Payload));
+                        throw new RemoteFailureException("receiver: " + PeerText.Clean(frame.Payload));
                     default:
                         throw new ProtocolException($"unexpected {frame.Type} frame from the receiver");
                 }

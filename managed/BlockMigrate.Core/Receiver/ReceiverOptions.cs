@@ -10,10 +10,16 @@ public sealed record ReceiverOptions
     public string? KeyPath { get; init; }
     public string? TrustedPath { get; init; }
     public bool Plaintext { get; init; }
-    /// <summary>Exit after one migration (committed or not).</summary>
+    /// <summary>Exit after one migration (committed or not); only an authenticated source's migration counts.</summary>
     public bool Once { get; init; }
     /// <summary>Where destination shims keep their maps (NAME.map); a disk whose map exists there is gated.</summary>
     public string GateMapDir { get; init; } = "/dev/shm/blockmigrate";
     /// <summary>A connection idle this long (nothing received) is dropped.</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>A connection not authenticated within this time (opening + TLS handshake) is closed.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = DefaultHandshakeTimeout;
+    public static readonly TimeSpan DefaultHandshakeTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>Connections still in their opening (not authenticated yet), at most; one more is closed at once.</summary>
+    public int MaxPendingHandshakes { get; init; } = DefaultMaxPendingHandshakes;
+    public const int DefaultMaxPendingHandshakes = 32;
 }

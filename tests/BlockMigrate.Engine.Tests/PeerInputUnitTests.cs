@@ -66,6 +66,18 @@ public class PeerInputUnitTests
     }
 
     [Test]
+    public void Welcome_that_does_not_answer_the_offers_is_refused()
+    {
+        DiskOffer[] offers = [new("vda", 1 << 20, 65536, new string('a', 32), false)];
+        Assert.That(MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false)]), offers).Disks, Has.Count.EqualTo(1));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage(null!), offers));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([null!]), offers));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer(null!, false)]), offers));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vdb", false)]), offers));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([]), offers));
+    }
+
+    [Test]
     public void Busy_set_gives_each_name_to_one_session_at_a_time()
     {
         var busy = new BusySet();

@@ -104,6 +104,30 @@ public class PreAuthTests
         Assert.That(receiver.Process.HasExited, Is.False, "--once is not used up by an unauthenticated connection");
     }
 
+    [Test]
+    public async Task Second_source_while_a_once_receiver_serves_one_is_refused_with_an_error()
+    {
+        using var dir = new TempDir("engine");
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys: null);
+        await using (var first = await RawSource.ConnectAsync(receiver.Port))
+        {
+            Assert.That((await first.HelloAsync("vda")).Type, Is.EqualTo(FrameType.Welcome));
+            await using (var second = await RawSource.ConnectAsync(receiver.Port))
+            {
+                var answer = await second.HelloAsync("vdb");
+                Assert.That(answer.Type, Is.EqualTo(FrameType.Error));
+                Assert.That(System.Text.Encoding.UTF8.GetString(answer.Payload), Does.Contain("serves one migration and is busy with another"));
+            }
+            Assert.That(receiver.Process.HasExited, Is.False, "the first migration goes on");
+            var seq = first.NextSequence;
+            await first.SendAsync(FrameType.Data, RawSource.DataPayload(0, new byte[65536]));
+            var ack = await first.Reader.ReadRequiredAsync("ack", CancellationToken.None);
+            Assert.That(ack.Type, Is.EqualTo(FrameType.Ack));
+        }
+        Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1), "the one migration ended uncommitted");
+        Assert.That(File.Exists(Path.Combine(dir["dst"], "vdb.img")), Is.False);
+    }
+
     [TestCase(false, false, "no answer to the connection and authentication", TestName = "Source_gives_up_on_a_listener_that_never_answers")]
     [TestCase(false, true, "no answer to the connection and authentication", TestName = "Source_gives_up_on_a_receiver_silent_in_the_TLS_handshake")]
     [TestCase(true, true, "no Welcome after our Hello", TestName = "Source_gives_up_on_a_receiver_that_sends_no_welcome")]

@@ -36,6 +36,27 @@ public sealed class ReceiverProcess : IDisposable
         }
     }
 
+    /// <summary>Like <see cref="StartAsync"/> but without --once: a service that keeps serving after each session.</summary>
+    public static async Task<ReceiverProcess> StartServiceAsync(string imageDir, KeyPair? keys, params string[] extra)
+    {
+        Directory.CreateDirectory(imageDir);
+        var args = new List<string> { "receive", "--listen", "127.0.0.1:0", "--image-dir", imageDir, "--gate-map-dir", Path.Combine(imageDir, "no-gates") };
+        if (keys != null) args.AddRange(["--key", keys.ReceiverKey, "--trusted", keys.Trusted]);
+        else args.Add("--plaintext");
+        args.AddRange(extra);
+        var p = BackgroundProcess.Cli(args.ToArray());
+        try
+        {
+            var m = await p.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30));
+            return new ReceiverProcess(p, int.Parse(m.Groups[1].Value), imageDir);
+        }
+        catch
+        {
+            p.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Waits until the disk's image holds at least <paramref name="bytes"/> allocated bytes (data has arrived).</summary>
     public async Task WaitForDataAsync(string disk, long bytes, TimeSpan timeout)
     {

@@ -48,6 +48,11 @@ public static class MigrateCommand
             disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, json, plaintext, timeout,
             noThrottle, noCompress, codec, verify, keepFrozen, switchover,
         };
+        var connectTimeout = new Option<int?>("--connect-timeout")
+        {
+            Description = $"seconds from connecting to the receiver's welcome before giving up on a silent receiver (default {MigrationOptions.DefaultConnectTimeout.TotalSeconds:0})",
+        };
+        command.Options.Add(connectTimeout);
         RedirectionCliOptions.AddTo(command);
         hypervisor.AddTo(command);
         command.SetAction(async (r, ct) =>
@@ -57,7 +62,7 @@ public static class MigrateCommand
                 var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
                 var cfgName = r.GetValue(config) ?? "";
                 KeyValueFile.CheckKeys(cfgName, file.Global, "to", "key", "peer-fingerprint", "known-hosts", "bandwidth", "max-downtime",
-                    "max-rounds", "hypervisor", "plaintext", "timeout", "switchover", "codec");
+                    "max-rounds", "hypervisor", "plaintext", "timeout", "switchover", "codec", "connect-timeout");
                 string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
                 var disks = new List<DiskSpec>();
                 foreach (var d in r.GetValue(disk) ?? []) disks.Add(ParseDisk(d));
@@ -110,6 +115,9 @@ public static class MigrateCommand
                         var other => throw new BlockMigrateException($"{cfgName}: switchover = {other}: expected gate or commit"),
                     },
                     Timeout = (r.GetValue(timeout) ?? IntOf(file, "timeout")) is { } s ? TimeSpan.FromSeconds(s) : null,
+                    ConnectTimeout = (r.GetValue(connectTimeout) ?? IntOf(file, "connect-timeout")) is { } c
+                        ? c > 0 ? TimeSpan.FromSeconds(c) : throw new BlockMigrateException("--connect-timeout: expected a positive number of seconds")
+                        : MigrationOptions.DefaultConnectTimeout,
                 };
                 var display = new ProgressDisplay(!Console.IsErrorRedirected);
                 using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hv.Name);

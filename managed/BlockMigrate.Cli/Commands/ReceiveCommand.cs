@@ -26,7 +26,7 @@ public static class ReceiveCommand
 
     public static Command Create()
     {
-        var config = new Option<string?>("--config") { Description = "a 'key = value' file: listen, image-dir, key, trusted, plaintext, gate-map-dir, overwrite" };
+        var config = new Option<string?>("--config") { Description = "a 'key = value' file: listen, image-dir, key, trusted, plaintext, gate-map-dir, overwrite, handshake-timeout, max-pending-handshakes" };
         var listen = new Option<string?>("--listen") { Description = $"ADDR[:PORT] to listen on (default 0.0.0.0:{Engine.MigrationOptions.DefaultPort}; port 0 picks one)" };
         var imageDir = new Option<string?>("--image-dir") { Description = "directory the disks are written into (NAME.img)" };
         var key = new Option<string?>("--key") { Description = "this receiver's key (from 'blockmigrate keygen')" };
@@ -38,11 +38,22 @@ public static class ReceiveCommand
         {
             Description = "let a fresh copy replace an image that is handed over, committed, gated or foreign (a VM may run on it); off by default",
         };
+        var handshakeTimeout = new Option<double?>("--handshake-timeout")
+        {
+            Description = $"seconds a connection has to authenticate (opening + TLS) before it is closed (default {ReceiverOptions.DefaultHandshakeTimeout.TotalSeconds:0})",
+        };
+        var maxPending = new Option<int?>("--max-pending-handshakes")
+        {
+            Description = $"connections not yet authenticated, at most; more are closed at once (default {ReceiverOptions.DefaultMaxPendingHandshakes})",
+        };
         var command = new Command("receive", "Receive migrated disks (the destination side)") { config, listen, imageDir, key, trusted, plaintext, once, gateDir, overwrite };
+        command.Options.Add(handshakeTimeout);
+        command.Options.Add(maxPending);
         command.SetAction(async (r, ct) =>
         {
             var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
-            KeyValueFile.CheckKeys(r.GetValue(config) ?? "", file.Global, "listen", "image-dir", "key", "trusted", "plaintext", "gate-map-dir", "overwrite");
+            KeyValueFile.CheckKeys(r.GetValue(config) ?? "", file.Global, "listen", "image-dir", "key", "trusted", "plaintext", "gate-map-dir", "overwrite",
+                "handshake-timeout", "max-pending-handshakes");
             string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
             var dir = Get(imageDir, "image-dir") ?? throw new BlockMigrateException("no image directory (--image-dir DIR or image-dir in the config file)");
             var options = new ReceiverOptions
@@ -55,7 +66,12 @@ public static class ReceiveCommand
                 Once = r.GetValue(once),
                 GateMapDir = Get(gateDir, "gate-map-dir") ?? "/dev/shm/blockmigrate",
                 Overwrite = r.GetValue(overwrite) || Flag(file.Global.GetValueOrDefault("overwrite"), "overwrite"),
+                HandshakeTimeout = TimeSpan.FromSeconds(r.GetValue(handshakeTimeout)
+                    ?? Number(file, "handshake-timeout", 0.1, 3600) ?? ReceiverOptions.DefaultHandshakeTimeout.TotalSeconds),
+                MaxPendingHandshakes = r.GetValue(maxPending) ?? (int?)Number(file, "max-pending-handshakes", 1, 100000) ?? ReceiverOptions.DefaultMaxPendingHandshakes,
             };
+            if (options.HandshakeTimeout.TotalSeconds is < 0.1 or > 3600) throw new UsageException("--handshake-timeout: expected 0.1 to 3600 seconds");
+            if (options.MaxPendingHandshakes is < 1 or > 100000) throw new UsageException("--max-pending-handshakes: expected 1 to 100000");
             if (options.Overwrite) Log.Warn("--overwrite: a fresh copy may replace a handed-over, committed, gated or foreign image");
             var receiver = new Receiver.Receiver(options);
             receiver.Log += line =>
@@ -92,4 +108,10 @@ public static class ReceiveCommand
         });
         return command;
     }
+
+    /// <summary>A number from the config file, within [min, max]; null when absent.</summary>
+    private static double? Number(KeyValueFile file, string key, double min, double max) =>
+        file.Global.GetValueOrDefault(key) is not { } v ? null
+        : double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var n) && n >= min && n <= max ? n
+        : throw new UsageException($"{key} = {v}: expected a number from {min} to {max}");
 }

@@ -214,7 +214,7 @@ internal sealed class BlockSender : IAsyncDisposable
                         lock (_lock) Signal();
                         break;
                     case FrameType.Error:
-                        throw new RemoteFailureException($"receiver failed: {Encoding.UTF8.GetString(frame.Payload)} (the source map still holds every block it did not acknowledge; a re-run resumes)");
+                        throw new RemoteFailureException($"receiver failed: {PeerText.Clean(frame.Payload)} (the source map still holds every block it did not acknowledge; a re-run resumes)");
                     default:
                         throw new ProtocolException($"unexpected {frame.Type} frame from the receiver");
                 }

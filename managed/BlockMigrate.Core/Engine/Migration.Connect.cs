@@ -11,10 +11,39 @@ public sealed partial class Migration
     /// disk whether the receiver holds that lineage's consistent base. Where both agree the map's bits
     /// are kept (resume); otherwise every block is marked dirty (a fresh copy). Only then is the cookie
     /// set to "running", so a run that dies without giving bits back is never resumed from.
+    /// From the TCP connect to the Welcome, <see cref="MigrationOptions.ConnectTimeout"/> at most: a
+    /// receiver that accepts the connection and then stays silent is given up on with one clear line.
     /// </summary>
     private async Task ConnectAsync(CancellationToken ct)
     {
         SetPhase(MigrationPhase.Connecting);
+        using var opening = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        opening.CancelAfter(_options.ConnectTimeout);
+        _openingStage = "no answer to the connection and authentication";
+        try
+        {
+            await OpenAndGreetAsync(opening.Token);
+        }
+        catch (Exception e) when (opening.IsCancellationRequested && !ct.IsCancellationRequested && e is not MigrationException)
+        {
+            throw new TransportException($"receiver {_options.Host}:{_options.Port} did not answer within {_options.ConnectTimeout.TotalSeconds:0.#} s " +
+                                         $"({_openingStage}): is a BlockMigrate receiver listening there, and not overloaded? (--connect-timeout)");
+        }
+        _sender = new BlockSender(_channelWriter!, _channelReader!, _options);
+        _sender.Start();
+        _producer = new FrameProducer(InitialCodec());
+        _codecCheckedAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the first codec check looks at the copy only, not the handshake
+        if (_producer.Codec != DataEncoding.Raw) Say($"codec: {_producer.Codec.ToString().ToLowerInvariant()}");
+        await MeasureRoundTripAsync(ct);
+    }
+
+    private string _openingStage = "";
+    private FrameWriter? _channelWriter;
+    private FrameReader? _channelReader;
+
+    /// <summary>Connects, authenticates, sends Hello and reads the Welcome; <paramref name="ct"/> carries the opening's deadline.</summary>
+    private async Task OpenAndGreetAsync(CancellationToken ct)
+    {
         NodeKey? key = null;
         try
         {
@@ -31,8 +60,8 @@ public sealed partial class Migration
         }
         Say($"connected to {_options.Host}:{_options.Port} ({(_options.Plaintext ? "plaintext" : "TLS 1.3, receiver key " + _channel.Peer)})");
 
-        var writer = new FrameWriter(_channel.Stream);
-        var reader = new FrameReader(_channel.Stream);
+        var writer = _channelWriter = new FrameWriter(_channel.Stream);
+        var reader = _channelReader = new FrameReader(_channel.Stream);
         var offers = new List<DiskOffer>();
         foreach (var d in _disks)
         {
@@ -63,7 +92,7 @@ public sealed partial class Migration
             }
             var resume = old.AllowsResume(identity);
             d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
-            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing));
+            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing, ImageExtents.AllocatedBlockBytes(d.Image, d.Size, d.BlockSize)));
         }
         _finishOnly = _disks.All(d => d.Finishing);
         if (!_finishOnly && _disks.Any(d => d.Finishing))
@@ -71,10 +100,10 @@ public sealed partial class Migration
         try
         {
             var sent = System.Diagnostics.Stopwatch.GetTimestamp();
+            _openingStage = "no Welcome after our Hello";
             await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers), ProtocolJson.Default.HelloMessage), default, ct);
-            var welcome = ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage);
+            var welcome = MessageChecks.Check(ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage), offers);
             _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
-            if (welcome.Disks.Count != _disks.Count) throw new ProtocolException("the receiver's welcome does not list our disks");
             for (var i = 0; i < _disks.Count; i++)
             {
                 var d = _disks[i];
@@ -107,12 +136,6 @@ public sealed partial class Migration
         {
             throw new TransportException($"link to the receiver failed during the handshake: {e.Message}");
         }
-        _sender = new BlockSender(writer, reader, _options);
-        _sender.Start();
-        _producer = new FrameProducer(InitialCodec());
-        _codecCheckedAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the first codec check looks at the copy only, not the handshake
-        if (_producer.Codec != DataEncoding.Raw) Say($"codec: {_producer.Codec.ToString().ToLowerInvariant()}");
-        await MeasureRoundTripAsync(ct);
     }
 
     /// <summary>

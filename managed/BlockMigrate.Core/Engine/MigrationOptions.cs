@@ -29,6 +29,12 @@ public sealed record MigrationOptions
     public bool Verify { get; init; }
     /// <summary>With no hypervisor: leave the source frozen after the commit instead of thawing it.</summary>
     public bool KeepSourceFrozen { get; init; }
+    /// <summary>
+    /// From the TCP connect to the receiver's Welcome, at most: a receiver that accepts the connection
+    /// and then says nothing (no opening answer, no TLS handshake, no Welcome) is given up on with an error.
+    /// </summary>
+    public TimeSpan ConnectTimeout { get; init; } = DefaultConnectTimeout;
+    public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(30);
     /// <summary>Whole-migration deadline; null = none.</summary>
     public TimeSpan? Timeout { get; init; }
     /// <summary>Fail when frames are in flight and nothing is acknowledged for this long.</summary>

@@ -7,7 +7,10 @@ namespace BlockMigrate.Protocol;
 /// A final-set frame: the blocks of one disk still stale at the freeze, sent before their data so
 /// the destination gate knows exactly which blocks to hold. Payload, little-endian: u16 disk,
 /// u16 0, u32 number of ranges, then per range u64 first block and u64 block count. A large set is
-/// cut into several frames; <see cref="MaxRanges"/> ranges each.
+/// cut into several frames; <see cref="MaxRanges"/> ranges each. Ranges are non-empty, in ascending
+/// order and disjoint, within a frame and across the frames of a disk (the source sends
+/// <see cref="BlockRange.FromBits"/> in order): the receiver refuses anything else, so applying a final
+/// set costs at most one pass over the disk's bitmap, however the ranges are chosen.
 /// </summary>
 public sealed record FinalSet(ushort Disk, IReadOnlyList<BlockRange> Ranges)
 {
@@ -37,6 +40,7 @@ public sealed record FinalSet(ushort Disk, IReadOnlyList<BlockRange> Ranges)
             var first = BinaryPrimitives.ReadUInt64LittleEndian(p[(8 + 16 * i)..]);
             var count = BinaryPrimitives.ReadUInt64LittleEndian(p[(16 + 16 * i)..]);
             if (count == 0 || first + count < first) throw new ProtocolException("final-set frame with an empty or wrapping range");
+            if (i > 0 && first <= ranges[i - 1].Last) throw new ProtocolException("final-set frame with ranges out of order or overlapping");
             ranges.Add(new BlockRange(first, first + count - 1));
         }
         return new FinalSet(BinaryPrimitives.ReadUInt16LittleEndian(p), ranges);

@@ -17,16 +17,16 @@ public sealed partial class ProtocolJson : JsonSerializerContext
     public static T Decode<T>(Frame frame, FrameType expected, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info)
     {
         if (frame.Type == FrameType.Error)
-            throw new RemoteFailureException(Encoding.UTF8.GetString(frame.Payload));
+            throw new RemoteFailureException(PeerText.Clean(frame.Payload));
         if (frame.Type != expected)
             throw new ProtocolException($"expected a {expected} frame, got {frame.Type}");
         try
         {
             return JsonSerializer.Deserialize(frame.Payload, info) ?? throw new ProtocolException($"empty {expected} frame");
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException or ArgumentException)
         {
-            throw new ProtocolException($"malformed {expected} frame: {e.Message}");
+            throw new ProtocolException($"malformed {expected} frame: {PeerText.Clean(e.Message)}");
         }
     }
 }

@@ -8,15 +8,16 @@ namespace BlockMigrate.Receiver;
 /// </summary>
 public static partial class DiskName
 {
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    // \z, not $: "$" also matches before a final newline, and "vda\n" would pass
+    [GeneratedRegex(@"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\z")]
     private static partial Regex Pattern();
 
-    public static bool IsValid(string name) => Pattern().IsMatch(name) && !name.Contains("..");
+    public static bool IsValid(string? name) => name != null && Pattern().IsMatch(name) && !name.Contains("..");
 
-    public static void Check(string name)
+    public static void Check(string? name)
     {
         if (!IsValid(name))
-            throw new ReceiverException($"refused disk name '{Printable(name)}': names are [A-Za-z0-9][A-Za-z0-9._-]*, at most 64 characters, without '..'");
+            throw new ReceiverException($"refused disk name '{Printable(name ?? "")}': names are [A-Za-z0-9][A-Za-z0-9._-]*, at most 64 characters, without '..'");
     }
 
     public static string ImageFile(string name) => name + ".img";

@@ -23,14 +23,48 @@ internal sealed class GateLink(DirtyMap map) : IDisposable
     /// <summary>Blocks the gate holds right now.</summary>
     public ulong Held => map.Info().GatedBlocks;
 
+    /// <summary>
+    /// Gates the blocks of <paramref name="ranges"/> (clamped to the map), then lifts "everything waits".
+    /// Word-wise: whole words are filled at once and only the words the ranges span are passed to the
+    /// map, so the cost is one pass over those words plus one step per range, whatever the ranges' sizes.
+    /// </summary>
     public void MarkStale(IReadOnlyList<BlockRange> ranges)
     {
-        var words = new ulong[map.Words];
+        var blocks = map.Blocks;
+        ulong lo = ulong.MaxValue, hi = 0;
         foreach (var r in ranges)
-            for (var b = r.First; b <= r.Last && b < map.Blocks; b++)
-                words[b / 64] |= 1ul << (int)(b % 64);
-        map.GateMarkWords(0, words);
+        {
+            if (r.First >= blocks || r.Last < r.First) continue;
+            lo = Math.Min(lo, r.First);
+            hi = Math.Max(hi, Math.Min(r.Last, blocks - 1));
+        }
+        if (lo <= hi)
+        {
+            var firstWord = lo / 64;
+            var words = new ulong[hi / 64 - firstWord + 1];
+            foreach (var r in ranges)
+                if (r.First < blocks && r.Last >= r.First)
+                    SetBits(words, r.First - firstWord * 64, Math.Min(r.Last, blocks - 1) - firstWord * 64);
+            map.GateMarkWords(firstWord, words);
+        }
         map.SetState(MapState.Gate, MapState.GateAll);
+    }
+
+    /// <summary>Sets bits [first, last] of <paramref name="words"/>: the partial words at the ends, whole words between.</summary>
+    internal static void SetBits(Span<ulong> words, ulong first, ulong last)
+    {
+        var fw = (int)(first / 64);
+        var lw = (int)(last / 64);
+        var head = ~0ul << (int)(first % 64);
+        var tail = ~0ul >> (63 - (int)(last % 64));
+        if (fw == lw)
+        {
+            words[fw] |= head & tail;
+            return;
+        }
+        words[fw] |= head;
+        words[(fw + 1)..lw].Fill(~0ul);
+        words[lw] |= tail;
     }
 
     public void Landed(ulong firstBlock, ulong blocks)

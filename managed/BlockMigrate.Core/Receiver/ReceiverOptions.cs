@@ -10,7 +10,7 @@ public sealed record ReceiverOptions
     public string? KeyPath { get; init; }
     public string? TrustedPath { get; init; }
     public bool Plaintext { get; init; }
-    /// <summary>Exit after one migration (committed or not).</summary>
+    /// <summary>Exit after one migration (committed or not); only an authenticated source's migration counts.</summary>
     public bool Once { get; init; }
     /// <summary>Where destination shims keep their maps (NAME.map); a disk whose map exists there is gated.</summary>
     public string GateMapDir { get; init; } = "/dev/shm/blockmigrate";
@@ -23,4 +23,10 @@ public sealed record ReceiverOptions
     public bool Overwrite { get; init; }
     /// <summary>The image directory's storage (tests substitute one that injects faults); null: the real one.</summary>
     internal IReceiverStorage? Storage { get; init; }
+    /// <summary>A connection not authenticated within this time (opening + TLS handshake) is closed.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = DefaultHandshakeTimeout;
+    public static readonly TimeSpan DefaultHandshakeTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>Connections still in their opening (not authenticated yet), at most; one more is closed at once.</summary>
+    public int MaxPendingHandshakes { get; init; } = DefaultMaxPendingHandshakes;
+    public const int DefaultMaxPendingHandshakes = 32;
 }

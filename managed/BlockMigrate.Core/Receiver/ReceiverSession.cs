@@ -15,7 +15,7 @@ namespace BlockMigrate.Receiver;
 /// answers Committed; nothing is written after it. Any failure (a write or fsync error included) is sent
 /// to the source as one line and nothing more is acknowledged or committed.
 /// </summary>
-internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions options, SafeFileHandle dir, ISet<string> busy, Action<string> log)
+internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions options, SafeFileHandle dir, BusySet busy, Action<string> log)
 {
     private readonly FrameReader _reader = new(channel.Stream);
     private readonly FrameWriter _writer = new(channel.Stream);
@@ -24,6 +24,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private readonly SemaphoreSlim _flushSignal = new(0);
     private readonly object _syncLock = new();       // one fsync round at a time; _fault is set under it
     private readonly CancellationTokenSource _failed = new(); // cancelled when the flusher fails
+    private readonly Dictionary<ushort, ulong> _finalNext = []; // per disk: where its next final-set range may start
     private long _processed;   // highest sequence number written (Interlocked)
     private long _durable;     // highest sequence number covered by a completed fsync (Interlocked)
     private ReceiverException? _fault; // a write or fsync error of the flusher (_syncLock)
@@ -57,6 +58,13 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             log($"migration from {channel.Peer} failed: {message}");
             if (e is not IOException || fault != null)
                 await TrySendErrorAsync(message);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // a bug must not take the receiver (and every other session) down: one line each side
+            var message = $"internal error: {e.GetType().Name}: {PeerText.Clean(e.Message)}";
+            log($"migration from {channel.Peer} failed: {message}");
+            await TrySendErrorAsync(message);
         }
         finally
         {
@@ -107,17 +115,16 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
 
     private async Task HandshakeAsync(CancellationToken ct)
     {
-        var hello = ProtocolJson.Decode(await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello"),
-            FrameType.Hello, ProtocolJson.Default.HelloMessage);
+        var hello = MessageChecks.Check(ProtocolJson.Decode(await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello"),
+            FrameType.Hello, ProtocolJson.Default.HelloMessage));
         if (hello.Version != HelloMessage.CurrentVersion)
             throw new ReceiverException($"protocol version {hello.Version} not supported (this receiver speaks {HelloMessage.CurrentVersion})");
-        if (hello.Disks.Count is 0 or > 64) throw new ReceiverException($"refused a migration of {hello.Disks.Count} disks");
+        foreach (var offer in hello.Disks) DiskName.Check(offer.Name);
+        SpaceCheck.Check(dir, options.ImageDir, hello.Disks, log);
         var answers = new List<DiskAnswer>();
         foreach (var offer in hello.Disks)
         {
-            DiskName.Check(offer.Name);
-            lock (busy)
-                if (!busy.Add(offer.Name)) throw new ReceiverException($"disk {offer.Name} is being received from another source right now");
+            if (!busy.TryAdd(offer.Name)) throw new ReceiverException($"disk {offer.Name} is being received from another source right now");
             try
             {
                 var d = ReceivedDisk.Open(dir, options, offer, channel.Peer, log);
@@ -127,7 +134,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             }
             catch
             {
-                lock (busy) busy.Remove(offer.Name);
+                busy.Remove(offer.Name);
                 throw;
             }
         }
@@ -161,6 +168,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 {
                     var set = FinalSet.Decode(frame.Payload);
                     var disk = Disk(set.Disk);
+                    CheckFinalSet(set, disk);
                     // the source may let the destination VM run once this is acknowledged: from then on
                     // a fresh copy must not overwrite the image (recorded durably before the ack)
                     if (!disk.Final && disk.Gate != null && !disk.Finishing) disk.MarkHandedOver();
@@ -186,12 +194,28 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(new VerifyResultMessage(hashes), ProtocolJson.Default.VerifyResultMessage), default, ct);
                     break;
                 case FrameType.Error:
-                    log($"source {channel.Peer} gave up: {Encoding.UTF8.GetString(frame.Payload)}");
+                    log($"source {channel.Peer} gave up: {PeerText.Clean(frame.Payload)}");
                     return;
                 default:
                     throw new ProtocolException($"unexpected {frame.Type} frame from the source");
             }
         }
+    }
+
+    /// <summary>
+    /// A final set's ranges lie within the disk and, across its frames, in ascending order without
+    /// overlap (<see cref="FinalSet"/>): then marking them costs one pass over the bitmap at most.
+    /// </summary>
+    private void CheckFinalSet(FinalSet set, ReceivedDisk disk)
+    {
+        if (set.Ranges.Count == 0) return;
+        var blocks = (disk.Offer.Size + disk.Offer.BlockSize - 1) / disk.Offer.BlockSize;
+        if (set.Ranges[^1].Last >= blocks)
+            throw new ProtocolException($"disk {disk.Name}: final set names block {set.Ranges[^1].Last}, past the end ({blocks} blocks)");
+        var next = _finalNext.GetValueOrDefault(set.Disk);
+        if (set.Ranges[0].First < next)
+            throw new ProtocolException($"disk {disk.Name}: final set ranges out of order or overlapping an earlier frame's");
+        _finalNext[set.Disk] = set.Ranges[^1].Last + 1;
     }
 
     private ReceivedDisk Disk(ushort index) =>

@@ -42,6 +42,8 @@ public sealed class SecureChannel : IAsyncDisposable
         bool plaintext, CancellationToken cancellationToken)
     {
         var tcp = new TcpClient { NoDelay = true, SendBufferSize = 4 << 20, ReceiveBufferSize = 4 << 20 };
+        // closing the socket ends any call of the opening, whether or not it watches the token (a silent receiver)
+        using var abort = cancellationToken.Register(tcp.Dispose);
         try
         {
             try
@@ -168,7 +170,7 @@ public sealed class SecureChannel : IAsyncDisposable
         {
             var line = new byte[256];
             var n = await s.ReadAtLeastAsync(line, line.Length, throwOnEndOfStream: false, cancellationToken);
-            throw new PeerRejectedException($"{who} refused the connection: {Encoding.UTF8.GetString(line, 0, n).Trim()}");
+            throw new PeerRejectedException($"{who} refused the connection: {Protocol.PeerText.Clean(line.AsSpan(0, n))}");
         }
         throw new TransportException($"{who} answered the opening with an unexpected byte 0x{b[0]:x2}");
     }

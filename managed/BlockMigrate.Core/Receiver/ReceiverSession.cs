@@ -19,6 +19,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private readonly SemaphoreSlim _ackSignal = new(0);
     private long _processed;   // highest sequence number written (Interlocked)
     private bool _committed;
+    private string? _memoryKeyDir; // the destination QEMU's keys.psk for this migration's memory stream; removed at the end
 
     public IReadOnlyList<string> DiskNames => _disks.Select(d => d.Name).ToList();
 
@@ -59,6 +60,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 await flusher;
             }
             catch (Exception) { /* reported by the commit's own fsync, if it matters */ }
+            MemoryKey.Remove(_memoryKeyDir);
             foreach (var d in _disks)
             {
                 if (!_committed)
@@ -126,7 +128,13 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 throw;
             }
         }
-        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd]), ProtocolJson.Default.WelcomeMessage), default, ct);
+        if (hello.MemoryKey != null)
+        {
+            if (!MemoryKey.IsValid(hello.MemoryKey)) throw new ReceiverException("the memory stream's key is not 64 hex digits");
+            _memoryKeyDir = MemoryKey.WriteDirectory(hello.MemoryKey);
+            log($"memory stream key for the destination QEMU in {_memoryKeyDir} (until this session ends)");
+        }
+        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd], _memoryKeyDir), ProtocolJson.Default.WelcomeMessage), default, ct);
     }
 
     private async Task FramesAsync(CancellationToken ct)

@@ -12,7 +12,8 @@
 #                                     BENCH_DOC=FILE writes elsewhere than docs/BENCHMARKS.md
 # The tool is tools/bench-qemu/ (tools/bench-qemu-baseline runs it directly). BlockMigrate's side
 # (tools/bench-qemu/BlockMigrateMigration.cs) runs `blockmigrate receive --once` and `blockmigrate
-# migrate --hypervisor qemu` as an admin would, memory over one multifd channel with zstd at 100 Mbit/s and below.
+# migrate --hypervisor qemu` as an admin would, memory over one multifd channel with zstd at 100 Mbit/s and below,
+# encrypted with TLS-PSK (migrate's default; method blockmigrate-memplain adds --memory-plaintext).
 # A run still going after BENCH_VM_TIMEOUT minutes (default 6) is stopped and reported as failed.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -97,7 +98,8 @@ are delayed, and on a delayed link the mirror runs `copy-mode=write-blocking` (l
 `--copy-storage-synchronous-writes`: in background mode it never got READY with this writer at a
 50 ms round trip). (b) BlockMigrate: `blockmigrate receive --once` in the destination namespace, whose
 image the destination shim serves in gate mode, and `blockmigrate migrate --hypervisor qemu
---multifd --multifd-channels 1 --memory-compression zstd` in the source namespace; the engine's
+--multifd --multifd-channels 1 --memory-compression zstd` in the source namespace, its memory stream
+encrypted (TLS-PSK, migrate's default since 2026-12-02); the engine's
 connection and the memory stream are delayed. `blockmigrate` uses migrate's default switchover
 (gate: the destination resumes once the final dirty set is gated there, the rest streams while it
 runs), `blockmigrate-commit` passes `--switchover commit` (the destination resumes only after every

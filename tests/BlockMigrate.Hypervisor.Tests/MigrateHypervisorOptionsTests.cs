@@ -35,6 +35,34 @@ public sealed class MigrateHypervisorOptionsTests
             Does.Contain("--multifd does not apply to --hypervisor xen"));
 
     [Test]
+    public async Task Memory_plaintext_is_a_qemu_option() =>
+        Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "xen", "--xen-domain", "vm0", "--xen-host", "h", "--memory-plaintext"]),
+            Does.Contain("--memory-plaintext does not apply to --hypervisor xen"));
+
+    [Test]
+    public async Task Memory_plaintext_is_a_key_of_the_qemu_section()
+    {
+        using var dir = new TempDir("hv-memplain");
+        string Conf(string value) => $"""
+            to = 127.0.0.1:1
+            plaintext = yes
+            [hypervisor qemu]
+            qmp-source = /nonexistent-src.qmp
+            qmp-destination = /nonexistent-dst.qmp
+            migration-uri = tcp:127.0.0.1:1
+            memory-plaintext = {value}
+            [disk vda]
+            image = /nonexistent.img
+            """;
+        File.WriteAllText(dir["vm.conf"], Conf("perhaps"));
+        Assert.That(await FailsWithAsync("migrate", "--config", dir["vm.conf"]), Does.Contain("memory-plaintext = perhaps: expected true or false"));
+        File.WriteAllText(dir["vm.conf"], Conf("true"));
+        var r = await Tool.BlockMigrateAsync("migrate", "--config", dir["vm.conf"]);
+        Assert.That(r.ExitCode, Is.EqualTo(1));
+        Assert.That(r.StandardError.TrimEnd().Split('\n')[^1], Does.StartWith("blockmigrate: disk vda:"), "the key is known; the disk fails next");
+    }
+
+    [Test]
     public async Task Bad_memory_compression_is_refused() =>
         Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "qemu", "--qmp-source", "/s", "--qmp-destination", "/d",
             "--migration-uri", "unix:/m", "--memory-compression", "lz4"]), Does.Contain("--memory-compression"));

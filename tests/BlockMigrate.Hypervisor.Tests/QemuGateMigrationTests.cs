@@ -71,6 +71,7 @@ public sealed class QemuGateMigrationTests
             SourceQmp = source.QmpSocket,
             DestinationQmp = destination.QmpSocket,
             MigrationUri = "unix:" + _dir["mig.sock"],
+            MemoryPlaintext = true,
             MaxBandwidth = 1L << 30,
         });
         await hv.PrepareAsync(ct);

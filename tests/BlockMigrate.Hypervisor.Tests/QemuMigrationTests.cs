@@ -73,6 +73,7 @@ public sealed class QemuMigrationTests
         SourceQmp = source.QmpSocket,
         DestinationQmp = destination.QmpSocket,
         MigrationUri = "unix:" + _dir[destination.Options.Name + "-mig.sock"],
+        MemoryPlaintext = true, // the adapter alone, no engine to deliver a key (TLS: QemuNamespaceMigrationTests, MemoryEncryptionTests)
         MaxBandwidth = maxBandwidth ?? 1L << 30,
         DowntimeLimit = TimeSpan.FromMilliseconds(100),
     };

@@ -1,3 +1,4 @@
+using BlockMigrate.Transport;
 using BlockMigrate.Hypervisors.Qemu;
 using BlockMigrate.TestSupport;
 
@@ -56,6 +57,11 @@ public sealed class QemuNamespaceMigrationTests
         return long.Parse(f[tx + 1 + Array.IndexOf(f[(tx + 1)..], "\\") + 1]);
     }
 
+    private sealed class Disposer(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+
     [Test, CancelAfter(180_000)]
     public async Task Migration_over_a_shaped_link_between_namespaces_with_multifd_zstd(CancellationToken ct)
     {
@@ -77,6 +83,10 @@ public sealed class QemuNamespaceMigrationTests
             DowntimeLimit = TimeSpan.FromMilliseconds(300),
             AutoConverge = true,
         });
+        // what the engine and the receiver do (both hosts share this file system): the memory stream is TLS-PSK
+        var keyDir = MemoryKey.WriteDirectory(hv.MemoryKey!);
+        using var removeKey = new Disposer(() => MemoryKey.Remove(keyDir));
+        hv.MemoryKeyDelivered(keyDir);
         await hv.PrepareAsync(ct);
         await using (var sourceObserver = await QmpClient.ConnectAsync(source.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct))
         {
@@ -86,6 +96,7 @@ public sealed class QemuNamespaceMigrationTests
         }
         var parameters = await destinationObserver.ExecuteObjectAsync("query-migrate-parameters", null, ct);
         Assert.That((string?)parameters["multifd-compression"], Is.EqualTo("zstd"), "both sides must agree on compression");
+        Assert.That((string?)parameters["tls-creds"], Is.EqualTo(QemuHypervisor.TlsObjectId), "the destination must require TLS");
 
         var txBefore = await TxBytesAsync(_net.Source);
         var report = await hv.MigrateAsync(_ =>

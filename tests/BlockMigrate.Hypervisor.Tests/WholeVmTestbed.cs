@@ -30,14 +30,17 @@ public sealed class WholeVmTestbed : IDisposable
     private readonly List<IDisposable> _owned = [];
     private int _destinations;
 
-    private WholeVmTestbed(TempDir dir, NamespacePair? net)
+    private WholeVmTestbed(TempDir dir, NamespacePair? net, string? kernelArgs)
     {
         Dir = dir;
         Net = net;
+        KernelArgs = kernelArgs;
         Keys = new KeyPair(dir.Path);
     }
 
     public TempDir Dir { get; }
+    /// <summary>Added to both guests' kernel command line.</summary>
+    public string? KernelArgs { get; }
     public NamespacePair? Net { get; }
     public KeyPair Keys { get; }
     public string SourceImage => Dir["src.img"];
@@ -52,14 +55,14 @@ public sealed class WholeVmTestbed : IDisposable
     public string ListenAddress => Net?.DestinationAddress ?? "127.0.0.1";
 
     /// <summary>Images, shims and the source guest (booted and writing).</summary>
-    public static async Task<WholeVmTestbed> StartAsync(string tag, string? rate = null)
+    public static async Task<WholeVmTestbed> StartAsync(string tag, string? rate = null, string? kernelArgs = null)
     {
         var dir = new TempDir("vm-" + tag);
         NamespacePair? net = null;
         try
         {
             if (rate != null) net = await NamespacePair.CreateAsync(tag, rate);
-            var bed = new WholeVmTestbed(dir, net);
+            var bed = new WholeVmTestbed(dir, net, kernelArgs);
             try
             {
                 await bed.SetUpAsync();
@@ -103,10 +106,10 @@ public sealed class WholeVmTestbed : IDisposable
         await Source.Serial.WaitForAsync(@"PROGRESS seq=100\b", TimeSpan.FromSeconds(90));
     }
 
-    private static QemuGuestOptions Options(string name, NbdkitServer disk, string? ns, bool incoming) => new()
+    private QemuGuestOptions Options(string name, NbdkitServer disk, string? ns, bool incoming) => new()
     {
         Name = name, DiskSocket = disk.Socket, Blocks = GuestBlocks, MemoryMiB = GuestMemoryMiB, Namespace = ns,
-        Incoming = incoming, Paused = incoming,
+        Incoming = incoming, Paused = incoming, KernelArgs = KernelArgs,
     };
 
     /// <summary>A fresh destination QEMU (<c>-incoming defer -S</c>) on the destination shim.</summary>
@@ -131,6 +134,12 @@ public sealed class WholeVmTestbed : IDisposable
     public BackgroundProcess StartMigrate(string to, QemuGuest destination, int n, params string[] extra)
     {
         var (uri, incoming) = MigrationUris(n);
+        return StartMigrate(to, destination, uri, incoming, extra);
+    }
+
+    /// <summary>The same, with the memory stream's URIs given (e.g. through a recording proxy).</summary>
+    public BackgroundProcess StartMigrate(string to, QemuGuest destination, string uri, string incoming, params string[] extra)
+    {
         var args = new List<string>
         {
             "migrate", "--disk", $"vda={SourceImage}:{SourceMap}", "--to", to, "--key", Keys.SourceKey,

@@ -23,6 +23,9 @@ public sealed record QemuGuestOptions
     /// <summary>Blocks the guest writes round-robin (4 KiB each).</summary>
     public int Blocks { get; init; } = 4096;
 
+    /// <summary>More kernel command line (e.g. a marker string the guest then holds in its RAM).</summary>
+    public string? KernelArgs { get; init; }
+
     /// <summary>A PROGRESS line every this many writes.</summary>
     public int Every { get; init; } = 50;
 }

@@ -19,13 +19,15 @@ namespace BlockMigrate.Bench.Qemu;
 /// multifd channels), take the delayed path (<see cref="DelayedPath"/>), as the baseline's do.
 /// <paramref name="switchover"/> is migrate's <c>--switchover</c>: null passes nothing (the default, gate:
 /// the destination resumes once the final dirty set is gated there), "commit" makes the destination wait
-/// until every final block is written and fsynced.
+/// until every final block is written and fsynced. The memory stream is migrate's default, TLS under a
+/// key made for the migration (docs/hypervisors.md); <paramref name="memoryPlaintext"/> passes
+/// <c>--memory-plaintext</c> (method <c>blockmigrate-memplain</c>), to measure what the encryption costs.
 /// </summary>
-public sealed class BlockMigrateMigration(string? switchover = null) : IMigrationUnderTest
+public sealed class BlockMigrateMigration(string? switchover = null, bool memoryPlaintext = false) : IMigrationUnderTest
 {
     private const int MemoryPort = 4444;
 
-    public string Name => switchover == null ? "blockmigrate" : "blockmigrate-" + switchover;
+    public string Name => memoryPlaintext ? "blockmigrate-memplain" : switchover == null ? "blockmigrate" : "blockmigrate-" + switchover;
 
     public async Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
         BenchHosts hosts, CancellationToken ct)
@@ -46,6 +48,8 @@ public sealed class BlockMigrateMigration(string? switchover = null) : IMigratio
         };
         if (switchover != null)
             args.AddRange(["--switchover", switchover]);
+        if (memoryPlaintext)
+            args.Add("--memory-plaintext");
         args.AddRange(SlowLink(hosts.Settings.Rate)
             ? (Environment.GetEnvironmentVariable("BENCH_VM_SLOW_LINK_OPTIONS") ?? "--multifd --multifd-channels 1 --memory-compression zstd")
                 .Split(' ', StringSplitOptions.RemoveEmptyEntries)
@@ -77,7 +81,7 @@ public sealed class BlockMigrateMigration(string? switchover = null) : IMigratio
             r.GetProperty("bytes_on_wire").GetInt64() / 1e6, r.GetProperty("bytes_of_data").GetInt64() / 1e6,
             r.GetProperty("downtime_ms").GetDouble(), r.GetProperty("final_blocks").GetInt64(), r.GetProperty("commit_ms").GetDouble(),
             r.GetProperty("rounds").GetInt32(), r.GetProperty("total_seconds").GetDouble(),
-            SlowLink(hosts.Settings.Rate) ? ", memory multifd+zstd" : "",
+            (SlowLink(hosts.Settings.Rate) ? ", memory multifd+zstd" : ", memory") + (memoryPlaintext ? " plaintext" : " TLS-PSK"),
             After("disks handed over"), After("source completed"), After("destination loaded"));
         return (total, Ms("guest_downtime_ms") ?? TimeSpan.Zero, Ms("hypervisor_downtime_ms"), r.GetProperty("memory_bytes").GetInt64(), detail);
     }

@@ -8,7 +8,8 @@ using BlockMigrate.TestSupport;
 // bench-qemu METHOD[,METHOD...] [--rate 100mbit|none] [--delay MS] [--runs N] [--memory MiB] [--disk 256M]
 //            [--fill 128M] [--fill-kind random|os] [--auto-converge] [--json FILE] [--timeout MINUTES]
 // METHOD: baseline (QEMU copy-storage), blockmigrate (migrate's default switchover, gate) or
-// blockmigrate-commit (--switchover commit). Runs are interleaved: a1 b1 c1 a2 b2 c2 ...
+// blockmigrate-commit (--switchover commit) or blockmigrate-memplain (the default with --memory-plaintext:
+// what the memory stream's TLS costs). Runs are interleaved: a1 b1 c1 a2 b2 c2 ...
 // --delay: one-way delay in ms on every migration connection of every method (default 25; 0 = none).
 // Prints one markdown row per run. Needs root (network namespaces) and the guest (tools/guest/build-guest.sh).
 var methods = new List<IMigrationUnderTest>();
@@ -35,7 +36,8 @@ for (var i = 0; i < args.Length; i++)
                     "baseline" or "qemu-copy-storage" => new QemuCopyStorageMigration(),
                     "blockmigrate" => new BlockMigrateMigration(),
                     "blockmigrate-commit" => new BlockMigrateMigration(switchover: "commit"),
-                    _ => throw new ArgumentException($"unknown method '{m}' (baseline, blockmigrate, blockmigrate-commit)"),
+                    "blockmigrate-memplain" => new BlockMigrateMigration(memoryPlaintext: true),
+                    _ => throw new ArgumentException($"unknown method '{m}' (baseline, blockmigrate, blockmigrate-commit, blockmigrate-memplain)"),
                 });
             break;
     }

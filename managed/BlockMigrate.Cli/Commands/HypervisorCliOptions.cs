@@ -30,6 +30,7 @@ public sealed class HypervisorCliOptions
     public Option<int?> MultifdChannels { get; } = new("--multifd-channels") { Description = "qemu: number of multifd channels (default 2)" };
     public Option<string?> MemoryCompression { get; } = new("--memory-compression") { Description = "qemu: multifd compression none, zlib or zstd (default zstd)" };
     public Option<bool> AutoConverge { get; } = new("--auto-converge") { Description = "qemu: slow the vCPUs while memory is dirtied faster than the link drains it" };
+    public Option<bool> MemoryPlaintext { get; } = new("--memory-plaintext") { Description = "qemu: send the guest's memory unencrypted (default: TLS under a key made for this migration, delivered over the pinned channel)" };
     public Option<string?> XenDomain { get; } = new("--xen-domain") { Description = "xen: the domain to migrate" };
     public Option<string?> XenHost { get; } = new("--xen-host") { Description = "xen: the destination dom0, as xl migrate and ssh take it" };
     public Option<string?> XenSsh { get; } = new("--xen-ssh") { Description = "xen: xl migrate -s CMD, e.g. \"ssh -p 2222 -i /root/.ssh/migrate\"" };
@@ -43,7 +44,7 @@ public sealed class HypervisorCliOptions
     public IEnumerable<Option> All =>
     [
         Kind, QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit,
-        Multifd, MultifdChannels, MemoryCompression, AutoConverge, XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig,
+        Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext, XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig,
     ];
 
     public void AddTo(Command command)
@@ -80,7 +81,7 @@ public sealed class HypervisorCliOptions
     }
 
     private IEnumerable<Option> QemuOptionsList =>
-        [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge];
+        [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext];
 
     private IEnumerable<Option> XenOptionsList => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
 
@@ -120,6 +121,7 @@ public sealed class HypervisorCliOptions
             MultifdChannels = channels,
             MultifdCompression = compression,
             AutoConverge = Flag(AutoConverge),
+            MemoryPlaintext = Flag(MemoryPlaintext),
         };
     }
 

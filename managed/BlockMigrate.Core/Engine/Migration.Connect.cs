@@ -101,9 +101,19 @@ public sealed partial class Migration
         {
             var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             _openingStage = "no Welcome after our Hello";
-            await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers), ProtocolJson.Default.HelloMessage), default, ct);
+            var memoryKey = _finishOnly ? null : _hypervisor.MemoryKey; // delivered inside the pinned channel only
+            await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers, memoryKey), ProtocolJson.Default.HelloMessage), default, ct);
             var welcome = MessageChecks.Check(ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage), offers);
             _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
+            if (memoryKey != null)
+            {
+                if (welcome.MemoryKeyDir is not { } keyDir)
+                    throw new MigrationException("the receiver did not take the memory stream's key (it is older than this source): upgrade it, or pass --memory-plaintext");
+                if (!Path.IsPathFullyQualified(keyDir) || keyDir.Any(char.IsControl))
+                    throw new ProtocolException("the receiver named a bad directory for the memory key");
+                _hypervisor.MemoryKeyDelivered(keyDir);
+                if (_options.Plaintext) Say("warning: the memory stream's key crossed this --plaintext connection in the clear");
+            }
             for (var i = 0; i < _disks.Count; i++)
             {
                 var d = _disks[i];

@@ -29,6 +29,16 @@ public interface IHypervisor : IAsyncDisposable
     /// </summary>
     void LinkRateMeasured(double bytesPerSecond) { }
 
+    /// <summary>
+    /// A key made for this migration's memory stream (64 hex digits), which the engine delivers to the
+    /// receiver inside the pinned channel before <see cref="PrepareAsync"/>; null when the adapter needs
+    /// none (its stream is protected otherwise, or the admin asked for plaintext).
+    /// </summary>
+    string? MemoryKey => null;
+
+    /// <summary>The directory on the destination host where the receiver wrote <see cref="MemoryKey"/> (QEMU's <c>keys.psk</c>).</summary>
+    void MemoryKeyDelivered(string destinationDirectory) { }
+
     /// <summary>Checks that the VM runs at the source and that the destination is ready to receive it.</summary>
     Task PrepareAsync(CancellationToken cancellationToken);
 

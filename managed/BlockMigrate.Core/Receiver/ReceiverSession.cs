@@ -29,6 +29,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private long _durable;     // highest sequence number covered by a completed fsync (Interlocked)
     private ReceiverException? _fault; // a write or fsync error of the flusher (_syncLock)
     private bool _committed;
+    private string? _memoryKeyDir; // the destination QEMU's keys.psk for this migration's memory stream; removed at the end
 
     public IReadOnlyList<string> DiskNames => _disks.Select(d => d.Name).ToList();
 
@@ -79,6 +80,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 await flusher;
             }
             catch (Exception) { /* its failure is in _fault */ }
+            MemoryKey.Remove(_memoryKeyDir);
             foreach (var d in _disks)
             {
                 // acknowledged blocks were fsynced before their ack: the image is a consistent base for a resume
@@ -138,7 +140,13 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 throw;
             }
         }
-        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd]), ProtocolJson.Default.WelcomeMessage), default, ct);
+        if (hello.MemoryKey != null)
+        {
+            if (!MemoryKey.IsValid(hello.MemoryKey)) throw new ReceiverException("the memory stream's key is not 64 hex digits");
+            _memoryKeyDir = MemoryKey.WriteDirectory(hello.MemoryKey);
+            log($"memory stream key for the destination QEMU in {_memoryKeyDir} (until this session ends)");
+        }
+        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd], _memoryKeyDir), ProtocolJson.Default.WelcomeMessage), default, ct);
     }
 
     private async Task FramesAsync(CancellationToken ct)

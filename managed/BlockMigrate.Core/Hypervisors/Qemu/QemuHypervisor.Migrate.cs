@@ -69,6 +69,8 @@ public sealed partial class QemuHypervisor
         Log?.Invoke($"destination resumed at {resumedAt:HH:mm:ss.fff} (RESUME), {(resumedAt - stoppedAt.Value).TotalMilliseconds:0} ms after STOP");
         _phase = QemuPhase.Resumed;
         var total = Stopwatch.GetElapsedTime(started);
+        if (_memoryKey != null)
+            await DropMemoryTlsAsync(destination, ct); // the VM runs there now; its next migration brings its own key
 
         var info = await source.ExecuteObjectAsync("query-migrate", null, ct);
         Progress = ToProgress(info);

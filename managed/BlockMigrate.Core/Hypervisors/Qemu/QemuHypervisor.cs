@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using BlockMigrate.Transport;
 
 namespace BlockMigrate.Hypervisors.Qemu;
 
@@ -24,6 +25,12 @@ public sealed partial class QemuHypervisor : IHypervisor
     private QmpClient? _source;      // owned; connected in Prepare
     private QmpClient? _destination; // owned; connected in Prepare
     private QemuPhase _phase = QemuPhase.Idle;
+    private readonly string? _memoryKey;    // null with --memory-plaintext
+    private string? _destinationKeyDir;     // where the receiver wrote it (destination host)
+    private string? _sourceKeyDir;          // where we wrote it for the source QEMU; removed on Dispose
+
+    /// <summary>The id of the <c>tls-creds-psk</c> object we add to both QEMUs.</summary>
+    public const string TlsObjectId = "blockmigrate-memory-tls";
 
     public QemuHypervisor(QemuOptions options)
     {
@@ -35,7 +42,12 @@ public sealed partial class QemuHypervisor : IHypervisor
             if (uri != null && !(uri.StartsWith("tcp:", StringComparison.Ordinal) || uri.StartsWith("unix:", StringComparison.Ordinal)))
                 throw new HypervisorException($"qemu: migration URI '{uri}': use tcp:HOST:PORT or unix:PATH");
         _options = options;
+        if (!options.MemoryPlaintext) _memoryKey = Transport.MemoryKey.New();
     }
+
+    public string? MemoryKey => _memoryKey;
+
+    public void MemoryKeyDelivered(string destinationDirectory) => _destinationKeyDir = destinationDirectory;
 
     public string Name => "qemu";
 
@@ -64,6 +76,7 @@ public sealed partial class QemuHypervisor : IHypervisor
                 $"qemu: the destination QEMU ({_options.DestinationQmp}) is '{dst}'; it must be waiting for a migration: start it with -incoming defer -S");
         if (_options.Multifd)
             await CheckMultifdAsync(cancellationToken);
+        await SetUpMemoryTlsAsync(cancellationToken);
 
         // events on both sides (MIGRATION status changes); the pause on the source is our switchover hook
         await SetCapabilitiesAsync(_source, cancellationToken,
@@ -115,6 +128,60 @@ public sealed partial class QemuHypervisor : IHypervisor
         await CancelAndResumeSourceAsync(source, cancellationToken);
     }
 
+    /// <summary>
+    /// TLS for the memory stream, unless the admin asked for plaintext: a <c>tls-creds-psk</c> object on
+    /// each QEMU (the source as client with our copy of the key, the destination as server with the
+    /// receiver's), and migration parameter <c>tls-creds</c> on both, so both ends refuse a peer without
+    /// the key. With plaintext, <c>tls-creds</c> is cleared: QEMU keeps the last value it was given.
+    /// QEMU's GnuTLS reads the destination's key file at each TLS handshake, so the receiver keeps it until
+    /// its session ends (after the memory stream).
+    /// </summary>
+    private async Task SetUpMemoryTlsAsync(CancellationToken cancellationToken)
+    {
+        foreach (var qmp in new[] { _source!, _destination! })
+            await DropMemoryTlsAsync(qmp, cancellationToken); // an earlier run's, killed before it cleaned up
+        if (_memoryKey == null)
+        {
+            Log?.Invoke("memory stream in PLAINTEXT (--memory-plaintext): anyone on the path can read the guest's memory");
+            return;
+        }
+        if (_destinationKeyDir == null)
+            throw new HypervisorException("qemu: the memory stream's key was not delivered to the receiver, so the memory cannot be encrypted; " +
+                                          "migrate through 'blockmigrate migrate' to a receiver of this version, or pass --memory-plaintext");
+        _sourceKeyDir = Transport.MemoryKey.WriteDirectory(_memoryKey);
+        foreach (var (qmp, side, endpoint, dir) in new[] { (_source!, "source", "client", _sourceKeyDir), (_destination!, "destination", "server", _destinationKeyDir) })
+        {
+            var creds = new JsonObject { ["qom-type"] = "tls-creds-psk", ["id"] = TlsObjectId, ["endpoint"] = endpoint, ["dir"] = dir };
+            if (endpoint == "client") creds["username"] = Transport.MemoryKey.Username;
+            try
+            {
+                await qmp.ExecuteAsync("object-add", creds, cancellationToken);
+                await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["tls-creds"] = TlsObjectId }, cancellationToken);
+            }
+            catch (QmpException e) when (e.ErrorClass != QmpException.DisconnectedClass)
+            {
+                throw new HypervisorException($"qemu: the {side} QEMU cannot encrypt the memory stream (TLS-PSK credentials in {dir}: {e.Description}); " +
+                                              "QEMU must run as root to read them, or pass --memory-plaintext", e);
+            }
+        }
+        Log?.Invoke("memory stream: TLS with a pre-shared key made for this migration (delivered to the receiver over the pinned channel)");
+    }
+
+    /// <summary>Clears <c>tls-creds</c> and removes our credentials object; errors (none there, QEMU gone) are ignored.</summary>
+    private static async Task DropMemoryTlsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["tls-creds"] = "" }, cancellationToken);
+        }
+        catch (QmpException) { }
+        try
+        {
+            await qmp.ExecuteAsync("object-del", new JsonObject { ["id"] = TlsObjectId }, cancellationToken);
+        }
+        catch (QmpException) { }
+    }
+
     private async Task CheckMultifdAsync(CancellationToken cancellationToken)
     {
         foreach (var (side, qmp) in new[] { ("source", _source!), ("destination", _destination!) })
@@ -138,6 +205,8 @@ public sealed partial class QemuHypervisor : IHypervisor
 
     public async ValueTask DisposeAsync()
     {
+        Transport.MemoryKey.Remove(_sourceKeyDir);
+        _sourceKeyDir = null;
         if (_source != null)
             await _source.DisposeAsync();
         if (_destination != null)

@@ -54,6 +54,14 @@ public sealed record QemuOptions
     /// </summary>
     public bool AutoConverge { get; init; }
 
+    /// <summary>
+    /// Send the memory stream without TLS (<c>--memory-plaintext</c>). By default both QEMUs encrypt and
+    /// authenticate it with TLS under a pre-shared key made for this migration (QEMU <c>tls-creds-psk</c>),
+    /// which the engine delivers to the receiver inside the pinned channel
+    /// (<see cref="IHypervisor.MemoryKey"/>); the adapter refuses to migrate until it has been delivered.
+    /// </summary>
+    public bool MemoryPlaintext { get; init; }
+
     /// <summary>How long to retry connecting to a monitor that is not there yet.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }

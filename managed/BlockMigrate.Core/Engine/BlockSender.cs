@@ -199,8 +199,8 @@ internal sealed class BlockSender : IAsyncDisposable
                 if (frame == null) throw new TransportException("the receiver closed the connection");
                 switch (frame.Type)
                 {
-                    case FrameType.Ack when frame.Payload.Length == 8:
-                        OnAck(BitConverter.ToUInt64(frame.Payload));
+                    case FrameType.Ack:
+                        OnAck(AckPayload.Decode(frame.Payload));
                         break;
                     case FrameType.Committed:
                         _committed.TrySetResult();

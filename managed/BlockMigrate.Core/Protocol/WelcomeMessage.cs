@@ -4,7 +4,14 @@ namespace BlockMigrate.Protocol;
 /// The receiver's answer to <see cref="HelloMessage"/>, one entry per disk in the same order, and the
 /// data codecs it decodes besides LZ4 (a receiver that lists none gets LZ4 or raw only).
 /// </summary>
-public sealed record WelcomeMessage(IReadOnlyList<DiskAnswer> Disks, IReadOnlyList<string>? Codecs = null)
+public sealed record WelcomeMessage(IReadOnlyList<DiskAnswer> Disks, IReadOnlyList<string>? Codecs = null) : IProtocolMessage
 {
     public const string Zstd = "zstd";
+
+    public void Validate()
+    {
+        if (Disks == null) throw new ProtocolException("welcome without a disk list");
+        if (Disks.Any(d => d?.Name == null)) throw new ProtocolException("welcome with a null disk or one without a name");
+        if (Codecs != null && Codecs.Any(c => c == null)) throw new ProtocolException("welcome with a null codec");
+    }
 }

@@ -8,7 +8,7 @@ namespace BlockMigrate.Receiver;
 /// </summary>
 public static partial class DiskName
 {
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    [GeneratedRegex(@"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\z")] // \z: "$" would accept a trailing newline
     private static partial Regex Pattern();
 
     public static bool IsValid(string name) => Pattern().IsMatch(name) && !name.Contains("..");

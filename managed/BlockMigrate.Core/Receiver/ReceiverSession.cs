@@ -204,14 +204,12 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private async Task AckLoopAsync(CancellationToken ct)
     {
         long sent = 0;
-        var payload = new byte[8];
         while (!ct.IsCancellationRequested)
         {
             await _ackSignal.WaitAsync(ct);
             var seq = Interlocked.Read(ref _processed);
             if (seq <= sent) continue;
-            BitConverter.TryWriteBytes(payload, (ulong)seq);
-            await _writer.WriteAsync(FrameType.Ack, payload, default, ct);
+            await _writer.WriteAsync(FrameType.Ack, AckPayload.Encode((ulong)seq), default, ct);
             sent = seq;
         }
     }

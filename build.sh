@@ -64,7 +64,7 @@ run_tests() {
   python3 tools/trx-summary.py "$results" tests/*/*.Tests.csproj
 }
 
-# The long fuzzing run (./build.sh test runs the same fuzzers bounded: ctest fuzz-map for 20 s,
+# The long fuzzing run (./build.sh test runs the same fuzzers bounded: ctest fuzz-map for 15 s,
 # BlockMigrate.Fuzz.Tests at 1 s per property).  docs/engine.md, "Fuzzing".
 run_fuzz() {
   build_all

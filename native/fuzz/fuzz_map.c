@@ -126,6 +126,21 @@ exercise (bm_map *map, const uint8_t *data, size_t size)
   if (bm_set_state_flags (map, 0, BM_STATE_FROZEN | BM_STATE_GATE_ALL) == -1)
     abort ();
 
+  /* The filter's side, with nothing to wait for: a write window, then the
+   * gate enforced over blocks all released (returns at once). */
+  if (bm_write_begin (map) == -1)
+    abort ();
+  bm_write_end (map, map->image_size / 2, 8192, 1);
+  if (map->blocks > 0 &&
+      (bm_gate_clear_blocks (map, 0, map->blocks) == -1 ||
+       bm_set_state_flags (map, BM_STATE_GATE, 0) == -1 ||
+       bm_gate_wait (map, 0, map->image_size) == -1 ||
+       bm_set_state_flags (map, 0, BM_STATE_GATE) == -1))
+    abort ();
+  /* a freeze that cannot wait: the header's inflight may be anything */
+  if (bm_freeze (map, 0) == 0 && bm_thaw (map) == -1)
+    abort ();
+
   /* The orchestrator's reopen with the geometry it expects. */
   again = bm_map_open_or_create (path, map->image_size, map->block_size);
   if (again == NULL)

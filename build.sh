@@ -5,6 +5,9 @@
 #   ./build.sh test       build, then run every test; last line "N passed, N failed"
 #   ./build.sh demo       build, then migrate a disk under a live writer between two local endpoints
 #   ./build.sh bench      build, then run the benchmarks (writes docs/BENCHMARKS.md)
+#   ./build.sh fuzz       build, then fuzz long: the map header (libFuzzer, FUZZ_SECONDS, default 600)
+#                         and the C# parsers (CsCheck, BM_FUZZ_SECONDS per property, default 20);
+#                         FUZZ_MERGE=1 merges new map inputs into native/fuzz/corpus/map
 #   ./build.sh package    build the .deb into build/package/
 #   ./build.sh clean      remove build/
 #
@@ -61,12 +64,33 @@ run_tests() {
   python3 tools/trx-summary.py "$results" tests/*/*.Tests.csproj
 }
 
+# The long fuzzing run (./build.sh test runs the same fuzzers bounded: ctest fuzz-map for 15 s,
+# BlockMigrate.Fuzz.Tests at 1 s per property).  docs/engine.md, "Fuzzing".
+run_fuzz() {
+  build_all
+  local rc=0
+  echo "== fuzz-map (libFuzzer, ${FUZZ_SECONDS:-600} s)" >&2
+  native/fuzz/run.sh build/native/fuzz/fuzz-map "${FUZZ_SECONDS:-600}" || rc=1
+  if [ "${FUZZ_MERGE:-0}" = 1 ]; then
+    build/native/fuzz/fuzz-map -merge=1 -max_len=16384 native/fuzz/corpus/map build/native/fuzz/fuzz-corpus/map 2>&1 | tail -n 2
+  fi
+  echo "== BlockMigrate.Fuzz.Tests (CsCheck, ${BM_FUZZ_SECONDS:-20} s per property)" >&2
+  set +e
+  BM_FUZZ_SECONDS=${BM_FUZZ_SECONDS:-20} BM_FUZZ_THREADS=${BM_FUZZ_THREADS:-$(nproc)} \
+    dotnet test tests/BlockMigrate.Fuzz.Tests -c "$config" --no-build -nologo \
+      --logger "console;verbosity=normal" -- NUnit.DefaultTimeout=0 | grep -E '^fuzz |Passed!|Failed!|^ +Failed|Error Message|Set seed|---->'
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  set -e
+  return $rc
+}
+
 case "${1:-build}" in
   build) build_all ;;
   test) run_tests ;;
   demo) build_all; exec tools/demo.sh ;;
   bench) build_all; exec tools/bench.sh ;;
+  fuzz) run_fuzz ;;
   package) build_all; exec packaging/build-deb.sh ;;
   clean) rm -rf build ;;
-  *) echo "usage: ./build.sh [build|test|demo|bench|package|clean]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [build|test|demo|bench|fuzz|package|clean]" >&2; exit 2 ;;
 esac

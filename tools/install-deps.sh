@@ -13,6 +13,8 @@ packages=(
   busybox-static cpio socat iproute2 nftables bind9 bind9-dnsutils conntrack
   # packaging: NativeAOT publish links with clang; checks
   clang zlib1g-dev dpkg-dev fakeroot lintian systemd debootstrap bash-completion man-db
+  # fuzzing: libFuzzer + sanitizer runtimes for clang (native/fuzz)
+  libclang-rt-14-dev
   # misc (libzstd1: the engine's zstd codec, loaded through P/Invoke)
   xxd zstd lz4 libzstd1
 )

@@ -151,8 +151,11 @@ validate_header (const char *path, const struct bm_header *h,
                       path, h->blocks, h->bitmap_words, h->image_size,
                       h->block_size, blocks, words);
   bytes = words * 8;
+  /* Both bitmaps after the header (a gate bitmap over the header would let
+   * gate marks scribble on magic, geometry and state), 8-byte aligned, inside
+   * the file and apart (found by native/fuzz). */
   if (h->dirty_offset < h->header_size || h->dirty_offset % 8 != 0 ||
-      h->gate_offset % 8 != 0 ||
+      h->gate_offset < h->header_size || h->gate_offset % 8 != 0 ||
       h->dirty_offset > file_size || h->gate_offset > file_size ||
       (h->gate_offset < h->dirty_offset + bytes &&
        h->dirty_offset < h->gate_offset + bytes))

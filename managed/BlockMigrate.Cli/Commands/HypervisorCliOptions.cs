@@ -150,7 +150,8 @@ public sealed class HypervisorCliOptions
         if (t.EndsWith('i')) t = t[..^1];
         var scale = t.Length > 0 ? char.ToUpperInvariant(t[^1]) switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, _ => 1L } : 1L;
         if (scale != 1) t = t[..^1];
-        if (!double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) || n < 1)
+        // NaN, infinity and products past long.MaxValue are refused, not wrapped or saturated (found by BlockMigrate.Fuzz.Tests)
+        if (!double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) || !(n >= 1) || !(n * scale < long.MaxValue))
             throw new BlockMigrateException($"bad --memory-bandwidth '{text}': bytes per second like 12500000, 100M or 1G");
         return (long)(n * scale);
     }

@@ -21,6 +21,7 @@ public static partial class Rate
             "g" => 1e9,
             _ => 1,
         });
+        if (!double.IsFinite(bits)) throw new BlockMigrateException($"bad rate '{text}': too large");
         if (bits < 8000) throw new BlockMigrateException($"rate '{text}' is below 8 kbit/s");
         return bits / 8;
     }

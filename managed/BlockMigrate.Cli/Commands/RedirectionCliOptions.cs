@@ -148,8 +148,10 @@ public static class RedirectionCliOptions
         var t = text.Trim().ToLowerInvariant();
         var unit = t.Length > 0 && char.IsLetter(t[^1]) ? t[^1] : 's';
         var number = char.IsLetter(t.LastOrDefault()) ? t[..^1] : t;
-        if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) && n > 0 && unit is 's' or 'm' or 'h')
-            return TimeSpan.FromSeconds(n * unit switch { 'h' => 3600, 'm' => 60, _ => 1 });
+        // at least a millisecond and less than TimeSpan's range: "1e-30" is not a zero timeout, "1e300" not an OverflowException
+        if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) && unit is 's' or 'm' or 'h'
+            && n * unit switch { 'h' => 3600, 'm' => 60, _ => 1 } is var seconds && seconds >= 0.001 && seconds < TimeSpan.MaxValue.TotalSeconds / 2)
+            return TimeSpan.FromSeconds(seconds);
         errors.Add($"{what} '{text}' is not a positive duration (seconds, or like 90s, 30m, 2h)");
         return null;
     }

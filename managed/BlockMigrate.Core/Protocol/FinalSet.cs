@@ -18,6 +18,8 @@ public sealed record FinalSet(ushort Disk, IReadOnlyList<BlockRange> Ranges)
 
     public byte[] Encode()
     {
+        if (Ranges.Any(r => r.Last < r.First || r.Count == 0))
+            throw new ArgumentException("a final set holds non-empty ranges of fewer than 2^64 blocks");
         var b = new byte[8 + 16 * Ranges.Count];
         BinaryPrimitives.WriteUInt16LittleEndian(b, Disk);
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(4), (uint)Ranges.Count);
@@ -39,7 +41,8 @@ public sealed record FinalSet(ushort Disk, IReadOnlyList<BlockRange> Ranges)
         {
             var first = BinaryPrimitives.ReadUInt64LittleEndian(p[(8 + 16 * i)..]);
             var count = BinaryPrimitives.ReadUInt64LittleEndian(p[(16 + 16 * i)..]);
-            if (count == 0 || first + count < first) throw new ProtocolException("final-set frame with an empty or wrapping range");
+            // the range's last block first + count - 1 must not wrap (a range ending at block 2^64-1 is whole)
+            if (count == 0 || count - 1 > ulong.MaxValue - first) throw new ProtocolException("final-set frame with an empty or wrapping range");
             if (i > 0 && first <= ranges[i - 1].Last) throw new ProtocolException("final-set frame with ranges out of order or overlapping");
             ranges.Add(new BlockRange(first, first + count - 1));
         }

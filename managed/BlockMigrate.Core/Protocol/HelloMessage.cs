@@ -6,7 +6,10 @@ namespace BlockMigrate.Protocol;
 /// encrypts and authenticates with TLS; the receiver writes it where the destination hypervisor reads
 /// it and names that directory in <see cref="WelcomeMessage.MemoryKeyDir"/>.
 /// </summary>
-public sealed record HelloMessage(int Version, IReadOnlyList<DiskOffer> Disks, string? MemoryKey = null)
+public sealed record HelloMessage(int Version, IReadOnlyList<DiskOffer> Disks, string? MemoryKey = null) : IProtocolMessage
 {
     public const int CurrentVersion = 1;
+
+    /// <summary>Every field checked (<see cref="MessageChecks"/>): JSON may null or leave out any member.</summary>
+    public void Validate() => MessageChecks.Check(this);
 }

@@ -22,7 +22,10 @@ public sealed partial class ProtocolJson : JsonSerializerContext
             throw new ProtocolException($"expected a {expected} frame, got {frame.Type}");
         try
         {
-            return JsonSerializer.Deserialize(frame.Payload, info) ?? throw new ProtocolException($"empty {expected} frame");
+            var value = JsonSerializer.Deserialize(frame.Payload, info) ?? throw new ProtocolException($"empty {expected} frame");
+            // JSON may null or leave out any member: a message is used only whole (found by BlockMigrate.Fuzz.Tests)
+            (value as IProtocolMessage)?.Validate();
+            return value;
         }
         catch (Exception e) when (e is JsonException or NotSupportedException or InvalidOperationException or ArgumentException)
         {

@@ -6,7 +6,14 @@ namespace BlockMigrate.Protocol;
 /// <c>MemoryKeyDir</c>: where the receiver wrote the Hello's memory key (a root-only directory holding
 /// QEMU's <c>keys.psk</c>, removed when the session ends); null when none was offered.
 /// </summary>
-public sealed record WelcomeMessage(IReadOnlyList<DiskAnswer> Disks, IReadOnlyList<string>? Codecs = null, string? MemoryKeyDir = null)
+public sealed record WelcomeMessage(IReadOnlyList<DiskAnswer> Disks, IReadOnlyList<string>? Codecs = null, string? MemoryKeyDir = null) : IProtocolMessage
 {
     public const string Zstd = "zstd";
+
+    public void Validate()
+    {
+        if (Disks == null) throw new ProtocolException("welcome without a disk list");
+        if (Disks.Any(d => d?.Name == null)) throw new ProtocolException("welcome with a null disk or one without a name");
+        if (Codecs != null && Codecs.Any(c => c == null)) throw new ProtocolException("welcome with a null codec");
+    }
 }

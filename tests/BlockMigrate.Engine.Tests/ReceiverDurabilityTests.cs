@@ -215,6 +215,52 @@ public class ReceiverDurabilityTests
     }
 
     /// <summary>
+    /// The source reads Acks as <see cref="AckMessage"/>: a payload of the wrong length, or an ack of a
+    /// frame it never sent (which would drop blocks from its map that nobody has), fails the migration.
+    /// A fake receiver (plaintext) answers the handshake, then sends the bad ack.
+    /// </summary>
+    [TestCase(7, "ack frame of 7 bytes")]
+    [TestCase(9, "ack frame of 9 bytes")]
+    [TestCase(-1, "acknowledged frame")]
+    public async Task The_source_refuses_a_malformed_ack(int length, string error)
+    {
+        using var dir = new TempDir("durable");
+        using var source = SourceShim.Start(dir.Path, 8L << 20, 4L << 20);
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        try
+        {
+            var fake = Task.Run(async () =>
+            {
+                using var tcp = await listener.AcceptTcpClientAsync();
+                var s = tcp.GetStream();
+                await s.ReadExactlyAsync(new byte[8]); // preamble BMIG1RAW
+                await s.WriteAsync("Y"u8.ToArray());
+                var reader = new FrameReader(s);
+                var writer = new FrameWriter(s);
+                ProtocolJson.Decode(await reader.ReadRequiredAsync("hello", CancellationToken.None), FrameType.Hello, ProtocolJson.Default.HelloMessage);
+                await writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage([new DiskAnswer("vda", false)]), ProtocolJson.Default.WelcomeMessage));
+                var f = await reader.ReadRequiredAsync("data", CancellationToken.None);
+                await writer.WriteAsync(FrameType.Ack, length >= 0 ? new byte[length] : new AckMessage(f.Sequence + 100_000).Encode());
+                try
+                {
+                    while (await reader.ReadAsync(CancellationToken.None) != null) { }
+                }
+                catch (Exception e) when (e is IOException or ProtocolException) { }
+            });
+            var run = await MigrateRun.RunAsync(source, $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", null);
+            Assert.That(run.ExitCode, Is.EqualTo(1), run.ToString());
+            Assert.That(run.Error, Does.Contain(error));
+            Assert.That(source.Map.Info().DirtyBlocks, Is.EqualTo(source.Map.Info().Blocks), "no block counted as delivered");
+            await fake.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            listener.Stop();
+        }
+    }
+
+    /// <summary>
     /// Issue 10 item 3: acks came after pwrite, before fsync, so after a power loss at the destination a
     /// resume trusted blocks that were never on disk. Here the destination "loses power" mid-copy (the
     /// simulated disk forgets everything not fsynced); the re-run resumes and must be byte-identical.

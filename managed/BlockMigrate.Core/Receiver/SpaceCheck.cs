@@ -32,10 +32,10 @@ internal static class SpaceCheck
                 log($"warning: disk {offer.Name} is {offer.Size} bytes, larger than the file system of {imageDir} ({fs.Total} bytes): it fits only while it stays sparse");
             if (offer.Allocated is not { } allocated) continue;
             checkedAny = true;
-            needed += Math.Min(allocated, offer.Size);
-            held += AllocatedBytes(dir, DiskName.ImageFile(offer.Name));
+            needed = Add(needed, Math.Min(allocated, offer.Size)); // 64 hostile sizes must not wrap around
+            held = Add(held, AllocatedBytes(dir, DiskName.ImageFile(offer.Name)));
         }
-        if (checkedAny && needed > fs.Free + held)
+        if (checkedAny && needed > Add(fs.Free, held))
             throw new ReceiverException($"not enough space in {imageDir}: the source's data takes {Units(needed)} ({needed} bytes), " +
                                         $"{Units(fs.Free)} are free{(held > 0 ? $" and {Units(held)} held by the earlier images" : "")}");
     }
@@ -75,6 +75,8 @@ internal static class SpaceCheck
         }
         return (st.st_mode & S_IFMT) == S_IFREG ? (ulong)(long)st.st_blocks * 512 : 0;
     }
+
+    private static ulong Add(ulong a, ulong b) => a + b < a ? ulong.MaxValue : a + b;
 
     private static string Units(ulong bytes) =>
         bytes >= 1ul << 30 ? $"{bytes / (double)(1ul << 30):0.#} GiB" : $"{bytes / (double)(1ul << 20):0.#} MiB";

@@ -21,7 +21,9 @@ public class HardeningChecks
         var staged = Package.StagedRoot;
         var exe = Path.Combine(staged, "usr/bin/blockmigrate");
         var filter = Directory.GetFiles(staged, "nbdkit-blockmigrate-filter.so", SearchOption.AllDirectories).Single();
-        var map = $"/dev/shm/bm-mdwe-{Guid.NewGuid():N}.map";
+        // maps live in a directory of their own (the sticky, world-writable /dev/shm itself is refused)
+        var mapDir = Directory.CreateDirectory($"/dev/shm/bm-mdwe-{Guid.NewGuid():N}", UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute).FullName;
+        var map = Path.Combine(mapDir, "vm.map");
         var env = new Dictionary<string, string> { ["LD_LIBRARY_PATH"] = Path.Combine(staged, "usr/lib/x86_64-linux-gnu") };
         try
         {
@@ -37,6 +39,6 @@ public class HardeningChecks
                 Assert.That(r.Stdout, Does.Contain("\"block_size\":4096"), r.ToString());
             });
         }
-        finally { File.Delete(map); }
+        finally { Directory.Delete(mapDir, recursive: true); }
     }
 }

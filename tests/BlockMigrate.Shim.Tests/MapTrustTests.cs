@@ -142,10 +142,13 @@ public class MapTrustTests
     {
         if (!IsRoot) Assert.Ignore("needs root to switch users");
         using var shim = ShimHarness.Start(4 << 20);
-        File.SetUnixFileMode(_dir.Path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
-        File.SetUnixFileMode(shim.Dir.Path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
+        var traverse = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+        File.SetUnixFileMode(_dir.Path, traverse);
+        File.SetUnixFileMode(shim.Dir.Path, traverse);
         var before = await File.ReadAllBytesAsync(shim.MapPath);
-        string[] asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+        // user nobody, and a member of the map's group (root's, here): the old docs put QEMU's user in the
+        // maps' group, and maps were 0660
+        string[] asNobody = ["--reuid=65534", "--regid=0", "--clear-groups"];
         var control = await Tool.RunAsync("setpriv", [.. asNobody, "test", "-x", shim.Dir.Path]);
         Assert.That(control.ExitCode, Is.Zero, "setpriv itself works: " + control.StandardError);
         var read = await Tool.RunAsync("setpriv", [.. asNobody, "cat", shim.MapPath]);

@@ -29,7 +29,14 @@ public static class MemoryKey
         // 128 random bits in the name: nobody can create it before us, so it is ours and 0700
         var dir = Path.Combine(parent, "blockmigrate-memkey-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16)));
         if (Path.Exists(dir)) throw new TransportException($"{dir} exists already");
-        Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        try
+        {
+            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TransportException($"cannot make a directory for the memory stream's key in {parent}: {e.Message}");
+        }
         try
         {
             if (new DirectoryInfo(dir).LinkTarget != null
@@ -43,6 +50,11 @@ public static class MemoryKey
             using var f = new StreamWriter(new FileStream(Path.Combine(dir, "keys.psk"), options));
             f.Write($"{Username}:{key}\n");
             return dir;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Remove(dir);
+            throw new TransportException($"cannot write the memory stream's key in {dir}: {e.Message}");
         }
         catch
         {

@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using BlockMigrate.Transport;
 
 namespace BlockMigrate.Hypervisors.Qemu;
 

@@ -102,7 +102,7 @@ public sealed class DirtyMap : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new DirtyMapException($"dirty map {path}: {e.Message}");
+            throw new DirtyMapException(e.Message.Contains(path, StringComparison.Ordinal) ? $"dirty map: {e.Message}" : $"dirty map {path}: {e.Message}");
         }
         if (fd is null) return null;
         // the library takes the descriptor (and closes it, on failure too)

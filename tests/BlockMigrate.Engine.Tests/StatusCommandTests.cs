@@ -7,6 +7,7 @@ namespace BlockMigrate.Engine.Tests;
 /// <summary><c>blockmigrate status</c> from another shell sees a real migration while it runs (kept slow by
 /// a bandwidth cap), and nothing once it has finished; files of dead processes are cleaned up.</summary>
 [CancelAfter(120_000)]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class StatusCommandTests
 {
     [Test]
@@ -94,6 +95,27 @@ public sealed class StatusCommandTests
         Assert.That(r.StandardOutput.Trim(), Is.EqualTo("no migration in progress"), r.StandardError);
         Assert.That(File.Exists(stale), Is.False);
         other.Stop();
+    }
+
+    [Test]
+    public async Task Status_does_not_read_a_directory_others_can_write()
+    {
+        using var dir = new TempDir("status");
+        var env = new Dictionary<string, string> { ["BLOCKMIGRATE_RUN_DIR"] = dir["run"] };
+        Directory.CreateDirectory(dir["images"]);
+        using var live = BackgroundProcess.Cli("receive", "--listen", "127.0.0.1:0", "--image-dir", dir["images"], "--plaintext");
+        await live.WaitForLineAsync("^listening on ", TimeSpan.FromSeconds(30));
+        // anybody could have planted this file (as in a /tmp/blockmigrate-UID made first by another user)
+        Directory.CreateDirectory(dir["run/migrations"]);
+        File.SetUnixFileMode(dir["run/migrations"], (UnixFileMode)Convert.ToInt32("0777", 8));
+        var planted = Path.Combine(dir["run/migrations"], $"{live.Pid}.json");
+        File.WriteAllText(planted, $$"""{"pid":{{live.Pid}},"phase":"bulkcopy","to":"planted:7420","disks":["vda"]}""");
+
+        var r = await Status(env);
+
+        Assert.That(r.ExitCode, Is.Zero, r.StandardError);
+        Assert.That(r.StandardOutput.Trim(), Is.EqualTo("no migration in progress"), "a planted status was shown");
+        live.Stop();
     }
 
     private static async Task<CliWrap.Buffered.BufferedCommandResult> Status(Dictionary<string, string> env, params string[] args)

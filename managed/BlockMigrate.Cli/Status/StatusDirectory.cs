@@ -58,6 +58,16 @@ public static class StatusDirectory
         foreach (var dir in Candidates())
         {
             if (!Directory.Exists(dir)) continue;
+            // read only a directory that only root or this user can write (no symlink, owner and mode
+            // checked, as for writing): anything in it was put there by a trusted writer
+            try
+            {
+                using var trusted = TrustedDirectory.Open(dir, serviceUser: false);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
             foreach (var file in Directory.EnumerateFiles(dir, "*.json"))
             {
                 if (!int.TryParse(Path.GetFileNameWithoutExtension(file), out var pid)) continue;

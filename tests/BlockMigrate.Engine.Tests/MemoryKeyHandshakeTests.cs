@@ -36,6 +36,8 @@ public class MemoryKeyHandshakeTests
             var psk = Path.Combine(keyDir, "keys.psk");
             Assert.That(File.GetUnixFileMode(psk), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite));
             Assert.That(await File.ReadAllTextAsync(psk), Is.EqualTo($"blockmigrate:{key}\n"));
+            // fixed DH parameters, or the destination QEMU spends seconds generating them at object-add
+            Assert.That(await File.ReadAllTextAsync(Path.Combine(keyDir, "dh-params.pem")), Is.EqualTo(Transport.MemoryKey.DhParamsPem));
         }
         Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(20)), Is.EqualTo(1), "no commit");
         Assert.That(Directory.Exists(keyDir), Is.False, "the key is removed when the session ends");

@@ -6,13 +6,31 @@ namespace BlockMigrate.Transport;
 /// The pre-shared key of one migration's memory stream: QEMU encrypts and authenticates its migration
 /// with TLS (PSK) under it (QEMU object <c>tls-creds-psk</c>). The source makes it, keeps it for its own
 /// QEMU and delivers it to the receiver inside the pinned TLS channel; each side writes it as QEMU's
-/// <c>keys.psk</c> (<c>USERNAME:HEXKEY</c>) into a fresh directory only its owner (root) can enter, on
+/// <c>keys.psk</c> (<c>USERNAME:HEXKEY</c>, with a fixed <c>dh-params.pem</c>) into a fresh directory only its owner (root) can enter, on
 /// tmpfs (<c>/dev/shm</c>) where there is one, and removes it when the migration ends.
 /// </summary>
 public static class MemoryKey
 {
     /// <summary>The PSK identity QEMU's client presents (<c>username</c> of the client's tls-creds-psk).</summary>
     public const string Username = "blockmigrate";
+
+    /// <summary>
+    /// The RFC 7919 ffdhe2048 group (public constants), as QEMU's <c>dh-params.pem</c>. Without the file a
+    /// server-side <c>tls-creds-psk</c> makes GnuTLS generate 2048-bit DH parameters at <c>object-add</c>, in
+    /// the destination QEMU's main loop: 0.3–3 s of CPU measured here, up to 9 s on the loaded benchmark
+    /// host (docs/BENCHMARKS.md); with it, object-add takes milliseconds.
+    /// </summary>
+    public const string DhParamsPem = """
+        -----BEGIN DH PARAMETERS-----
+        MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
+        +8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+        87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+        YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+        7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+        ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+        -----END DH PARAMETERS-----
+
+        """;
 
     /// <summary>A new key: 32 random bytes, as 64 lower-case hex digits.</summary>
     public static string New() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
@@ -47,8 +65,10 @@ public static class MemoryKey
                 Mode = FileMode.CreateNew, Access = FileAccess.Write,
                 UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
             };
-            using var f = new StreamWriter(new FileStream(Path.Combine(dir, "keys.psk"), options));
-            f.Write($"{Username}:{key}\n");
+            using (var f = new StreamWriter(new FileStream(Path.Combine(dir, "keys.psk"), options)))
+                f.Write($"{Username}:{key}\n");
+            using (var f = new StreamWriter(new FileStream(Path.Combine(dir, "dh-params.pem"), options)))
+                f.Write(DhParamsPem);
             return dir;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -117,8 +117,9 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
 
     private async Task HandshakeAsync(CancellationToken ct)
     {
-        var hello = MessageChecks.Check(ProtocolJson.Decode(await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello"),
-            FrameType.Hello, ProtocolJson.Default.HelloMessage));
+        // decoding checks every field (HelloMessage.Validate → MessageChecks)
+        var hello = ProtocolJson.Decode(await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello"),
+            FrameType.Hello, ProtocolJson.Default.HelloMessage);
         if (hello.Version != HelloMessage.CurrentVersion)
             throw new ReceiverException($"protocol version {hello.Version} not supported (this receiver speaks {HelloMessage.CurrentVersion})");
         foreach (var offer in hello.Disks) DiskName.Check(offer.Name);

@@ -26,7 +26,7 @@ public sealed partial class QemuHypervisor : IHypervisor
     private QemuPhase _phase = QemuPhase.Idle;
     private readonly string? _memoryKey;    // null with --memory-plaintext
     private string? _destinationKeyDir;     // where the receiver wrote it (destination host)
-    private string? _sourceKeyDir;          // where we wrote it for the source QEMU; removed on Dispose
+    private string? _sourceKeyDir;          // where we wrote it for the source QEMU; removed once QEMU has read it
 
     /// <summary>The id of the <c>tls-creds-psk</c> object we add to both QEMUs.</summary>
     public const string TlsObjectId = "blockmigrate-memory-tls";
@@ -155,6 +155,13 @@ public sealed partial class QemuHypervisor : IHypervisor
             try
             {
                 await qmp.ExecuteAsync("object-add", creds, cancellationToken);
+                if (endpoint == "client")
+                {
+                    // the client reads its key at object-add (tried): remove our copy now, so that even a
+                    // SIGKILLed migrate leaves no key behind on the source host
+                    Transport.MemoryKey.Remove(_sourceKeyDir);
+                    _sourceKeyDir = null;
+                }
                 await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["tls-creds"] = TlsObjectId }, cancellationToken);
             }
             catch (QmpException e) when (e.ErrorClass != QmpException.DisconnectedClass)

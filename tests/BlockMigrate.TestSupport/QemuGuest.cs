@@ -42,10 +42,11 @@ public sealed class QemuGuest : IDisposable
             "-qmp", $"unix:{qmp},server=on,wait=off",
             "-qmp", $"unix:{observer},server=on,wait=off",
             "-kernel", GuestImage.Kernel, "-initrd", GuestImage.Initrd,
-            "-append", $"console=ttyS0 quiet panic=-1 nblk={o.Blocks} every={o.Every}",
+            "-append", $"console=ttyS0 quiet panic=-1 nblk={o.Blocks} every={o.Every}" + (o.KernelArgs is null ? "" : " " + o.KernelArgs),
             "-blockdev", $"driver=nbd,server.type=unix,server.path={o.DiskSocket},export=,node-name=d0",
             "-device", "virtio-blk-pci,drive=d0,id=vblk0",
         };
+        args.AddRange(o.ExtraArgs);
         if (o.Incoming)
             args.AddRange(["-incoming", "defer"]);
         if (o.Paused)

@@ -109,6 +109,8 @@ public sealed class WebServerMigrationTests
                 ip -n {ns} link set vmtap master vmbr0 up
                 """, ct: ct);
         }
+        if (rate == "20mbit")
+            await Sh.RunAsync("ip link set lo mtu 1500", SrcNs, ct); // wanem's first hop: a NIC's segments, as bench-qemu
         await Sh.RunAsync($"""
             ip -n {CliNs} route add 10.10.1.0/24 via {Src}
             ip -n {CliNs} route add 10.10.2.0/24 via {Dst}
@@ -193,7 +195,6 @@ public sealed class WebServerMigrationTests
         var migrationUri = $"tcp:{Dst}:4444";
         if (wan)
         {
-            await Sh.RunAsync("ip link set lo mtu 1500", SrcNs, ct); // wanem's first hop: a NIC's segments, as bench-qemu
             to = $"127.0.0.1:{await WanemAsync(to, ct)}";
             migrationUri = $"tcp:127.0.0.1:{await WanemAsync($"{Dst}:4444", ct)}";
         }

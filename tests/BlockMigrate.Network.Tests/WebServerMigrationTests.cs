@@ -221,7 +221,9 @@ public sealed class WebServerMigrationTests
         await migrate.WaitForStderrAsync("committed: ", ct);
         var committed = clock.Elapsed;
         // let the clients run on: the stream through the tunnel, new requests at the new address
-        await Task.Delay(8000, ct);
+        await Task.Delay(4000, ct);
+        await AssertNothingInTheHostNamespaceAsync(ct);
+        await Task.Delay(4000, ct);
         Assert.That(stream.Error, Is.Null, () => $"the long-lived connection broke: {stream.Error}");
         Assert.That(stream.LastTick, Is.GreaterThan(clock.Elapsed - TimeSpan.FromSeconds(2)), "the stream goes on");
         Assert.That(migrate.Stderr, Does.Contain("waiting until no connection to"));
@@ -284,6 +286,16 @@ public sealed class WebServerMigrationTests
         var after = (Src: await HostSnapshot.TakeAsync(SrcNs, ct), Dst: await HostSnapshot.TakeAsync(DstNs, ct));
         SnapshotAssert.Same(NoTap(before.Src), NoTap(after.Src), "source host's network configuration");
         SnapshotAssert.Same(NoTap(before.Dst), NoTap(after.Dst), "destination host's network configuration");
+    }
+
+    /// <summary>The VM's traffic stays in the test's namespaces: this (the host's) namespace has no link, route,
+    /// rule or nft chain of the VM or its tunnel while the tunnel is up (checked with the tunnel in place).</summary>
+    async Task AssertNothingInTheHostNamespaceAsync(CancellationToken ct)
+    {
+        var host = await Sh.RunAsync("ip -o link show; ip -o addr show; ip route show table all; ip rule show; nft list ruleset 2>/dev/null || true", ct: ct);
+        Assert.That(await Sh.RunAsync("ip -o link show bmtun31", SrcNs, ct), Does.Contain("bmtun31"), "the tunnel is up in the source namespace");
+        foreach (var needle in new[] { "vmtap", "bmtun31", Old.ToString(), New.ToString(), "10.10.1.", "10.10.2.", "52:54:00:b1:0c:0a" })
+            Assert.That(host, Does.Not.Contain(needle), $"the host namespace shows {needle}");
     }
 
     static string NoTap(string snapshot) => string.Join('\n', snapshot.Split('\n').Where(l => !l.Contains("vmtap", StringComparison.Ordinal)));

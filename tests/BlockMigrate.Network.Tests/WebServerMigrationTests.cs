@@ -245,6 +245,8 @@ public sealed class WebServerMigrationTests
         var failed = requests.Where(r => r.Error != null).ToList();
         var ok = requests.Where(r => r.Error == null).Select(r => r.Done).ToList();
         var gap = ok.Zip(ok.Skip(1), (a, b) => b - a).DefaultIfEmpty().Max();
+        var before0 = ok.Where(t => t < started).ToList();
+        var baselineGap = before0.Zip(before0.Skip(1), (a, b) => b - a).DefaultIfEmpty().Max();
         var gapEnd = ok.Zip(ok.Skip(1), (a, b) => (Gap: b - a, End: b)).DefaultIfEmpty().MaxBy(x => x.Gap).End;
         var firstNew = requests.FirstOrDefault(r => r.Error == null && r.Resolved == New.ToString() && r.At > started);
         var lastOldAfter = requests.LastOrDefault(r => r.Resolved == Old.ToString());
@@ -254,7 +256,7 @@ public sealed class WebServerMigrationTests
         var ms = (TimeSpan t) => $"{t.TotalMilliseconds:0}";
         TestContext.Out.WriteLine(
             $"WEB-RESULT link={(wan ? "20mbit+50ms" : "100mbit")} requests={requests.Count} failed={failed.Count} " +
-            $"longest_gap_ms={ms(gap)} (ends {ms(gapEnd - committed)} ms after the commit) stream_lines={streamLines} stream_survived={stream.Error is null} stream_longest_stall_ms={ms(streamStall)} (ends {ms(stream.LongestGapEnd - committed)} ms after the commit) " +
+            $"longest_gap_ms={ms(gap)} (ends {ms(gapEnd - committed)} ms after the commit) longest_gap_before_migrate_ms={ms(baselineGap)} stream_lines={streamLines} stream_survived={stream.Error is null} stream_longest_stall_ms={ms(streamStall)} (ends {ms(stream.LongestGapEnd - committed)} ms after the commit) stream_longest_stall_before_migrate_ms={ms(stream.LongestGapBefore(started))} " +
             $"migrate_to_commit_ms={ms(committed - started)} " +
             $"commit_to_first_request_at_new_ms={(firstNew is null ? "never" : ms(firstNew.Done - committed))} " +
             $"dns_after_tunnel_ms={ms(dnsChanged - tunnelUp)} tunnel_removed_after_stream_closed_ms~={ms(tunnelRemoved - tunnelUp - (tunnelClosing - committed))} " +
@@ -386,6 +388,7 @@ public sealed class WebServerMigrationTests
         StreamClient(Socket s, Stopwatch clock) { _socket = s; _clock = clock; }
         public Exception? Error { get; private set; }
         public int Lines { get { lock (_ticks) return _ticks.Count; } }
+        public TimeSpan LongestGapBefore(TimeSpan t) { lock (_ticks) { var b = _ticks.Where(x => x < t).ToList(); return b.Zip(b.Skip(1), (x, y) => y - x).DefaultIfEmpty().Max(); } }
         public TimeSpan LastTick { get { lock (_ticks) return _ticks.LastOrDefault(); } }
         public TimeSpan LongestGap { get { lock (_ticks) return _ticks.Zip(_ticks.Skip(1), (a, b) => b - a).DefaultIfEmpty().Max(); } }
         public TimeSpan LongestGapEnd { get { lock (_ticks) return _ticks.Zip(_ticks.Skip(1), (a, b) => (Gap: b - a, End: b)).DefaultIfEmpty().MaxBy(x => x.Gap).End; } }

@@ -46,6 +46,7 @@ public sealed class QemuGuest : IDisposable
             "-blockdev", $"driver=nbd,server.type=unix,server.path={o.DiskSocket},export=,node-name=d0",
             "-device", "virtio-blk-pci,drive=d0,id=vblk0",
         };
+        args.AddRange(o.ExtraArgs);
         if (o.Incoming)
             args.AddRange(["-incoming", "defer"]);
         if (o.Paused)

@@ -28,4 +28,10 @@ public sealed record QemuGuestOptions
 
     /// <summary>A PROGRESS line every this many writes.</summary>
     public int Every { get; init; } = 50;
+
+    /// <summary>More kernel command line for the guest's init (e.g. <c>guestip=</c>, see tools/guest/init).</summary>
+    public string? KernelArgs { get; init; }
+
+    /// <summary>More QEMU arguments (e.g. a <c>-netdev</c> and its <c>-device</c>).</summary>
+    public IReadOnlyList<string> ExtraArgs { get; init; } = [];
 }

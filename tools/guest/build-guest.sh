@@ -52,7 +52,7 @@ kver=$(ls "$work/k/lib/modules" | head -1)
 root="$work/root"
 mkdir -p "$root"/{bin,mods,proc,sys,dev,www,tmp}
 cp /bin/busybox "$root/bin/busybox"
-for a in sh mount insmod dd printf sleep cat echo ip httpd mkdir cut true; do ln -sf busybox "$root/bin/$a"; done
+for a in sh mount insmod dd printf sleep cat echo ip httpd mkdir cut true chmod; do ln -sf busybox "$root/bin/$a"; done
 for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net; do
   f=$(find "$work/k/lib/modules/$kver" -name "$m.ko*" | head -1)
   [ -n "$f" ] || { echo "build-guest: module $m missing in $pkg" >&2; exit 1; }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The paper's experiment (issue 15): a TCG guest serving HTTP (busybox httpd) on a tap in the source
+# host's namespace, moved by `blockmigrate migrate --hypervisor qemu` with a VXLAN tunnel and a signed
+# DNS update while clients in a third namespace keep one streaming connection open (a line every 100 ms)
+# and make a new request by name every 100 ms. It runs the end-to-end test
+# tests/BlockMigrate.Network.Tests/WebServerMigrationTests.cs once per link and run, and prints its
+# WEB-RESULT lines (what a client saw) plus the slow requests and the tunnel timing.
+#
+#   tools/bench-web.sh [RUNS]      (default 1; links: 100mbit, then 20mbit with 50 ms RTT on the migration streams)
+#   BENCH_WEB_LINKS="lan wan"      any subset
+# Needs root (network namespaces) and ./build.sh first. One guest pair at a time.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+runs=${1:-1}
+[ "$(id -u)" -eq 0 ] || { echo "bench-web: needs root (network namespaces)" >&2; exit 1; }
+log=$(mktemp /tmp/bench-web.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
+for link in ${BENCH_WEB_LINKS:-lan wan}; do
+  for ((i = 1; i <= runs; i++)); do
+    echo "== $link run $i" >&2
+    if ! BM_WEB_LINK=$link dotnet test "$top/tests/BlockMigrate.Network.Tests" -c "${CONFIG:-Release}" --no-build \
+        --filter "FullyQualifiedName~WebServerMigrationTests" --logger "console;verbosity=detailed" >"$log" 2>&1; then
+      status=1
+      echo "bench-web: the $link run $i failed:" >&2
+      grep -E -A4 "Error Message" "$log" >&2 || tail -20 "$log" >&2
+    fi
+    grep -E "^(WEB-RESULT|slow request|tunnel up|failed at)" "$log" | sort -u || true
+  done
+done
+exit $status

@@ -23,14 +23,11 @@ public sealed record QemuGuestOptions
     /// <summary>Blocks the guest writes round-robin (4 KiB each).</summary>
     public int Blocks { get; init; } = 4096;
 
-    /// <summary>More kernel command line (e.g. a marker string the guest then holds in its RAM).</summary>
+    /// <summary>More kernel command line (a marker string the guest then holds in its RAM; <c>guestip=</c> for its init, see tools/guest/init).</summary>
     public string? KernelArgs { get; init; }
 
     /// <summary>A PROGRESS line every this many writes.</summary>
     public int Every { get; init; } = 50;
-
-    /// <summary>More kernel command line for the guest's init (e.g. <c>guestip=</c>, see tools/guest/init).</summary>
-    public string? KernelArgs { get; init; }
 
     /// <summary>More QEMU arguments (e.g. a <c>-netdev</c> and its <c>-device</c>).</summary>
     public IReadOnlyList<string> ExtraArgs { get; init; } = [];

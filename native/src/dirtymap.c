@@ -485,6 +485,36 @@ make_parent (const char *path)
   return 0;
 }
 
+/* The path form of a *_at function: make and check the map's directory, then
+ * call it relative to that directory (the directory checked is the one used). */
+typedef bm_map *(*map_at_fn) (int, const char *, const char *, uint64_t, uint32_t);
+
+static bm_map *
+in_checked_dir (map_at_fn fn, const char *path, uint64_t image_size,
+                uint32_t block_size)
+{
+  char dir[BM_PATH_MAX];
+  const char *name;
+  bm_map *map;
+  int dfd, saved;
+
+  if (path == NULL || *path == '\0') {
+    errno = EINVAL;
+    bm__error ("dirty map: no path given");
+    return NULL;
+  }
+  if (make_parent (path) == -1)
+    return NULL;
+  dfd = open_dir_of (path, dir, &name);
+  if (dfd == -1)
+    return NULL;
+  map = fn (dfd, name, path, image_size, block_size);
+  saved = errno;
+  close (dfd);
+  errno = saved;
+  return map;
+}
+
 BM_API bm_map *
 bm_map_create_at (int dirfd, const char *name, const char *label,
                   uint64_t image_size, uint32_t block_size)
@@ -575,26 +605,7 @@ bm_map_create_at (int dirfd, const char *name, const char *label,
 BM_API bm_map *
 bm_map_create (const char *path, uint64_t image_size, uint32_t block_size)
 {
-  char dir[BM_PATH_MAX];
-  const char *name;
-  bm_map *map;
-  int dfd, saved;
-
-  if (path == NULL || *path == '\0') {
-    errno = EINVAL;
-    bm__error ("dirty map: no path given");
-    return NULL;
-  }
-  if (make_parent (path) == -1)
-    return NULL;
-  dfd = open_dir_of (path, dir, &name);
-  if (dfd == -1)
-    return NULL;
-  map = bm_map_create_at (dfd, name, path, image_size, block_size);
-  saved = errno;
-  close (dfd);
-  errno = saved;
-  return map;
+  return in_checked_dir (bm_map_create_at, path, image_size, block_size);
 }
 
 BM_API bm_map *
@@ -650,26 +661,7 @@ bm_map_open_or_create_at (int dirfd, const char *name, const char *label,
 BM_API bm_map *
 bm_map_open_or_create (const char *path, uint64_t image_size, uint32_t block_size)
 {
-  char dir[BM_PATH_MAX];
-  const char *name;
-  bm_map *map;
-  int dfd, saved;
-
-  if (path == NULL || *path == '\0') {
-    errno = EINVAL;
-    bm__error ("dirty map: no path given");
-    return NULL;
-  }
-  if (make_parent (path) == -1)
-    return NULL;
-  dfd = open_dir_of (path, dir, &name);
-  if (dfd == -1)
-    return NULL;
-  map = bm_map_open_or_create_at (dfd, name, path, image_size, block_size);
-  saved = errno;
-  close (dfd);
-  errno = saved;
-  return map;
+  return in_checked_dir (bm_map_open_or_create_at, path, image_size, block_size);
 }
 
 BM_API void

@@ -70,6 +70,8 @@ public sealed class BenchHosts : IDisposable
             // near what the proxy's receive window allows, as towards the real link.
             await Tool.CheckAsync("ip", ["-n", Net.Source, "link", "set", "lo", "mtu", "1500"]);
         }
+        if (s.HeavyMiB > 0 && (s.HeavyAtMiB + s.HeavyMiB) << 20 > s.DiskBytes)
+            throw new ArgumentException($"the heavy writer's {s.HeavyMiB} MiB from MiB {s.HeavyAtMiB} do not fit a {s.DiskBytes >> 20} MiB disk: use a larger --disk");
         await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes, fillKind: s.FillKind);
         System.IO.Directory.CreateDirectory(ImageDir);
         System.IO.Directory.CreateDirectory(GateDir);
@@ -106,7 +108,34 @@ public sealed class BenchHosts : IDisposable
         Paused = incoming,
         MemoryMiB = Settings.MemoryMiB,
         Blocks = Settings.GuestBlocks,
+        KernelArgs = Settings.HeavyMiB > 0 ? $"heavy={Settings.HeavyMiB} heavyat={Settings.HeavyAtMiB}" : null,
     };
+
+    /// <summary>The source guest's RAM now (QMP <c>pmemsave</c> into the run's directory), for <see cref="PhysicalLimit"/>.</summary>
+    public async Task<string> DumpSourceMemoryAsync(CancellationToken ct)
+    {
+        var path = System.IO.Path.Combine(Directory, "src-ram.dump");
+        await using var qmp = await BlockMigrate.Hypervisors.Qemu.QmpClient.ConnectAsync(Source.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
+        await qmp.ExecuteAsync("pmemsave", new System.Text.Json.Nodes.JsonObject
+        {
+            ["val"] = 0, ["size"] = (long)Settings.MemoryMiB << 20, ["filename"] = path,
+        }, ct);
+        return path;
+    }
+
+    /// <summary>
+    /// The heavy writer's rate at the source, MiB/s, from its "HEAVY n=COUNT up=SECONDS" console lines
+    /// (first to last of the source guest's life: boot, the migration up to its stop); null without it.
+    /// </summary>
+    public double? HeavyRateMiBps()
+    {
+        var m = Regex.Matches(Source.Serial.Text(), @"HEAVY n=(\d+) up=([\d.]+)");
+        if (m.Count < 2)
+            return null;
+        double N(Match x, int g) => double.Parse(x.Groups[g].Value, CultureInfo.InvariantCulture);
+        var seconds = N(m[^1], 2) - N(m[0], 2);
+        return seconds > 0 ? (N(m[^1], 1) - N(m[0], 1)) / seconds : null;
+    }
 
     private static async Task MakeImageAsync(string path, long size, long fillFrom, long fillBytes, FillKind fillKind = FillKind.Random)
     {

@@ -10,4 +10,17 @@ public sealed record BenchResult(
     long WireBytes,
     long MemoryBytes,
     bool DiskVerified,
-    string Detail);
+    string Detail)
+{
+    public MemoryMode Memory { get; init; }
+    /// <summary>The physical limit's parts (<see cref="PhysicalLimit"/>) and the limit itself, seconds at the link rate.</summary>
+    public long? DiskCompressedBytes { get; init; }
+    public long? MemoryCompressedBytes { get; init; }
+    public double? LimitSeconds { get; init; }
+    /// <summary>The heavy writer's measured rate at the source, MiB/s.</summary>
+    public double? HeavyMiBps { get; init; }
+    /// <summary>BlockMigrate's disk throttle (<see cref="MethodOutcome"/>); null for the baseline.</summary>
+    public double? ThrottledSeconds { get; init; }
+    public double? WritesDelayedSeconds { get; init; }
+    public double? ThrottleFloorMiBps { get; init; }
+}

@@ -25,6 +25,13 @@ public sealed record BenchSettings
     public string? JsonOut { get; init; }
     /// <summary>Give up on one migration after this long (reported as a failed run).</summary>
     public TimeSpan RunTimeout { get; init; } = TimeSpan.FromMinutes(15);
+    /// <summary>
+    /// The heavy writer: MiB of the disk, after the fill, that a second writer in the guest rewrites with
+    /// random 1 MiB blocks back to back (tools/guest/init, <c>heavy=</c>); 0 = none.
+    /// </summary>
+    public int HeavyMiB { get; init; }
+    /// <summary>Where the heavy writer's region starts (MiB): the first whole MiB after the guest's blocks and the fill.</summary>
+    public long HeavyAtMiB => ((long)GuestBlocks * 4096 + FillBytes + (1L << 20) - 1) >> 20;
     /// <summary>QEMU auto-converge on the source for both methods: without it a 20 Mbit/s memory copy of this guest takes minutes.</summary>
     public bool AutoConverge { get; init; }
 

@@ -10,11 +10,12 @@ namespace BlockMigrate.Bench.Qemu;
 /// the destination namespace (writing the image the destination shim serves in gate mode), then
 /// <c>blockmigrate migrate --hypervisor qemu</c> in the source namespace. Same hosts, guest and link as
 /// <see cref="QemuCopyStorageMigration"/>. Total is the wall time of the migrate command (process start
-/// to exit, dotnet start-up included); downtimes and memory bytes come from its JSON report. On links
-/// of 100 Mbit/s and less the memory stream uses multifd with zstd (<c>BENCH_VM_SLOW_LINK_OPTIONS</c>
-/// overrides): memory is most of the bytes of such a migration, and compresses well. One channel: here
-/// multifd is for the compression; a second channel only keeps more bytes in flight when QEMU reports
-/// completion, which the guest waits for (measured at 20 Mbit/s: 697 ms guest downtime with one, 1140 with two).
+/// to exit, dotnet start-up included); downtimes and memory bytes come from its JSON report.
+/// <paramref name="memory"/> sets the memory stream as the baseline of the same row sets its own
+/// (<see cref="MemoryMode"/>): QEMU's defaults (no multifd option passed), or
+/// <c>--multifd --multifd-channels 1 --memory-compression zstd</c>. One channel: here multifd is for
+/// the compression; a second channel only keeps more bytes in flight when QEMU reports completion,
+/// which the guest waits for (measured at 20 Mbit/s: 697 ms guest downtime with one, 1140 with two).
 /// Both of the source's connections, the engine's to the receiver and QEMU's memory stream (one or more
 /// multifd channels), take the delayed path (<see cref="DelayedPath"/>), as the baseline's do.
 /// <paramref name="switchover"/> is migrate's <c>--switchover</c>: null passes nothing (the default, gate:
@@ -23,13 +24,14 @@ namespace BlockMigrate.Bench.Qemu;
 /// key made for the migration (docs/hypervisors.md); <paramref name="memoryPlaintext"/> passes
 /// <c>--memory-plaintext</c> (method <c>blockmigrate-memplain</c>), to measure what the encryption costs.
 /// </summary>
-public sealed class BlockMigrateMigration(string? switchover = null, bool memoryPlaintext = false) : IMigrationUnderTest
+public sealed class BlockMigrateMigration(MemoryMode memory = MemoryMode.Defaults, string? switchover = null, bool memoryPlaintext = false) : IMigrationUnderTest
 {
     private const int MemoryPort = 4444;
 
-    public string Name => memoryPlaintext ? "blockmigrate-memplain" : switchover == null ? "blockmigrate" : "blockmigrate-" + switchover;
+    public string Name => (memoryPlaintext ? "blockmigrate-memplain" : switchover == null ? "blockmigrate" : "blockmigrate-" + switchover) + "@" + memory.Label();
+    public MemoryMode Memory => memory;
 
-    public async Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
+    public async Task<MethodOutcome> RunAsync(
         BenchHosts hosts, CancellationToken ct)
     {
         var keys = new KeyPair(hosts.Directory);
@@ -50,10 +52,8 @@ public sealed class BlockMigrateMigration(string? switchover = null, bool memory
             args.AddRange(["--switchover", switchover]);
         if (memoryPlaintext)
             args.Add("--memory-plaintext");
-        args.AddRange(SlowLink(hosts.Settings.Rate)
-            ? (Environment.GetEnvironmentVariable("BENCH_VM_SLOW_LINK_OPTIONS") ?? "--multifd --multifd-channels 1 --memory-compression zstd")
-                .Split(' ', StringSplitOptions.RemoveEmptyEntries)
-            : []);
+        if (memory == MemoryMode.MultifdZstd)
+            args.AddRange(["--multifd", "--multifd-channels", "1", "--memory-compression", "zstd"]);
         if (hosts.Settings.AutoConverge) args.Add("--auto-converge"); // as the baseline, when the link needs it
         var started = Stopwatch.GetTimestamp();
         using var migrate = BackgroundProcess.CliIn(hosts.Net.Source, args.ToArray());
@@ -81,14 +81,18 @@ public sealed class BlockMigrateMigration(string? switchover = null, bool memory
             r.GetProperty("bytes_on_wire").GetInt64() / 1e6, r.GetProperty("bytes_of_data").GetInt64() / 1e6,
             r.GetProperty("downtime_ms").GetDouble(), r.GetProperty("final_blocks").GetInt64(), r.GetProperty("commit_ms").GetDouble(),
             r.GetProperty("rounds").GetInt32(), r.GetProperty("total_seconds").GetDouble(),
-            (SlowLink(hosts.Settings.Rate) ? ", memory multifd+zstd" : ", memory") + (memoryPlaintext ? " plaintext" : " TLS-PSK"),
+            ", memory " + memory.Label() + (memoryPlaintext ? " plaintext" : " TLS-PSK"),
             After("disks handed over"), After("source completed"), After("destination loaded"));
-        return (total, Ms("guest_downtime_ms") ?? TimeSpan.Zero, Ms("hypervisor_downtime_ms"), r.GetProperty("memory_bytes").GetInt64(), detail);
+        // how hard the disk throttle held the guest: the report's seconds, the log's lowest cap
+        var caps = System.Text.RegularExpressions.Regex.Matches(migrate.Stderr, @"throttle: guest writes capped at ([\d.]+) MiB/s")
+            .Select(m => double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToList();
+        return new MethodOutcome(total, Ms("guest_downtime_ms") ?? TimeSpan.Zero, Ms("hypervisor_downtime_ms"), r.GetProperty("memory_bytes").GetInt64(), detail)
+        {
+            ThrottledSeconds = r.GetProperty("throttled_seconds").GetDouble(),
+            WritesDelayedSeconds = r.GetProperty("writes_delayed_seconds").GetDouble(),
+            ThrottleFloorMiBps = caps.Count > 0 ? caps.Min() : null,
+        };
     }
-
-    private static bool SlowLink(string? rate) =>
-        rate != null && rate.EndsWith("mbit", StringComparison.OrdinalIgnoreCase)
-        && double.TryParse(rate[..^4], NumberStyles.Float, CultureInfo.InvariantCulture, out var m) && m <= 100;
 
     /// <summary>A usage error (exit status 2) is one line per problem, then a pointer to --help: all of them.</summary>
     private static string Usage(string stderr) => string.Join(" / ", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));

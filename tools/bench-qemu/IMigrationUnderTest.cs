@@ -8,9 +8,30 @@ namespace BlockMigrate.Bench.Qemu;
 /// </summary>
 public interface IMigrationUnderTest
 {
+    /// <summary>The method and its memory mode, e.g. <c>blockmigrate@zstd</c>.</summary>
     string Name { get; }
 
+    /// <summary>How the memory stream is set up (the same for both sides of a row).</summary>
+    MemoryMode Memory { get; }
+
     /// <summary>Migrates; returns total time, guest-visible downtime (STOP at source → RESUME at destination), details.</summary>
-    Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
-        BenchHosts hosts, CancellationToken cancellationToken);
+    Task<MethodOutcome> RunAsync(BenchHosts hosts, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// What a method measured itself. <see cref="ThrottledSeconds"/> and <see cref="WritesDelayedSeconds"/>
+/// are BlockMigrate's report fields <c>throttled_seconds</c> and <c>writes_delayed_seconds</c>;
+/// <see cref="ThrottleFloorMiBps"/> the lowest cap its log announced ("throttle: guest writes capped
+/// at X/s"); null for the baseline, which has no disk throttle.
+/// </summary>
+public sealed record MethodOutcome(
+    TimeSpan Total,
+    TimeSpan GuestDowntime,
+    TimeSpan? HypervisorDowntime,
+    long MemoryBytes,
+    string Detail)
+{
+    public double? ThrottledSeconds { get; init; }
+    public double? WritesDelayedSeconds { get; init; }
+    public double? ThrottleFloorMiBps { get; init; }
 }

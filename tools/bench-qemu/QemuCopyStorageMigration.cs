@@ -17,13 +17,16 @@ namespace BlockMigrate.Bench.Qemu;
 /// 25 ms each way, having copied a 64 MiB disk four times over). Write-blocking sends each guest write
 /// to the destination before completing it, so the guest's writes take a round trip each, and the
 /// mirror converges.
+/// <paramref name="memory"/>: QEMU's defaults, or multifd (one channel) with zstd on both QEMUs, as
+/// BlockMigrate's side of the same row sets them (<see cref="MemoryMode"/>).
 /// </summary>
-public sealed class QemuCopyStorageMigration : IMigrationUnderTest
+public sealed class QemuCopyStorageMigration(MemoryMode memory = MemoryMode.Defaults) : IMigrationUnderTest
 {
     private const int MemoryPort = 4444;
     private const int NbdPort = 10810;
 
-    public string Name => "qemu-copy-storage";
+    public string Name => "qemu-copy-storage@" + memory.Label();
+    public MemoryMode Memory => memory;
 
     /// <summary>
     /// The destination sees the source's NBD client go away a moment after <c>blockdev-del</c>; until then
@@ -46,7 +49,7 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         await dst.ExecuteAsync("block-export-del", new JsonObject { ["id"] = "exp0", ["mode"] = "hard" }, ct);
     }
 
-    public async Task<(TimeSpan Total, TimeSpan GuestDowntime, TimeSpan? HypervisorDowntime, long MemoryBytes, string Detail)> RunAsync(
+    public async Task<MethodOutcome> RunAsync(
         BenchHosts hosts, CancellationToken ct)
     {
         var connect = TimeSpan.FromSeconds(10);
@@ -60,14 +63,25 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         using var srcEvents = src.Subscribe("STOP", "MIGRATION", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
         using var dstEvents = dst.Subscribe("RESUME");
         using var dstLoaded = dst.Subscribe("MIGRATION");
-        var events = new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "events", ["state"] = true }) };
         await src.ExecuteAsync("migrate-set-capabilities", new JsonObject
         {
             ["capabilities"] = new JsonArray(
                 new JsonObject { ["capability"] = "events", ["state"] = true },
-                new JsonObject { ["capability"] = "auto-converge", ["state"] = hosts.Settings.AutoConverge }),
+                new JsonObject { ["capability"] = "auto-converge", ["state"] = hosts.Settings.AutoConverge },
+                new JsonObject { ["capability"] = "multifd", ["state"] = memory == MemoryMode.MultifdZstd }),
         }, ct);
-        await dst.ExecuteAsync("migrate-set-capabilities", (JsonObject)events.DeepClone(), ct);
+        await dst.ExecuteAsync("migrate-set-capabilities", new JsonObject
+        {
+            ["capabilities"] = new JsonArray(
+                new JsonObject { ["capability"] = "events", ["state"] = true },
+                new JsonObject { ["capability"] = "multifd", ["state"] = memory == MemoryMode.MultifdZstd }),
+        }, ct);
+        if (memory == MemoryMode.MultifdZstd)
+            foreach (var qmp in new[] { src, dst })
+                await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject
+                {
+                    ["multifd-channels"] = 1, ["multifd-compression"] = "zstd",
+                }, ct);
 
         var started = Stopwatch.GetTimestamp();
         await dst.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = $"tcp:0.0.0.0:{MemoryPort}" }, ct);
@@ -128,7 +142,7 @@ public sealed class QemuCopyStorageMigration : IMigrationUnderTest
         var stop = stopped ?? resumed;
         string After(DateTimeOffset t) => $"{(t - stop).TotalMilliseconds:0}";
         // where the guest downtime went, in ms after the source's STOP
-        return (total, resumed - stop, qemuDowntime, memoryBytes,
-            $"mirror ({copyMode}) READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s; after STOP: mirror completed {After(mirrorDone)}, destination loaded {After(loaded)}, cont sent {After(contSent)}, RESUME {After(resumed)} ms");
+        return new MethodOutcome(total, resumed - stop, qemuDowntime, memoryBytes,
+            $"memory {memory.Label()}; mirror ({copyMode}) READY {mirrorReady.TotalSeconds:0.00} s, memory done {memoryDone.TotalSeconds:0.00} s; after STOP: mirror completed {After(mirrorDone)}, destination loaded {After(loaded)}, cont sent {After(contSent)}, RESUME {After(resumed)} ms");
     }
 }

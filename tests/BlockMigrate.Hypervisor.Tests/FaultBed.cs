@@ -53,29 +53,23 @@ public sealed partial class FaultBed : IDisposable
     public const long DiskBytes = GuestBlocks * (long)GuestDisk.BlockSize + FillBytes;
     private const string LinkRate = "16M", LinkDelayMs = "100";
 
-    private readonly List<IDisposable> _owned = [];
+    private readonly TwoHostBed _bed;
     private readonly List<QemuGuest> _destinations = [];
     private int _runs;
 
-    private FaultBed(TempDir dir)
-    {
-        Dir = dir;
-        Keys = new KeyPair(dir.Path);
-    }
+    private FaultBed(TwoHostBed bed) => _bed = bed;
 
-    public TempDir Dir { get; }
-    public KeyPair Keys { get; }
-    public string SourceImage => Dir["src.img"];
-    public string SourceMap => Dir["src.map"];
-    public string ImageDir => Dir["dst"];
-    public string GateDir => Dir["gates"];
-    public string DestinationImage => Path.Combine(ImageDir, "vda.img");
-    public string DestinationMap => Path.Combine(GateDir, "vda.map");
-    private string SourceSocket => Dir["src-shim.sock"];
-    private string DestinationSocket => Dir["dst-shim.sock"];
-    public NbdkitServer SourceShim { get; private set; } = null!;
-    public NbdkitServer DestinationShim { get; private set; } = null!;
-    public QemuGuest Source { get; private set; } = null!;
+    public TempDir Dir => _bed.Dir;
+    public KeyPair Keys => _bed.Keys;
+    public string SourceImage => _bed.SourceImage;
+    public string SourceMap => _bed.SourceMap;
+    public string ImageDir => _bed.ImageDir;
+    public string GateDir => _bed.GateDir;
+    public string DestinationImage => _bed.DestinationImage;
+    public string DestinationMap => _bed.DestinationMap;
+    public NbdkitServer SourceShim => _bed.SourceDisk;
+    public NbdkitServer DestinationShim => _bed.DestinationDisk;
+    public QemuGuest Source => _bed.Source;
     /// <summary>The destination QEMU the next <see cref="StartMigrate"/> moves the VM to.</summary>
     public QemuGuest Destination => _destinations[^1];
     public IReadOnlyList<QemuGuest> Destinations => _destinations;
@@ -85,62 +79,25 @@ public sealed partial class FaultBed : IDisposable
     public string ReceiverAddress { get; private set; } = "";
     private BackgroundProcess? _wan;
 
-    public static async Task<FaultBed> StartAsync(string tag)
-    {
-        var bed = new FaultBed(new TempDir("fm-" + tag));
-        try
+    /// <summary>The shims on fixed socket paths (a killed shim is restarted where QEMU reconnects).</summary>
+    public static async Task<FaultBed> StartAsync(string tag) =>
+        new(await TwoHostBed.StartAsync(new TwoHostBedOptions
         {
-            await bed.SetUpAsync();
-            return bed;
-        }
-        catch
-        {
-            bed.Dispose();
-            throw;
-        }
-    }
-
-    private async Task SetUpAsync()
-    {
-        using (var f = File.Create(SourceImage))
-        {
-            f.SetLength(DiskBytes);
-            f.Position = DiskBytes - FillBytes;
-            var chunk = new byte[1 << 20];
-            for (long done = 0; done < FillBytes; done += chunk.Length)
-            {
-                RandomNumberGenerator.Fill(chunk);
-                f.Write(chunk);
-            }
-        }
-        Directory.CreateDirectory(ImageDir);
-        Directory.CreateDirectory(GateDir);
-        using (var f = File.Create(DestinationImage)) f.SetLength(DiskBytes);
-        using (var gate = DirtyMap.Create(DestinationMap, (ulong)DiskBytes, GuestDisk.BlockSize))
-            gate.SetState(MapState.Gate);
-        RestartSourceShim();
-        RestartDestinationShim();
-        Source = Own(QemuGuest.Start(Dir.Path, Options("src", SourceSocket, incoming: false)));
-        await Source.Serial.WaitForAsync(@"PROGRESS seq=100\b", TimeSpan.FromSeconds(180));
-    }
-
-    private static QemuGuestOptions Options(string name, string socket, bool incoming) => new()
-    {
-        Name = name, DiskSocket = socket, Blocks = GuestBlocks, Incoming = incoming, Paused = incoming,
-    };
+            DirTag = "fm-" + tag, DiskBytes = DiskBytes, FillOffset = DiskBytes - FillBytes, FillBytes = FillBytes,
+            FixedSockets = true, GuestBlocks = GuestBlocks, BootTimeout = TimeSpan.FromSeconds(180),
+            TeardownLog = line => TestContext.Out.WriteLine(line),
+        }));
 
     /// <summary>(Re)starts the source shim on the same socket, image and map, as an admin would after it died.</summary>
-    public void RestartSourceShim() =>
-        SourceShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(SourceImage, SourceMap), socket: SourceSocket));
+    public void RestartSourceShim() => _bed.RestartSourceDisk();
 
     /// <summary>(Re)starts the destination shim (gate mode) on the same socket, image and gate map.</summary>
-    public void RestartDestinationShim() =>
-        DestinationShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(DestinationImage, DestinationMap, gate: true), socket: DestinationSocket));
+    public void RestartDestinationShim() => _bed.RestartDestinationDisk();
 
     /// <summary>A fresh destination QEMU (<c>-incoming defer -S</c>) on the destination shim.</summary>
     public QemuGuest StartDestination()
     {
-        var d = Own(QemuGuest.Start(Dir.Path, Options($"dst{_destinations.Count + 1}", DestinationSocket, incoming: true)));
+        var d = _bed.StartDestination($"dst{_destinations.Count + 1}");
         _destinations.Add(d);
         return d;
     }
@@ -149,14 +106,10 @@ public sealed partial class FaultBed : IDisposable
     public async Task StartReceiverAsync()
     {
         _wan?.Kill();
-        var r = Own(BackgroundProcess.Cli("receive", "--listen", "127.0.0.1:0", "--image-dir", ImageDir, "--once",
-            "--gate-map-dir", GateDir, "--key", Keys.ReceiverKey, "--trusted", Keys.Trusted));
+        var (r, port) = await _bed.StartReceiverAsync(TimeSpan.FromSeconds(60));
         Receiver = r;
         Receivers.Add(r);
-        var port = (await r.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(60))).Groups[1].Value;
-        _wan = Own(BackgroundProcess.Python("wanem.py", "--listen", "127.0.0.1:0", "--to", $"127.0.0.1:{port}",
-            "--rate", LinkRate, "--delay", LinkDelayMs));
-        ReceiverAddress = "127.0.0.1:" + (await _wan.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30))).Groups[1].Value;
+        (_wan, ReceiverAddress) = await _bed.StartWanAsync($"127.0.0.1:{port}", LinkRate, LinkDelayMs);
     }
 
     /// <summary><c>blockmigrate migrate --hypervisor qemu</c> to the current receiver and destination QEMU, as an admin types it.</summary>
@@ -240,16 +193,7 @@ public sealed partial class FaultBed : IDisposable
     }
 
     /// <summary>The random fill (the part of the disk the guest does not write) equals the source's.</summary>
-    public bool FillMatches()
-    {
-        static byte[] Hash(string path)
-        {
-            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            f.Position = DiskBytes - FillBytes;
-            return SHA256.HashData(f);
-        }
-        return Hash(SourceImage).AsSpan().SequenceEqual(Hash(DestinationImage));
-    }
+    public bool FillMatches() => _bed.FillMatches();
 
     /// <summary>Everything the bed's processes logged, for a failed cell's message.</summary>
     public string Logs()
@@ -262,26 +206,9 @@ public sealed partial class FaultBed : IDisposable
         return s.ToString();
     }
 
-    public T Own<T>(T d) where T : IDisposable
-    {
-        lock (_owned) _owned.Add(d);
-        return d;
-    }
+    public T Own<T>(T d) where T : IDisposable => _bed.Own(d);
 
-    public void Dispose()
-    {
-        lock (_owned)
-        {
-            for (var i = _owned.Count - 1; i >= 0; i--)
-            {
-                try { _owned[i].Dispose(); }
-                catch (Exception e) { TestContext.Out.WriteLine($"teardown: {e.Message}"); }
-            }
-            _owned.Clear();
-        }
-        try { File.Delete(SourceMap + ".outstanding"); } catch (IOException) { }
-        Dir.Dispose();
-    }
+    public void Dispose() => _bed.Dispose();
 }
 
 /// <summary>

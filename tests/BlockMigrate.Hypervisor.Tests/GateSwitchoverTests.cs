@@ -148,26 +148,30 @@ public class GateSwitchoverTests
     /// <summary>Source shim, destination shim in gate mode on the image being received, receiver, WAN link.</summary>
     private sealed class GateBed : IDisposable
     {
-        private readonly List<IDisposable> _owned = [];
-        private TempDir Dir { get; } = new("gate");
-        public KeyPair Keys { get; private set; } = null!;
-        public string SourceImage => Dir["src.img"];
-        public string SourceMapPath => Dir["src.map"];
-        private string ImageDir => Dir["dst"];
-        private string GateDir => Dir["gates"];
-        private string DestinationImage => Path.Combine(ImageDir, "vda.img");
-        public NbdkitServer SourceShim { get; private set; } = null!;
-        public NbdkitServer DestinationShim { get; private set; } = null!;
+        private readonly TwoHostBed _bed;
+        private int _wanPort;
+
+        private GateBed(TwoHostBed bed) => _bed = bed;
+
+        public KeyPair Keys => _bed.Keys;
+        public string SourceImage => _bed.SourceImage;
+        public string SourceMapPath => _bed.SourceMap;
+        private string DestinationImage => _bed.DestinationImage;
+        public NbdkitServer SourceShim => _bed.SourceDisk;
+        public NbdkitServer DestinationShim => _bed.DestinationDisk;
         public DirtyMap SourceMap { get; private set; } = null!;
         public DirtyMap Gate { get; private set; } = null!;
         public BackgroundProcess Receiver { get; private set; } = null!;
         public string ReceiverAddress { get; private set; } = "";
         public BackgroundProcess Wan { get; private set; } = null!;
-        private int _wanPort;
 
+        /// <summary>No guest: 8 MiB of random data at 8 MiB of a 40 MiB disk.</summary>
         public static async Task<GateBed> StartAsync()
         {
-            var bed = new GateBed();
+            var bed = new GateBed(await TwoHostBed.StartAsync(new TwoHostBedOptions
+            {
+                DirTag = "gate", DiskBytes = Size, FillOffset = 8L << 20, FillBytes = 8L << 20, GateBlockSize = (uint)Block, Guest = false,
+            }));
             try
             {
                 await bed.SetUpAsync();
@@ -182,35 +186,20 @@ public class GateSwitchoverTests
 
         private async Task SetUpAsync()
         {
-            using (var f = File.Create(SourceImage))
-            {
-                f.SetLength(Size);
-                f.Position = 8L << 20;
-                var data = new byte[8 << 20];
-                Random.Shared.NextBytes(data);
-                f.Write(data);
-            }
-            Directory.CreateDirectory(ImageDir);
-            Directory.CreateDirectory(GateDir);
-            Keys = new KeyPair(Dir.Path);
-            using (var f = File.Create(DestinationImage)) f.SetLength(Size);
-            Gate = Own(DirtyMap.Create(Path.Combine(GateDir, "vda.map"), (ulong)Size, (uint)Block));
-            Gate.SetState(MapState.Gate);
-            SourceShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(SourceImage, SourceMapPath)));
-            DestinationShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(DestinationImage, Gate.Path, gate: true)));
+            Gate = _bed.Own(DirtyMap.Open(_bed.DestinationMap));
             await Tool.CheckAsync("nbdinfo", ["--size", SourceShim.Uri]); // the filter creates the map on first connection
-            SourceMap = Own(DirtyMap.Open(SourceMapPath));
+            SourceMap = _bed.Own(DirtyMap.Open(SourceMapPath));
             Receiver = await StartReceiverAsync();
             // 16 Mbit/s: the 6 MiB final set takes ~3 s to land
-            Wan = Own(BackgroundProcess.Python("wanem.py", "--listen", "127.0.0.1:0", "--to", ReceiverAddress, "--rate", "16M", "--delay", "5"));
-            _wanPort = int.Parse((await Wan.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(20))).Groups[1].Value);
+            string address;
+            (Wan, address) = await _bed.StartWanAsync(ReceiverAddress, "16M", "5");
+            _wanPort = int.Parse(address.Split(':')[1]);
         }
 
         public async Task<BackgroundProcess> StartReceiverAsync()
         {
-            var p = Own(BackgroundProcess.Cli("receive", "--listen", "127.0.0.1:0", "--image-dir", ImageDir, "--once",
-                "--gate-map-dir", GateDir, "--key", Keys.ReceiverKey, "--trusted", Keys.Trusted));
-            ReceiverAddress = "127.0.0.1:" + (await p.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30))).Groups[1].Value;
+            var (p, port) = await _bed.StartReceiverAsync();
+            ReceiverAddress = "127.0.0.1:" + port;
             return p;
         }
 
@@ -245,16 +234,6 @@ public class GateSwitchoverTests
             Assert.That(firstDiff, Is.EqualTo(source.Length), $"destination differs from the source at byte {firstDiff}");
         }
 
-        private T Own<T>(T d) where T : IDisposable
-        {
-            _owned.Add(d);
-            return d;
-        }
-
-        public void Dispose()
-        {
-            for (var i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
-            Dir.Dispose();
-        }
+        public void Dispose() => _bed.Dispose();
     }
 }

@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using BlockMigrate.Hypervisors.Qemu;
-using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
 namespace BlockMigrate.Hypervisor.Tests;
@@ -27,102 +26,45 @@ public sealed class WholeVmTestbed : IDisposable
     public const long DiskBytes = GuestBlocks * (long)GuestDisk.BlockSize + FillBytes;
     public const int GuestMemoryMiB = 96;
 
-    private readonly List<IDisposable> _owned = [];
+    private readonly TwoHostBed _bed;
     private int _destinations;
 
-    private WholeVmTestbed(TempDir dir, NamespacePair? net, string? kernelArgs)
-    {
-        Dir = dir;
-        Net = net;
-        KernelArgs = kernelArgs;
-        Keys = new KeyPair(dir.Path);
-    }
+    private WholeVmTestbed(TwoHostBed bed) => _bed = bed;
 
-    public TempDir Dir { get; }
+    public TempDir Dir => _bed.Dir;
     /// <summary>Added to both guests' kernel command line.</summary>
-    public string? KernelArgs { get; }
-    public NamespacePair? Net { get; }
-    public KeyPair Keys { get; }
-    public string SourceImage => Dir["src.img"];
-    public string SourceMap => Dir["src.map"];
-    public string ImageDir => Dir["dst"];
-    public string GateDir => Dir["gates"];
-    public string DestinationImage => Path.Combine(ImageDir, "vda.img");
-    public string DestinationMap => Path.Combine(GateDir, "vda.map");
-    public NbdkitServer SourceShim { get; private set; } = null!;
-    public NbdkitServer DestinationShim { get; private set; } = null!;
-    public QemuGuest Source { get; private set; } = null!;
-    public string ListenAddress => Net?.DestinationAddress ?? "127.0.0.1";
+    public string? KernelArgs => _bed.Options.KernelArgs;
+    public NamespacePair? Net => _bed.Net;
+    public KeyPair Keys => _bed.Keys;
+    public string SourceImage => _bed.SourceImage;
+    public string SourceMap => _bed.SourceMap;
+    public string ImageDir => _bed.ImageDir;
+    public string GateDir => _bed.GateDir;
+    public string DestinationImage => _bed.DestinationImage;
+    public string DestinationMap => _bed.DestinationMap;
+    public NbdkitServer SourceShim => _bed.SourceDisk;
+    public NbdkitServer DestinationShim => _bed.DestinationDisk;
+    public QemuGuest Source => _bed.Source;
+    public string ListenAddress => _bed.ListenAddress;
 
     /// <summary>Images, shims and the source guest (booted and writing).</summary>
-    public static async Task<WholeVmTestbed> StartAsync(string tag, string? rate = null, string? kernelArgs = null)
-    {
-        var dir = new TempDir("vm-" + tag);
-        NamespacePair? net = null;
-        try
+    public static async Task<WholeVmTestbed> StartAsync(string tag, string? rate = null, string? kernelArgs = null) =>
+        new(await TwoHostBed.StartAsync(new TwoHostBedOptions
         {
-            if (rate != null) net = await NamespacePair.CreateAsync(tag, rate);
-            var bed = new WholeVmTestbed(dir, net, kernelArgs);
-            try
-            {
-                await bed.SetUpAsync();
-                return bed;
-            }
-            catch
-            {
-                bed.Dispose();
-                throw;
-            }
-        }
-        catch
-        {
-            net?.Dispose();
-            dir.Dispose();
-            throw;
-        }
-    }
-
-    private async Task SetUpAsync()
-    {
-        using (var f = File.Create(SourceImage))
-        {
-            f.SetLength(DiskBytes);
-            f.Position = DiskBytes - FillBytes;
-            var chunk = new byte[1 << 20];
-            for (long done = 0; done < FillBytes; done += chunk.Length)
-            {
-                RandomNumberGenerator.Fill(chunk);
-                f.Write(chunk);
-            }
-        }
-        Directory.CreateDirectory(ImageDir);
-        Directory.CreateDirectory(GateDir);
-        await Tool.CheckAsync("truncate", ["-s", $"{DiskBytes}", DestinationImage]);
-        using (var gate = DirtyMap.Create(DestinationMap, (ulong)DiskBytes, 4096))
-            gate.SetState(MapState.Gate);
-        SourceShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(SourceImage, SourceMap)));
-        DestinationShim = Own(NbdkitServer.Start(Dir.Path, NbdkitServer.FilterArgs(DestinationImage, DestinationMap, gate: true)));
-        Source = Own(QemuGuest.Start(Dir.Path, Options("src", SourceShim, Net?.Source, incoming: false)));
-        await Source.Serial.WaitForAsync(@"PROGRESS seq=100\b", TimeSpan.FromSeconds(90));
-    }
-
-    private QemuGuestOptions Options(string name, NbdkitServer disk, string? ns, bool incoming) => new()
-    {
-        Name = name, DiskSocket = disk.Socket, Blocks = GuestBlocks, MemoryMiB = GuestMemoryMiB, Namespace = ns,
-        Incoming = incoming, Paused = incoming, KernelArgs = KernelArgs,
-    };
+            DirTag = "vm-" + tag, NamespaceTag = rate != null ? tag : null, Rate = rate,
+            DiskBytes = DiskBytes, FillOffset = DiskBytes - FillBytes, FillBytes = FillBytes,
+            GuestBlocks = GuestBlocks, GuestMemoryMiB = GuestMemoryMiB, KernelArgs = kernelArgs,
+            TeardownLog = line => TestContext.Out.WriteLine(line),
+        }));
 
     /// <summary>A fresh destination QEMU (<c>-incoming defer -S</c>) on the destination shim.</summary>
-    public QemuGuest StartDestination() =>
-        Own(QemuGuest.Start(Dir.Path, Options($"dst{++_destinations}", DestinationShim, Net?.Destination, incoming: true)));
+    public QemuGuest StartDestination() => _bed.StartDestination($"dst{++_destinations}");
 
     /// <summary><c>blockmigrate receive --once</c> in the destination namespace; returns it and its HOST:PORT.</summary>
     public async Task<(BackgroundProcess Receiver, string Address)> StartReceiverAsync()
     {
-        var p = Own(BackgroundProcess.CliIn(Net?.Destination, "receive", "--listen", $"{ListenAddress}:0", "--image-dir", ImageDir,
-            "--once", "--gate-map-dir", GateDir, "--key", Keys.ReceiverKey, "--trusted", Keys.Trusted));
-        var m = await p.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(30));
-        return (p, $"{ListenAddress}:{m.Groups[1].Value}");
+        var (p, port) = await _bed.StartReceiverAsync();
+        return (p, $"{ListenAddress}:{port}");
     }
 
     /// <summary>Where QEMU sends memory: a unix socket on loopback, TCP across the namespaces.</summary>
@@ -187,36 +129,9 @@ public sealed class WholeVmTestbed : IDisposable
     }
 
     /// <summary>The random fill (the part of the disk the guest does not write) equals the source's.</summary>
-    public bool FillMatches()
-    {
-        static byte[] Hash(string path)
-        {
-            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            f.Position = DiskBytes - FillBytes;
-            return SHA256.HashData(f);
-        }
-        return Hash(SourceImage).AsSpan().SequenceEqual(Hash(DestinationImage));
-    }
+    public bool FillMatches() => _bed.FillMatches();
 
-    public T Own<T>(T d) where T : IDisposable
-    {
-        lock (_owned) _owned.Add(d);
-        return d;
-    }
+    public T Own<T>(T d) where T : IDisposable => _bed.Own(d);
 
-    public void Dispose()
-    {
-        lock (_owned)
-        {
-            for (var i = _owned.Count - 1; i >= 0; i--)
-            {
-                try { _owned[i].Dispose(); }
-                catch (Exception e) { TestContext.Out.WriteLine($"teardown: {e.Message}"); }
-            }
-            _owned.Clear();
-        }
-        Net?.Dispose();
-        try { File.Delete(SourceMap + ".outstanding"); } catch (IOException) { }
-        Dir.Dispose();
-    }
+    public void Dispose() => _bed.Dispose();
 }

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
-using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
 namespace BlockMigrate.Bench.Qemu;
@@ -16,40 +15,56 @@ namespace BlockMigrate.Bench.Qemu;
 /// </summary>
 public sealed class BenchHosts : IDisposable
 {
-    private readonly TempDir _dir;
-    private readonly List<IDisposable> _owned = [];
+    private readonly TwoHostBed _bed;
 
-    private BenchHosts(TempDir dir, NamespacePair net, BenchSettings settings, bool shim)
+    private BenchHosts(TwoHostBed bed, BenchSettings settings)
     {
-        _dir = dir;
-        Net = net;
+        _bed = bed;
         Settings = settings;
-        Shim = shim;
     }
 
-    public bool Shim { get; }
-    public string SourceMap => _dir["src.map"];
-    public string ImageDir => _dir["dst"];
-    public string GateDir => _dir["gates"];
+    public bool Shim => _bed.Options.Shims;
+    public string SourceMap => _bed.SourceMap;
+    public string ImageDir => _bed.ImageDir;
+    public string GateDir => _bed.GateDir;
 
     public BenchSettings Settings { get; }
-    public NamespacePair Net { get; }
-    public string Directory => _dir.Path;
-    public string SourceImage => _dir["src.img"];
-    public string DestinationImage => Path.Combine(ImageDir, "vda.img");
-    public string SourceDiskSocket { get; private set; } = "";
-    public string DestinationDiskSocket { get; private set; } = "";
-    public NbdkitServer SourceDisk { get; private set; } = null!;
-    public NbdkitServer DestinationDisk { get; private set; } = null!;
-    public QemuGuest Source { get; private set; } = null!;
+    public NamespacePair Net => _bed.Net!;
+    public string Directory => _bed.Dir.Path;
+    public string SourceImage => _bed.SourceImage;
+    public string DestinationImage => _bed.DestinationImage;
+    public string SourceDiskSocket => SourceDisk.Socket;
+    public string DestinationDiskSocket => DestinationDisk.Socket;
+    public NbdkitServer SourceDisk => _bed.SourceDisk;
+    public NbdkitServer DestinationDisk => _bed.DestinationDisk;
+    public QemuGuest Source => _bed.Source;
     public QemuGuest Destination { get; private set; } = null!;
 
-    public static async Task<BenchHosts> StartAsync(BenchSettings settings, bool shim = false)
+    public static async Task<BenchHosts> StartAsync(BenchSettings s, bool shim = false)
     {
-        var hosts = new BenchHosts(new TempDir("bench-qemu"), await NamespacePair.CreateAsync("bq", settings.Rate), settings, shim);
+        if (s.HeavyMiB > 0 && (s.HeavyAtMiB + s.HeavyMiB) << 20 > s.DiskBytes)
+            throw new ArgumentException($"the heavy writer's {s.HeavyMiB} MiB from MiB {s.HeavyAtMiB} do not fit a {s.DiskBytes >> 20} MiB disk: use a larger --disk");
+        var bed = await TwoHostBed.StartAsync(new TwoHostBedOptions
+        {
+            DirTag = "bench-qemu", NamespaceTag = "bq", Rate = s.Rate,
+            // The delayed connections' first hop is loopback, to tools/wanem.py (DelayedPath). With
+            // loopback's 64 KiB MTU the sender's autotuned send buffer grew to 4 MiB (1.6 s of a
+            // 20 Mbit/s memory stream queued when QEMU stopped the guest); with a NIC's MTU it stays
+            // near what the proxy's receive window allows, as towards the real link.
+            BeforeImages = s.Delay > TimeSpan.Zero
+                ? b => Tool.CheckAsync("ip", ["-n", b.Net!.Source, "link", "set", "lo", "mtu", "1500"])
+                : null,
+            DiskBytes = s.DiskBytes, FillOffset = (long)s.GuestBlocks * GuestDisk.BlockSize, FillBytes = s.FillBytes,
+            Fill = (f, bytes) => DiskFill.WriteAsync(f, bytes, s.FillKind),
+            Shims = shim, GateBlockSize = 4096, // the filter's default block size
+            GuestBlocks = s.GuestBlocks, GuestMemoryMiB = s.MemoryMiB,
+            KernelArgs = s.HeavyMiB > 0 ? $"heavy={s.HeavyMiB} heavyat={s.HeavyAtMiB}" : null,
+            BootedPattern = @"PROGRESS seq=200\b",
+        });
+        var hosts = new BenchHosts(bed, s);
         try
         {
-            await hosts.StartAsync();
+            hosts.Destination = bed.StartDestination("dst");
             return hosts;
         }
         catch
@@ -58,58 +73,6 @@ public sealed class BenchHosts : IDisposable
             throw;
         }
     }
-
-    private async Task StartAsync()
-    {
-        var s = Settings;
-        if (s.Delay > TimeSpan.Zero)
-        {
-            // The delayed connections' first hop is loopback, to tools/wanem.py (DelayedPath). With
-            // loopback's 64 KiB MTU the sender's autotuned send buffer grew to 4 MiB (1.6 s of a
-            // 20 Mbit/s memory stream queued when QEMU stopped the guest); with a NIC's MTU it stays
-            // near what the proxy's receive window allows, as towards the real link.
-            await Tool.CheckAsync("ip", ["-n", Net.Source, "link", "set", "lo", "mtu", "1500"]);
-        }
-        if (s.HeavyMiB > 0 && (s.HeavyAtMiB + s.HeavyMiB) << 20 > s.DiskBytes)
-            throw new ArgumentException($"the heavy writer's {s.HeavyMiB} MiB from MiB {s.HeavyAtMiB} do not fit a {s.DiskBytes >> 20} MiB disk: use a larger --disk");
-        await MakeImageAsync(SourceImage, s.DiskBytes, fillFrom: (long)s.GuestBlocks * GuestDisk.BlockSize, fillBytes: s.FillBytes, fillKind: s.FillKind);
-        System.IO.Directory.CreateDirectory(ImageDir);
-        System.IO.Directory.CreateDirectory(GateDir);
-        await MakeImageAsync(DestinationImage, s.DiskBytes, 0, 0);
-        NbdkitServer src, dst;
-        if (Shim)
-        {
-            var gateMap = Path.Combine(GateDir, "vda.map");
-            using (var gate = DirtyMap.Create(gateMap, (ulong)s.DiskBytes, 4096)) // the filter's default block size
-                gate.SetState(MapState.Gate);
-            src = Own(NbdkitServer.Start(Directory, NbdkitServer.FilterArgs(SourceImage, SourceMap)));
-            dst = Own(NbdkitServer.Start(Directory, NbdkitServer.FilterArgs(DestinationImage, gateMap, gate: true)));
-        }
-        else
-        {
-            src = Own(NbdkitServer.Start(Directory, ["file", "file=" + SourceImage]));
-            dst = Own(NbdkitServer.Start(Directory, ["file", "file=" + DestinationImage]));
-        }
-        SourceDisk = src;
-        DestinationDisk = dst;
-        SourceDiskSocket = src.Socket;
-        DestinationDiskSocket = dst.Socket;
-        Source = Own(QemuGuest.Start(Directory, Guest("src", SourceDiskSocket, Net.Source, incoming: false)));
-        await Source.Serial.WaitForAsync(@"PROGRESS seq=200\b", TimeSpan.FromSeconds(90));
-        Destination = Own(QemuGuest.Start(Directory, Guest("dst", DestinationDiskSocket, Net.Destination, incoming: true)));
-    }
-
-    private QemuGuestOptions Guest(string name, string disk, string ns, bool incoming) => new()
-    {
-        Name = name,
-        DiskSocket = disk,
-        Namespace = ns,
-        Incoming = incoming,
-        Paused = incoming,
-        MemoryMiB = Settings.MemoryMiB,
-        Blocks = Settings.GuestBlocks,
-        KernelArgs = Settings.HeavyMiB > 0 ? $"heavy={Settings.HeavyMiB} heavyat={Settings.HeavyAtMiB}" : null,
-    };
 
     /// <summary>The source guest's RAM now (QMP <c>pmemsave</c> into the run's directory), for <see cref="PhysicalLimit"/>.</summary>
     public async Task<string> DumpSourceMemoryAsync(CancellationToken ct)
@@ -135,22 +98,6 @@ public sealed class BenchHosts : IDisposable
         double N(Match x, int g) => double.Parse(x.Groups[g].Value, CultureInfo.InvariantCulture);
         var seconds = N(m[^1], 2) - N(m[0], 2);
         return seconds > 0 ? (N(m[^1], 1) - N(m[0], 1)) / seconds : null;
-    }
-
-    private static async Task MakeImageAsync(string path, long size, long fillFrom, long fillBytes, FillKind fillKind = FillKind.Random)
-    {
-        await using var f = new FileStream(path, FileMode.Create, FileAccess.Write);
-        f.SetLength(size);
-        if (fillBytes <= 0)
-            return;
-        f.Position = fillFrom;
-        await DiskFill.WriteAsync(f, fillBytes, fillKind);
-    }
-
-    private T Own<T>(T d) where T : IDisposable
-    {
-        _owned.Add(d);
-        return d;
     }
 
     /// <summary>What went wrong on the side: an NBD server that died (with its stderr), guest I/O errors.</summary>
@@ -240,11 +187,5 @@ public sealed class BenchHosts : IDisposable
         return $"{state}; destination console ends: {Destination.Serial.Tail(160).ReplaceLineEndings(" / ")}";
     }
 
-    public void Dispose()
-    {
-        for (var i = _owned.Count - 1; i >= 0; i--)
-            _owned[i].Dispose();
-        Net.Dispose();
-        _dir.Dispose();
-    }
+    public void Dispose() => _bed.Dispose();
 }

@@ -30,6 +30,8 @@ public sealed class BenchHosts : IDisposable
 
     public BenchSettings Settings { get; }
     public NamespacePair Net => _bed.Net!;
+    /// <summary>The source's and the receiver's keys (in <see cref="Directory"/>).</summary>
+    public KeyPair Keys => _bed.Keys;
     public string Directory => _bed.Dir.Path;
     public string SourceImage => _bed.SourceImage;
     public string DestinationImage => _bed.DestinationImage;

@@ -34,7 +34,7 @@ public sealed class BlockMigrateMigration(MemoryMode memory = MemoryMode.Default
     public async Task<MethodOutcome> RunAsync(
         BenchHosts hosts, CancellationToken ct)
     {
-        var keys = new KeyPair(hosts.Directory);
+        var keys = hosts.Keys;
         var dstIp = hosts.Net.DestinationAddress;
         using var receiver = BackgroundProcess.CliIn(hosts.Net.Destination, "receive", "--listen", $"{dstIp}:0",
             "--image-dir", hosts.ImageDir, "--once", "--gate-map-dir", hosts.GateDir, "--key", keys.ReceiverKey, "--trusted", keys.Trusted);

@@ -89,7 +89,7 @@ Command: `tools/bench-vm.sh {runs}`{" with BENCH_VM_SMALL=1 (a smoke run: small 
 
 {scen}
 
-How it runs, what the limit is: see "How the fair whole-VM benchmark runs" below. Medians over the
+How it runs, what the limit is: the section "How the fair whole-VM benchmark runs". Medians over the
 runs whose destination disk verified ("runs ok"); the limit is the median over all runs.
 
 | scenario | memory | side | runs ok | total s | wire MB | guest pause ms | limit s | total/limit |

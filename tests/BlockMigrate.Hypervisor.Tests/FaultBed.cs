@@ -46,30 +46,18 @@ public enum Side
 /// Every process is killed by PID on Dispose. <see cref="KillAt"/> kills a victim with SIGKILL the
 /// moment <c>migrate</c> logs the phase (<c>phase: NAME</c>), from the thread that reads that line.
 /// </summary>
-public sealed partial class FaultBed : IDisposable
+public sealed partial class FaultBed : ShimBed
 {
     public const int GuestBlocks = 1024;
     public const long FillBytes = 8L << 20;
     public const long DiskBytes = GuestBlocks * (long)GuestDisk.BlockSize + FillBytes;
     private const string LinkRate = "16M", LinkDelayMs = "100";
 
-    private readonly TwoHostBed _bed;
     private readonly List<QemuGuest> _destinations = [];
     private int _runs;
 
-    private FaultBed(TwoHostBed bed) => _bed = bed;
+    private FaultBed(TwoHostBed bed) : base(bed) { }
 
-    public TempDir Dir => _bed.Dir;
-    public KeyPair Keys => _bed.Keys;
-    public string SourceImage => _bed.SourceImage;
-    public string SourceMap => _bed.SourceMap;
-    public string ImageDir => _bed.ImageDir;
-    public string GateDir => _bed.GateDir;
-    public string DestinationImage => _bed.DestinationImage;
-    public string DestinationMap => _bed.DestinationMap;
-    public NbdkitServer SourceShim => _bed.SourceDisk;
-    public NbdkitServer DestinationShim => _bed.DestinationDisk;
-    public QemuGuest Source => _bed.Source;
     /// <summary>The destination QEMU the next <see cref="StartMigrate"/> moves the VM to.</summary>
     public QemuGuest Destination => _destinations[^1];
     public IReadOnlyList<QemuGuest> Destinations => _destinations;
@@ -89,15 +77,15 @@ public sealed partial class FaultBed : IDisposable
         }));
 
     /// <summary>(Re)starts the source shim on the same socket, image and map, as an admin would after it died.</summary>
-    public void RestartSourceShim() => _bed.RestartSourceDisk();
+    public void RestartSourceShim() => Bed.RestartSourceDisk();
 
     /// <summary>(Re)starts the destination shim (gate mode) on the same socket, image and gate map.</summary>
-    public void RestartDestinationShim() => _bed.RestartDestinationDisk();
+    public void RestartDestinationShim() => Bed.RestartDestinationDisk();
 
     /// <summary>A fresh destination QEMU (<c>-incoming defer -S</c>) on the destination shim.</summary>
     public QemuGuest StartDestination()
     {
-        var d = _bed.StartDestination($"dst{_destinations.Count + 1}");
+        var d = Bed.StartDestination($"dst{_destinations.Count + 1}");
         _destinations.Add(d);
         return d;
     }
@@ -106,10 +94,10 @@ public sealed partial class FaultBed : IDisposable
     public async Task StartReceiverAsync()
     {
         _wan?.Kill();
-        var (r, port) = await _bed.StartReceiverAsync(TimeSpan.FromSeconds(60));
+        var (r, port) = await Bed.StartReceiverAsync(TimeSpan.FromSeconds(60));
         Receiver = r;
         Receivers.Add(r);
-        (_wan, ReceiverAddress) = await _bed.StartWanAsync($"127.0.0.1:{port}", LinkRate, LinkDelayMs);
+        (_wan, ReceiverAddress) = await Bed.StartWanAsync($"127.0.0.1:{port}", LinkRate, LinkDelayMs);
     }
 
     /// <summary><c>blockmigrate migrate --hypervisor qemu</c> to the current receiver and destination QEMU, as an admin types it.</summary>
@@ -192,8 +180,6 @@ public sealed partial class FaultBed : IDisposable
         return ResumeCookie.Decode(map.GetCookie()).State;
     }
 
-    /// <summary>The random fill (the part of the disk the guest does not write) equals the source's.</summary>
-    public bool FillMatches() => _bed.FillMatches();
 
     /// <summary>Everything the bed's processes logged, for a failed cell's message.</summary>
     public string Logs()
@@ -205,10 +191,6 @@ public sealed partial class FaultBed : IDisposable
         foreach (var d in _destinations) s.Append($"--- {d.Options.Name} serial tail: {d.Serial.Tail()}\n");
         return s.ToString();
     }
-
-    public T Own<T>(T d) where T : IDisposable => _bed.Own(d);
-
-    public void Dispose() => _bed.Dispose();
 }
 
 /// <summary>

@@ -19,33 +19,21 @@ namespace BlockMigrate.Hypervisor.Tests;
 /// and the destination QEMU listen in the destination namespace; <c>blockmigrate migrate</c> and the
 /// source QEMU run in the source one). Every process is stopped by PID on Dispose, the namespaces removed.
 /// </summary>
-public sealed class WholeVmTestbed : IDisposable
+public sealed class WholeVmTestbed : ShimBed
 {
     public const int GuestBlocks = 4096;                      // 16 MiB written round-robin by the guest
     public const long FillBytes = 16L << 20;                  // the rest of the disk: random data
     public const long DiskBytes = GuestBlocks * (long)GuestDisk.BlockSize + FillBytes;
     public const int GuestMemoryMiB = 96;
 
-    private readonly TwoHostBed _bed;
     private int _destinations;
 
-    private WholeVmTestbed(TwoHostBed bed) => _bed = bed;
+    private WholeVmTestbed(TwoHostBed bed) : base(bed) { }
 
-    public TempDir Dir => _bed.Dir;
     /// <summary>Added to both guests' kernel command line.</summary>
-    public string? KernelArgs => _bed.Options.KernelArgs;
-    public NamespacePair? Net => _bed.Net;
-    public KeyPair Keys => _bed.Keys;
-    public string SourceImage => _bed.SourceImage;
-    public string SourceMap => _bed.SourceMap;
-    public string ImageDir => _bed.ImageDir;
-    public string GateDir => _bed.GateDir;
-    public string DestinationImage => _bed.DestinationImage;
-    public string DestinationMap => _bed.DestinationMap;
-    public NbdkitServer SourceShim => _bed.SourceDisk;
-    public NbdkitServer DestinationShim => _bed.DestinationDisk;
-    public QemuGuest Source => _bed.Source;
-    public string ListenAddress => _bed.ListenAddress;
+    public string? KernelArgs => Bed.Options.KernelArgs;
+    public NamespacePair? Net => Bed.Net;
+    public string ListenAddress => Bed.ListenAddress;
 
     /// <summary>Images, shims and the source guest (booted and writing).</summary>
     public static async Task<WholeVmTestbed> StartAsync(string tag, string? rate = null, string? kernelArgs = null) =>
@@ -58,12 +46,12 @@ public sealed class WholeVmTestbed : IDisposable
         }));
 
     /// <summary>A fresh destination QEMU (<c>-incoming defer -S</c>) on the destination shim.</summary>
-    public QemuGuest StartDestination() => _bed.StartDestination($"dst{++_destinations}");
+    public QemuGuest StartDestination() => Bed.StartDestination($"dst{++_destinations}");
 
     /// <summary><c>blockmigrate receive --once</c> in the destination namespace; returns it and its HOST:PORT.</summary>
     public async Task<(BackgroundProcess Receiver, string Address)> StartReceiverAsync()
     {
-        var (p, port) = await _bed.StartReceiverAsync();
+        var (p, port) = await Bed.StartReceiverAsync();
         return (p, $"{ListenAddress}:{port}");
     }
 
@@ -127,11 +115,4 @@ public sealed class WholeVmTestbed : IDisposable
         await using var qmp = await QmpClient.ConnectAsync(guest.ObserverQmpSocket, TimeSpan.FromSeconds(10), ct);
         await qmp.ExecuteAsync("stop", null, ct);
     }
-
-    /// <summary>The random fill (the part of the disk the guest does not write) equals the source's.</summary>
-    public bool FillMatches() => _bed.FillMatches();
-
-    public T Own<T>(T d) where T : IDisposable => _bed.Own(d);
-
-    public void Dispose() => _bed.Dispose();
 }

@@ -56,8 +56,7 @@ for name, rate, delay, disk, fill, heavy_mib, *opts in configs:
                   and (r["method"].startswith(BASELINE)) == (side == "a")]
             tried = [r for r in results if r["memory_mode"] == memory and (r["method"].startswith(BASELINE)) == (side == "a")]
             who = "a: QEMU copy-storage" if side == "a" else "b: " + (tried[0]["method"].split("@")[0] if tried else "BlockMigrate")
-            m = {k: med(rs, k) for k in ("total_s", "wire_bytes", "guest_downtime_ms", "limit_s",
-                                        "heavy_mib_per_s", "throttled_seconds", "writes_delayed_seconds",
+            m = {k: med(rs, k) for k in ("total_s", "wire_bytes", "guest_downtime_ms", "limit_s", "throttled_seconds", "writes_delayed_seconds",
                                         "throttle_floor_mib_per_s")}
             limit_all = med(tried, "limit_s")
             by_side[side] = m
@@ -67,8 +66,9 @@ for name, rate, delay, disk, fill, heavy_mib, *opts in configs:
                 f(m["wire_bytes"] and m["wire_bytes"] / 1e6, "%.1f"), f(m["guest_downtime_ms"], "%.0f"),
                 f(limit_all, "%.1f"), f(tl, "%.2f")))
             if heavy_mib != "0":
-                heavy.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                    memory, who, f(med(tried, "heavy_mib_per_s"), "%.1f"), "%d of %d" % (len(rs), len(tried)),
+                heavy.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    memory, who, f(med(tried, "heavy_mib_per_s_before"), "%.1f"), f(med(tried, "heavy_mib_per_s_during"), "%.1f"),
+                    "%d of %d" % (len(rs), len(tried)),
                     f(m["throttled_seconds"], "%.1f") if side == "b" else "no disk throttle",
                     f(m["writes_delayed_seconds"], "%.1f") if side == "b" else "-",
                     f(m["throttle_floor_mib_per_s"], "%.1f") if side == "b" else "-"))
@@ -102,14 +102,15 @@ Ratios b/a (medians):
 |---|---|---|---|---|
 """ + "\n".join(ratios) + ("""
 
-Heavy writer: its rate at the source (from the guest's console), and how long and how hard
+Heavy writer: its rate at the source (from the guest's console: from boot to the migration's start,
+unthrottled, and during the migration), and how long and how hard
 BlockMigrate's disk throttle held the guest (the report's `throttled_seconds` and
 `writes_delayed_seconds`; the lowest cap from migrate's log lines "throttle: guest writes capped at
 X/s"; the report has no field for the cap). QEMU's own auto-converge CPU throttle is in neither
 method's report.
 
-| memory | side | writer MiB/s | runs ok | throttled s | writes delayed s | lowest cap MiB/s |
-|---|---|---|---|---|---|---|
+| memory | side | writer MiB/s before | writer MiB/s during | runs ok | throttled s | writes delayed s | lowest cap MiB/s |
+|---|---|---|---|---|---|---|---|
 """ + "\n".join(heavy) if heavy else "") + """
 
 Every run:

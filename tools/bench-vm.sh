@@ -18,6 +18,8 @@
 #   BENCH_VM_SMALL=1                    small disks and a 32 MiB heavy region (a quick smoke run)
 #   BENCH_VM_TIMEOUT=MIN                a run still going after MIN minutes (default 6) is a failed row
 #   BENCH_DOC=FILE                      write elsewhere than docs/BENCHMARKS.md
+#   BENCH_VM_JSON_DIR=DIR               keep every run's JSON there (NAME.json per scenario; the report
+#                                       can be made again: tools/bench-vm-report.py, see its usage)
 # The tool is tools/bench-qemu/ (tools/bench-qemu-baseline runs it directly).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,8 +33,12 @@ dll=$top/build/managed/bin/BlockMigrate.Bench.Qemu/${CONFIG:-Release}/net10.0/be
 [ -f "$dll" ] || { echo "bench-vm: $dll missing: run ./build.sh first" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "bench-vm: needs root (network namespaces)" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/bench-vm.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${BENCH_VM_JSON_DIR:-}" ]; then
+  work=$BENCH_VM_JSON_DIR; mkdir -p "$work"
+else
+  work=$(mktemp -d /tmp/bench-vm.XXXXXX)
+  trap 'rm -rf "$work"' EXIT
+fi
 # One scenario a line: name, link, one-way delay in ms (each way: 25 is a 50 ms round trip; 0 = none),
 # disk size, data on it besides the guest's 16 MiB (files of the host's /usr, as compressible as an
 # installed system), the heavy writer's region in MiB (0 = none), extra options for both methods.

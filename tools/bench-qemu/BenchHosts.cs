@@ -89,18 +89,17 @@ public sealed class BenchHosts : IDisposable
     }
 
     /// <summary>
-    /// The heavy writer's rate at the source, MiB/s, from its "HEAVY n=COUNT up=SECONDS" console lines
-    /// (first to last of the source guest's life: boot, the migration up to its stop); null without it.
+    /// The heavy writer's progress at the source so far, from its "HEAVY n=COUNT up=SECONDS" console
+    /// lines (writes of 1 MiB, guest uptime); empty without it.
     /// </summary>
-    public double? HeavyRateMiBps()
-    {
-        var m = Regex.Matches(Source.Serial.Text(), @"HEAVY n=(\d+) up=([\d.]+)");
-        if (m.Count < 2)
-            return null;
-        double N(Match x, int g) => double.Parse(x.Groups[g].Value, CultureInfo.InvariantCulture);
-        var seconds = N(m[^1], 2) - N(m[0], 2);
-        return seconds > 0 ? (N(m[^1], 1) - N(m[0], 1)) / seconds : null;
-    }
+    public List<(double Writes, double Up)> HeavyProgress() =>
+        Regex.Matches(Source.Serial.Text(), @"HEAVY n=(\d+) up=([\d.]+)")
+            .Select(m => (double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)))
+            .ToList();
+
+    /// <summary>MiB/s between two points of <see cref="HeavyProgress"/>; null if there is no time between them.</summary>
+    public static double? HeavyRate((double Writes, double Up) from, (double Writes, double Up) to) =>
+        to.Up > from.Up ? (to.Writes - from.Writes) / (to.Up - from.Up) : null;
 
     /// <summary>What went wrong on the side: an NBD server that died (with its stderr), guest I/O errors.</summary>
     public string Diagnose()

@@ -17,8 +17,8 @@ public sealed record BenchResult(
     public long? DiskCompressedBytes { get; init; }
     public long? MemoryCompressedBytes { get; init; }
     public double? LimitSeconds { get; init; }
-    /// <summary>The heavy writer's measured rate at the source, MiB/s.</summary>
-    public double? HeavyMiBps { get; init; }
+    /// <summary>The heavy writer's rate at the source, MiB/s: from boot to the migration's start (unthrottled), and during the migration.</summary>
+    public (double? Before, double? During) HeavyMiBps { get; init; }
     /// <summary>BlockMigrate's disk throttle (<see cref="MethodOutcome"/>); null for the baseline.</summary>
     public double? ThrottledSeconds { get; init; }
     public double? WritesDelayedSeconds { get; init; }

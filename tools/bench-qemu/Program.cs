@@ -66,8 +66,15 @@ for (var run = 1; run <= settings.Runs; run++)
         // one copy of the guest's RAM before the migration, for the physical limit
         var memoryCompressed = PhysicalLimit.CompressedBytes(await hosts.DumpSourceMemoryAsync(timeout.Token));
         File.Delete(Path.Combine(hosts.Directory, "src-ram.dump"));
+        var heavyAtStart = hosts.HeavyProgress(); // the heavy writer unthrottled: boot to the migration's start
         var wireBefore = await WireCounter.BytesAsync(hosts.Net.Source);
         MethodOutcome measured;
+        (double? Before, double? During) HeavyRates()
+        {
+            var end = hosts.HeavyProgress();
+            return (heavyAtStart.Count > 1 ? BenchHosts.HeavyRate(heavyAtStart[0], heavyAtStart[^1]) : null,
+                heavyAtStart.Count > 0 && end.Count > heavyAtStart.Count ? BenchHosts.HeavyRate(heavyAtStart[^1], end[^1]) : null);
+        }
         try
         {
             measured = await method.RunAsync(hosts, timeout.Token);
@@ -78,7 +85,7 @@ for (var run = 1; run <= settings.Runs; run++)
                 ? $"did not finish within {settings.RunTimeout.TotalMinutes:0.#} min ({await hosts.MigrationStateAsync()})"
                 : e.Message;
             var why = $"FAILED: {what} {hosts.Diagnose()}; consoles kept in {hosts.KeepConsoles(method.Name, run)}".Replace('|', '/').Replace('\n', ' ');
-            results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why) { Memory = method.Memory, HeavyMiBps = hosts.HeavyRateMiBps() });
+            results.Add(new BenchResult(method.Name, run, TimeSpan.Zero, TimeSpan.Zero, null, 0, 0, false, why) { Memory = method.Memory, HeavyMiBps = HeavyRates() });
             Console.WriteLine($"| {method.Name} | {run} | | | | | | | | BAD | {why} |");
             continue;
         }
@@ -109,7 +116,7 @@ for (var run = 1; run <= settings.Runs; run++)
             (failure != "" ? $"{detail}; FAILED: {failure}; {verdict}" : verdict.Ok ? detail : detail + "; " + verdict).Replace('|', '/').ReplaceLineEndings(" "))
         {
             Memory = method.Memory, DiskCompressedBytes = diskCompressed, MemoryCompressedBytes = memoryCompressed, LimitSeconds = limit,
-            HeavyMiBps = hosts.HeavyRateMiBps(), ThrottledSeconds = measured.ThrottledSeconds,
+            HeavyMiBps = HeavyRates(), ThrottledSeconds = measured.ThrottledSeconds,
             WritesDelayedSeconds = measured.WritesDelayedSeconds, ThrottleFloorMiBps = measured.ThrottleFloorMiBps,
         };
         if (!ok)
@@ -129,7 +136,7 @@ if (settings.JsonOut != null)
             ["fill_kind"] = settings.FillKind.ToString().ToLowerInvariant(), ["total_s"] = r.Total.TotalSeconds,
             ["guest_downtime_ms"] = r.GuestDowntime.TotalMilliseconds, ["qemu_downtime_ms"] = r.HypervisorDowntime?.TotalMilliseconds,
             ["wire_bytes"] = r.WireBytes, ["memory_bytes"] = r.MemoryBytes, ["disk_ok"] = r.DiskVerified, ["detail"] = r.Detail,
-            ["memory_mode"] = r.Memory.Label(), ["heavy_mib"] = settings.HeavyMiB, ["heavy_mib_per_s"] = r.HeavyMiBps,
+            ["memory_mode"] = r.Memory.Label(), ["heavy_mib"] = settings.HeavyMiB, ["heavy_mib_per_s_before"] = r.HeavyMiBps.Before, ["heavy_mib_per_s_during"] = r.HeavyMiBps.During,
             ["disk_compressed_bytes"] = r.DiskCompressedBytes, ["memory_compressed_bytes"] = r.MemoryCompressedBytes,
             ["limit_s"] = r.LimitSeconds, ["throttled_seconds"] = r.ThrottledSeconds,
             ["writes_delayed_seconds"] = r.WritesDelayedSeconds, ["throttle_floor_mib_per_s"] = r.ThrottleFloorMiBps,

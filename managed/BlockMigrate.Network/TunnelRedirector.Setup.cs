@@ -31,11 +31,25 @@ public sealed partial class TunnelRedirector
             var local = _options.TunnelLocal ?? await RouteSourceAsync(_options.TunnelRemote!, ct).ConfigureAwait(false);
             var remote = _options.TunnelRemote!;
 
+            var (dev, gateway) = await DestinationVmLinkAsync(ct).ConfigureAwait(false);
+
             await StartTrackingAsync(ct).ConfigureAwait(false);
             await AddLinkAsync(_source, "source", local, remote, _plan.OverlaySource, ct).ConfigureAwait(false);
             await AddLinkAsync(_destination, "destination", remote, local, _plan.OverlayDestination, ct).ConfigureAwait(false);
             if (kind == TunnelKind.WireGuard)
                 await ConfigureWireGuardAsync(local, remote, ct).ConfigureAwait(false);
+            // The routes of table T, on both hosts now: no rule points at the table yet, so no packet uses
+            // them, and the switch at the freeze is only the rules (one short ip process per host).
+            string toVm = gateway is null ? $"dev {dev}" : $"via {gateway} dev {dev}";
+            await BatchAsync(_destination, "destination",
+            [
+                ($"route add {_plan.Old32} {toVm} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
+            ], ct).ConfigureAwait(false);
+            await BatchAsync(_source, "source",
+            [
+                ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+            ], ct).ConfigureAwait(false);
         }
         catch (SetupException ex)
         {
@@ -50,24 +64,21 @@ public sealed partial class TunnelRedirector
         return true;
     }
 
-    // Redirect: destination first (so it is ready for the first packet), then the source's one rule that
-    // turns traffic for the old address into the tunnel.
+    // Redirect (at the freeze: the source VM has stopped for good): the rules that send the old address
+    // into table T. Destination first (so it is ready for the first packet), then the source's one rule that
+    // turns traffic for the old address into the tunnel. Packets that reach the destination before its VM
+    // runs wait in the VM's tap (a paused QEMU does not read it) instead of being lost with the source QEMU.
     async Task RedirectCoreAsync(CancellationToken ct)
     {
         try
         {
-            var (dev, gateway) = await DestinationVmLinkAsync(ct).ConfigureAwait(false);
-            string toVm = gateway is null ? $"dev {dev}" : $"via {gateway} dev {dev}";
             await BatchAsync(_destination, "destination",
             [
-                ($"route add {_plan.Old32} {toVm} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
-                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
                 ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
                 ($"rule add from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
             ], ct).ConfigureAwait(false);
             await BatchAsync(_source, "source",
             [
-                ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
                 ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
             ], ct).ConfigureAwait(false);
         }
@@ -78,11 +89,8 @@ public sealed partial class TunnelRedirector
             return;
         }
         _state = State.Up;
-        var up = DateTimeOffset.UtcNow;
-        int? live = _noConntrack ? null : await LiveConnectionsAsync(ct).ConfigureAwait(false);
-        _report = _report with { TunnelUpAt = up, ConnectionsAtTunnelUp = live };
-        Log.Info("tunnel {0} up: {1} now reaches the VM through {2}; {3} live connection(s)",
-            _plan.Link, _plan.OldAddress, _destination.Description, live?.ToString() ?? "unknown");
+        _report = _report with { TunnelUpAt = DateTimeOffset.UtcNow };
+        Log.Info("tunnel {0} up: {1} now reaches the VM through {2}", _plan.Link, _plan.OldAddress, _destination.Description);
     }
 
     async Task CheckHostAsync(IHostRunner host, string which, CancellationToken ct)

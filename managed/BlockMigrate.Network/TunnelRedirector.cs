@@ -41,6 +41,8 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     TunnelKind? _kind;                                   // chosen at prepare
     State _state;                                        // guarded by _step
     bool _noConntrack;                                   // conntrack missing: drain by timeout only
+    HostShell? _sourceShell, _destinationShell;          // open from prepare to the switch (guarded by _step)
+    Task _shellsClosing = Task.CompletedTask;            // their end, after the switch
 
     enum State { New, Prepared, Up, Removed }
 
@@ -165,6 +167,8 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     {
         if (_state is State.Prepared or State.Up)
             await AbortAsync(CancellationToken.None).ConfigureAwait(false);
+        await CloseShellsAsync().ConfigureAwait(false);
+        await _shellsClosing.ConfigureAwait(false);
         _abort.Dispose();
         _step.Dispose();
     }

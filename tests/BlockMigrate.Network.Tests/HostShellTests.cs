@@ -25,13 +25,13 @@ public sealed class HostShellTests
         Assert.That(shell, Is.Not.Null);
         await using (shell!)
         {
-            var (usable, error) = await shell.RunIpAsync(["link add bmsh0 type dummy", "addr add 10.201.0.1/24 dev bmsh0"], TimeSpan.FromSeconds(10), ct);
+            var (usable, error) = await shell.RunIpAsync(["link add bmsh0 type veth peer name bmsh0p", "addr add 10.201.0.1/24 dev bmsh0"], TimeSpan.FromSeconds(10), ct);
             Assert.That((usable, error), Is.EqualTo((true, (string?)null)));
             Assert.That(await Sh.RunAsync("ip -o addr show dev bmsh0", _ns, ct), Does.Contain("10.201.0.1/24"), "it ran in the namespace");
             Assert.That(await Sh.RunAsync("ip -o link show", null, ct), Does.Not.Contain("bmsh0"), "not in the host's");
 
             // the second line fails: the third does not run, the error is ip's own
-            (usable, error) = await shell.RunIpAsync(["rule add to 10.201.0.9/32 lookup 45999 pref 4242", "link add bmsh0 type dummy", "link add bmsh1 type dummy"],
+            (usable, error) = await shell.RunIpAsync(["rule add to 10.201.0.9/32 lookup 45999 pref 4242", "link add bmsh0 type veth peer name bmsh0q", "link add bmsh1 type veth peer name bmsh1p"],
                 TimeSpan.FromSeconds(10), ct);
             Assert.That(usable, Is.True);
             Assert.That(error, Does.Contain("File exists"));

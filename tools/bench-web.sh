@@ -2,11 +2,13 @@
 # The paper's experiment (issue 15): a TCG guest serving HTTP (busybox httpd) on a tap in the source
 # host's namespace, moved by `blockmigrate migrate --hypervisor qemu` with a VXLAN tunnel and a signed
 # DNS update while clients in a third namespace keep one streaming connection open (a line every 100 ms)
-# and make a new request by name every 100 ms. It runs the end-to-end test
+# and make a new request by name every 100 ms; at 20 Mbit/s every packet of the clients' paths (their link,
+# and the tunnel's link) is delayed 25 ms each way with tools/pktdelay.py. It runs the end-to-end test
 # tests/BlockMigrate.Network.Tests/WebServerMigrationTests.cs once per link and run, and prints its
-# WEB-RESULT lines (what a client saw) plus the slow requests and the tunnel timing.
+# WEB-RESULT lines (what a client saw) plus the slow requests, the measured round trips (RTT), and the
+# TIMELINE against QEMU's STOP and RESUME (tunnel up, DNS changed, the client's longest gap).
 #
-#   tools/bench-web.sh [RUNS]      (default 1; links: 100mbit, then 20mbit with 50 ms RTT on the migration streams)
+#   tools/bench-web.sh [RUNS]      (default 1; links: 100mbit, then 20mbit with a 50 ms RTT on every path)
 #   BENCH_WEB_LINKS="lan wan"      any subset
 # Needs root (network namespaces) and ./build.sh first. One guest pair at a time.
 set -euo pipefail
@@ -26,7 +28,7 @@ for link in ${BENCH_WEB_LINKS:-lan wan}; do
       echo "bench-web: the $link run $i failed:" >&2
       grep -E -A4 "Error Message" "$log" >&2 || tail -20 "$log" >&2
     fi
-    grep -E "^(WEB-RESULT|slow request|tunnel up|failed at)" "$log" | sort -u || true
+    grep -E "^(WEB-RESULT|TIMELINE|RTT|migrate: |slow request|tunnel up|failed at)" "$log" | awk '!seen[$0]++' || true
   done
 done
 exit $status

@@ -10,7 +10,7 @@ namespace BlockMigrate.Network;
 /// shell-quoted, because ssh hands the remote shell one string. Each command gets at most
 /// <see cref="CommandTimeout"/>.
 /// </summary>
-public sealed class CommandPrefixRunner : IHostRunner
+public sealed class CommandPrefixRunner : IHostRunner, IHostShellRunner
 {
     readonly string[] _prefix;
     readonly bool _remoteShell;
@@ -77,6 +77,15 @@ public sealed class CommandPrefixRunner : IHostRunner
         {
             return new HostCommandResult(line, -1, "", $"cannot run {target}: {ex.Message}");
         }
+    }
+
+    /// <inheritdoc/>
+    public HostShell? StartShell()
+    {
+        string[] sh = ["sh", "-c", HostShell.Script];
+        if (_prefix.Length == 0) return HostShell.Start(sh[0], sh[1..]);
+        if (_remoteShell) return HostShell.Start(_prefix[0], [.. _prefix[1..], string.Join(' ', sh.Select(ShellQuote))]);
+        return HostShell.Start(_prefix[0], [.. _prefix[1..], .. sh]);
     }
 
     /// <summary>Quote one word for a POSIX shell.</summary>

@@ -1,8 +1,9 @@
 namespace BlockMigrate.Network;
 
 /// <summary>
-/// Tunnel and DNS together, in the paper's order: at switchover the tunnel first (the VM already runs at
-/// the destination, and its open connections must not wait), then the DNS update (new connections go to
+/// Tunnel and DNS together, in the paper's order: the tunnel first (at the freeze, <see cref="DivertAsync"/>:
+/// what clients send meanwhile waits at the destination, and the open connections must not wait), then at
+/// the hand-over the DNS update (new connections go to
 /// the new address); the tunnel stays until the old connections drain. Before migration DNS lowers its
 /// TTL first, then the tunnel is prepared. Abort removes the tunnel and, before switchover, restores the TTL.
 /// </summary>
@@ -25,6 +26,13 @@ public sealed class CompositeRedirector(TunnelRedirector tunnel, DynamicDnsRedir
     {
         await dns.PrepareAsync(cancellationToken).ConfigureAwait(false);
         await tunnel.PrepareAsync(cancellationToken).ConfigureAwait(false);
+        return Report;
+    }
+
+    /// <inheritdoc/>
+    public async Task<RedirectionReport> DivertAsync(CancellationToken cancellationToken)
+    {
+        await tunnel.RedirectAsync(cancellationToken).ConfigureAwait(false);
         return Report;
     }
 

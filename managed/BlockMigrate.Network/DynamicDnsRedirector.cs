@@ -88,6 +88,11 @@ public sealed class DynamicDnsRedirector : IRedirector
     }
 
     /// <inheritdoc/>
+    /// <remarks>Nothing: the name changes at the hand-over (<see cref="RedirectAsync"/>), once the VM is the destination's.</remarks>
+    public Task<RedirectionReport> DivertAsync(CancellationToken cancellationToken) =>
+        cancellationToken.IsCancellationRequested ? Task.FromCanceled<RedirectionReport>(cancellationToken) : Task.FromResult(_report);
+
+    /// <inheritdoc/>
     public async Task<RedirectionReport> RedirectAsync(CancellationToken cancellationToken)
     {
         await _step.WaitAsync(cancellationToken).ConfigureAwait(false);

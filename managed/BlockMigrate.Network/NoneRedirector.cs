@@ -13,6 +13,9 @@ public sealed class NoneRedirector : IRedirector
     public Task<RedirectionReport> PrepareAsync(CancellationToken cancellationToken) => Done(cancellationToken);
 
     /// <inheritdoc/>
+    public Task<RedirectionReport> DivertAsync(CancellationToken cancellationToken) => Done(cancellationToken);
+
+    /// <inheritdoc/>
     public Task<RedirectionReport> RedirectAsync(CancellationToken cancellationToken) => Done(cancellationToken);
 
     /// <inheritdoc/>

@@ -31,11 +31,27 @@ public sealed partial class TunnelRedirector
             var local = _options.TunnelLocal ?? await RouteSourceAsync(_options.TunnelRemote!, ct).ConfigureAwait(false);
             var remote = _options.TunnelRemote!;
 
+            var (dev, gateway) = await DestinationVmLinkAsync(ct).ConfigureAwait(false);
+
             await StartTrackingAsync(ct).ConfigureAwait(false);
             await AddLinkAsync(_source, "source", local, remote, _plan.OverlaySource, ct).ConfigureAwait(false);
             await AddLinkAsync(_destination, "destination", remote, local, _plan.OverlayDestination, ct).ConfigureAwait(false);
             if (kind == TunnelKind.WireGuard)
                 await ConfigureWireGuardAsync(local, remote, ct).ConfigureAwait(false);
+            // The routes of table T, on both hosts now: no rule points at the table yet, so no packet uses
+            // them, and the switch at the freeze is only the rules (one short ip process per host).
+            string toVm = gateway is null ? $"dev {dev}" : $"via {gateway} dev {dev}";
+            await BatchAsync(_destination, "destination",
+            [
+                ($"route add {_plan.Old32} {toVm} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
+            ], ct).ConfigureAwait(false);
+            await BatchAsync(_source, "source",
+            [
+                ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+            ], ct).ConfigureAwait(false);
+            _destinationShell = await StartShellAsync(_destination, "destination", ct).ConfigureAwait(false);
+            _sourceShell = await StartShellAsync(_source, "source", ct).ConfigureAwait(false);
         }
         catch (SetupException ex)
         {
@@ -50,26 +66,23 @@ public sealed partial class TunnelRedirector
         return true;
     }
 
-    // Redirect: destination first (so it is ready for the first packet), then the source's one rule that
-    // turns traffic for the old address into the tunnel.
+    // Redirect (at the freeze: the source VM has stopped for good): the rules that send the old address
+    // into table T. Destination first (so it is ready for the first packet), then the source's one rule that
+    // turns traffic for the old address into the tunnel. Packets that reach the destination before its VM
+    // runs wait in the VM's tap (a paused QEMU does not read it) instead of being lost with the source QEMU.
     async Task RedirectCoreAsync(CancellationToken ct)
     {
         try
         {
-            var (dev, gateway) = await DestinationVmLinkAsync(ct).ConfigureAwait(false);
-            string toVm = gateway is null ? $"dev {dev}" : $"via {gateway} dev {dev}";
             await BatchAsync(_destination, "destination",
             [
-                ($"route add {_plan.Old32} {toVm} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
-                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
                 ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
                 ($"rule add from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
-            ], ct).ConfigureAwait(false);
+            ], ct, _destinationShell).ConfigureAwait(false);
             await BatchAsync(_source, "source",
             [
-                ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
                 ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
-            ], ct).ConfigureAwait(false);
+            ], ct, _sourceShell).ConfigureAwait(false);
         }
         catch (SetupException ex)
         {
@@ -77,12 +90,13 @@ public sealed partial class TunnelRedirector
             await RemoveAllAsync(TunnelRemovalReason.SetupFailed, null, ct).ConfigureAwait(false);
             return;
         }
+        finally
+        {
+            _shellsClosing = CloseShellsAsync();   // used once; they end in the background
+        }
         _state = State.Up;
-        var up = DateTimeOffset.UtcNow;
-        int? live = _noConntrack ? null : await LiveConnectionsAsync(ct).ConfigureAwait(false);
-        _report = _report with { TunnelUpAt = up, ConnectionsAtTunnelUp = live };
-        Log.Info("tunnel {0} up: {1} now reaches the VM through {2}; {3} live connection(s)",
-            _plan.Link, _plan.OldAddress, _destination.Description, live?.ToString() ?? "unknown");
+        _report = _report with { TunnelUpAt = DateTimeOffset.UtcNow };
+        Log.Info("tunnel {0} up: {1} now reaches the VM through {2}", _plan.Link, _plan.OldAddress, _destination.Description);
     }
 
     async Task CheckHostAsync(IHostRunner host, string which, CancellationToken ct)
@@ -206,10 +220,31 @@ public sealed partial class TunnelRedirector
         }
     }
 
-    // Runs iproute2 lines as one `ip -batch -` (one process: the switch to the tunnel is one short step).
+    // The hosts' shells for the switch at the freeze, started at prepare; a runner without them, or a shell
+    // that does not answer at once, leaves the switch to `ip -batch`.
+    async Task<HostShell?> StartShellAsync(IHostRunner host, string which, CancellationToken ct)
+    {
+        if (host is not IHostShellRunner runner || runner.StartShell() is not { } shell) return null;
+        var (usable, error) = await shell.RunIpAsync(["-V"], TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
+        if (usable && error is null) return shell;
+        Log.Warn("{0}: no shell for the switch at the freeze ({1}); it will start ip instead", which, error);
+        await shell.DisposeAsync().ConfigureAwait(false);
+        return null;
+    }
+
+    // Detaches the shells at once (the caller goes on), and ends them.
+    Task CloseShellsAsync()
+    {
+        HostShell?[] shells = [_destinationShell, _sourceShell];
+        _destinationShell = _sourceShell = null;
+        return Task.WhenAll(shells.OfType<HostShell>().Select(s => s.DisposeAsync().AsTask()));
+    }
+
+    // Runs iproute2 lines as one `ip -batch -` (one process: the switch to the tunnel is one short step),
+    // or one by one in the host's open shell if there is one (no process to start: the switch at the freeze).
     // Each line's inverse goes on the undo list before the batch runs, so a batch that stops half-way
     // is undone too (deleting what was never added counts as done).
-    async Task BatchAsync(IHostRunner host, string which, (string Do, string? Undo)[] lines, CancellationToken ct)
+    async Task BatchAsync(IHostRunner host, string which, (string Do, string? Undo)[] lines, CancellationToken ct, HostShell? shell = null)
     {
         foreach (var (_, undo) in lines)
             if (undo is not null)
@@ -218,6 +253,14 @@ public sealed partial class TunnelRedirector
                     var r = await host.RunAsync("ip", [.. undo.Split(' ')], null, token).ConfigureAwait(false);
                     return r.Succeeded || IsGone(r) ? null : r.FirstErrorLine;
                 });
+        if (shell is not null)
+        {
+            var (usable, error) = await shell.RunIpAsync([.. lines.Select(l => l.Do)], TimeSpan.FromSeconds(5), ct).ConfigureAwait(false);
+            if (usable && error is null) return;
+            if (usable)
+                throw new SetupException($"ip on the {which} host ({host.Description}) failed: {error}");
+            Log.Warn("{0}: the open shell failed ({1}); starting ip instead", which, error);
+        }
         var script = string.Join('\n', lines.Select(l => l.Do)) + "\n";
         var res = await host.RunAsync("ip", ["-batch", "-"], script, ct).ConfigureAwait(false);
         if (!res.Succeeded)

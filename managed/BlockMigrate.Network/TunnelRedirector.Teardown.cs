@@ -67,6 +67,8 @@ public sealed partial class TunnelRedirector
     // Plays the undo list backwards. Caller holds _step. Errors are reported, and the rest still runs.
     async Task RemoveAllAsync(TunnelRemovalReason reason, int? live, CancellationToken ct)
     {
+        await CloseShellsAsync().ConfigureAwait(false);
+        await _shellsClosing.ConfigureAwait(false);
         bool hadAnything = _undo.Count > 0;
         for (int i = _undo.Count - 1; i >= 0; i--)
         {

@@ -41,6 +41,8 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     TunnelKind? _kind;                                   // chosen at prepare
     State _state;                                        // guarded by _step
     bool _noConntrack;                                   // conntrack missing: drain by timeout only
+    HostShell? _sourceShell, _destinationShell;          // open from prepare to the switch (guarded by _step)
+    Task _shellsClosing = Task.CompletedTask;            // their end, after the switch
 
     enum State { New, Prepared, Up, Removed }
 
@@ -87,7 +89,15 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     }
 
     /// <inheritdoc/>
-    public async Task<RedirectionReport> RedirectAsync(CancellationToken cancellationToken)
+    /// <remarks>The tunnel's whole switch (the rules); <see cref="RedirectAsync"/> then only counts the
+    /// connections the tunnel carries (<see cref="RedirectionReport.ConnectionsAtTunnelUp"/>), which the
+    /// hand-over need not wait for.</remarks>
+    public Task<RedirectionReport> DivertAsync(CancellationToken cancellationToken) => SwitchAsync(count: false, cancellationToken);
+
+    /// <inheritdoc/>
+    public Task<RedirectionReport> RedirectAsync(CancellationToken cancellationToken) => SwitchAsync(count: true, cancellationToken);
+
+    async Task<RedirectionReport> SwitchAsync(bool count, CancellationToken cancellationToken)
     {
         await _step.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -95,6 +105,12 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
             if (_state == State.New && !await PrepareCoreAsync(cancellationToken).ConfigureAwait(false))
                 return _report;
             if (_state == State.Prepared) await RedirectCoreAsync(cancellationToken).ConfigureAwait(false);
+            if (count && _state == State.Up && _report.ConnectionsAtTunnelUp is null && !_noConntrack)
+            {
+                var live = await LiveConnectionsAsync(cancellationToken).ConfigureAwait(false);
+                _report = _report with { ConnectionsAtTunnelUp = live };
+                Log.Info("tunnel {0}: {1} live connection(s) to {2}", _plan.Link, live?.ToString() ?? "unknown", _plan.OldAddress);
+            }
             return _report;
         }
         finally { _step.Release(); }
@@ -151,6 +167,8 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     {
         if (_state is State.Prepared or State.Up)
             await AbortAsync(CancellationToken.None).ConfigureAwait(false);
+        await CloseShellsAsync().ConfigureAwait(false);
+        await _shellsClosing.ConfigureAwait(false);
         _abort.Dispose();
         _step.Dispose();
     }

@@ -24,10 +24,14 @@ namespace BlockMigrate.Network.Tests;
 /// the guest has both its addresses from the start: nothing in the guest changes when it moves.
 /// Clients: one streaming download (<c>/cgi-bin/stream</c>, a line every 100 ms) on one connection to the
 /// old address, and a new request every 100 ms to whatever BIND answers for web.vm.test.
-/// The hosts' links are shaped to 100 Mbit/s with tbf. <c>BM_WEB_LINK=wan</c> shapes them to 20 Mbit/s and
-/// puts tools/wanem.py (20 Mbit/s, 25 ms each way) on the disk and memory streams (tools/bench-web.sh; the
-/// tunnel and the clients then see the rate but not the delay: this kernel has no netem). Timings are
-/// printed (WEB-RESULT), never asserted.
+/// The hosts' links are shaped to 100 Mbit/s with tbf. <c>BM_WEB_LINK=wan</c> shapes them to 20 Mbit/s,
+/// puts tools/wanem.py (25 ms each way) on the disk and memory streams, and delays every packet of the
+/// clients' paths with tools/pktdelay.py (this kernel has no netem): the client's link to the bridge by
+/// 25 ms each way, and the tunnel, which then runs over its own src–dst link (wan0, 10.78.0.0/24, tbf
+/// 20 Mbit/s) by 25 ms each way; so the client is 50 ms from either host and 100 ms from the old address
+/// once it goes through the tunnel (tools/bench-web.sh; the round trips are measured and printed).
+/// The tunnel takes the old address at the freeze (before the hand-over: checked), so what clients send
+/// while the guest is stopped waits at the destination. Timings are printed (WEB-RESULT), never asserted.
 /// </summary>
 [TestFixture]
 [NonParallelizable]
@@ -77,8 +81,11 @@ public sealed class WebServerMigrationTests
 
     T Own<T>(T d) where T : IDisposable { _owned.Add(d); return d; }
 
+    const string WanSrc = "10.78.0.1", WanDst = "10.78.0.2";
+
     async Task CreateHostsAsync(string? rate, CancellationToken ct)
     {
+        var wan = rate == "20mbit";
         foreach (var ns in All)
             await Sh.RunAsync($"ip netns del {ns} 2>/dev/null || true; ip netns add {ns} && ip -n {ns} link set lo up", ct: ct);
         await Sh.RunAsync($"ip -n {Br} link add br0 type bridge && ip -n {Br} link set br0 up", ct: ct);
@@ -87,10 +94,20 @@ public sealed class WebServerMigrationTests
         {
             await Sh.RunAsync($"""
                 ip -n {Br} link add v-{tag} type veth peer name eth0 netns {ns}
-                ip -n {Br} link set v-{tag} master br0 up
+                ip -n {Br} link set v-{tag} {(wan && ns == CliNs ? "" : "master br0")} up
                 ip -n {ns} addr add 10.77.0.{i}/24 dev eth0
                 ip -n {ns} link set eth0 up
                 """, ct: ct);
+            if (wan && ns == CliNs)
+            {
+                // the client's link: v-cli ⇄ pktdelay (25 ms each way) ⇄ d-cli, whose peer is on the bridge
+                await Sh.RunAsync($"""
+                    ip -n {Br} link add d-cli type veth peer name e-cli
+                    ip -n {Br} link set e-cli master br0 up
+                    ip -n {Br} link set d-cli up
+                    """, ct: ct);
+                await PktDelayAsync("v-cli", "d-cli", ct);
+            }
             if (rate != null && ns != CliNs)
                 await Sh.RunAsync($"tc -n {ns} qdisc add dev eth0 root tbf rate {rate} burst 64kb latency 50ms", ct: ct);
             i++;
@@ -109,8 +126,20 @@ public sealed class WebServerMigrationTests
                 ip -n {ns} link set vmtap master vmbr0 up
                 """, ct: ct);
         }
-        if (rate == "20mbit")
+        if (wan)
+        {
             await Sh.RunAsync("ip link set lo mtu 1500", SrcNs, ct); // wanem's first hop: a NIC's segments, as bench-qemu
+            // the tunnel's own WAN link, src wan0 ⇄ t-src ⇄ pktdelay (25 ms each way) ⇄ t-dst ⇄ dst wan0
+            foreach (var (ns, tag, addr) in new[] { (SrcNs, "src", WanSrc), (DstNs, "dst", WanDst) })
+                await Sh.RunAsync($"""
+                    ip -n {Br} link add t-{tag} type veth peer name wan0 netns {ns}
+                    ip -n {Br} link set t-{tag} up
+                    ip -n {ns} addr add {addr}/24 dev wan0
+                    ip -n {ns} link set wan0 up
+                    tc -n {ns} qdisc add dev wan0 root tbf rate {rate} burst 64kb latency 50ms
+                    """, ct: ct);
+            await PktDelayAsync("t-src", "t-dst", ct);
+        }
         await Sh.RunAsync($"""
             ip -n {CliNs} route add 10.10.1.0/24 via {Src}
             ip -n {CliNs} route add 10.10.2.0/24 via {Dst}
@@ -142,6 +171,45 @@ public sealed class WebServerMigrationTests
         Own(new Killer(p));
         var line = await p.StandardOutput.ReadLineAsync(ct) ?? throw new IOException("wanem: " + await p.StandardError.ReadToEndAsync(ct));
         return int.Parse(Regex.Match(line, @":(\d+)$").Groups[1].Value);
+    }
+
+    /// <summary>tools/pktdelay.py in the bridge's namespace: every frame between the two links 25 ms later.</summary>
+    async Task PktDelayAsync(string a, string b, CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var x in new[] { "netns", "exec", Br, "python3", Path.Combine(Repo.Root, "tools", "pktdelay.py"), a, b, "--delay", "25" })
+            psi.ArgumentList.Add(x);
+        var p = Process.Start(psi)!;
+        _pids.Add(p.Id);
+        Own(new Killer(p));
+        if (await p.StandardOutput.ReadLineAsync(ct) is not { } line || !line.StartsWith("delaying", StringComparison.Ordinal))
+            throw new IOException("pktdelay: " + await p.StandardError.ReadToEndAsync(ct));
+    }
+
+    /// <summary>Round trip from <paramref name="ns"/> to ip:port (no ping here): the median time of five TCP
+    /// connects, answered by the kernel (a closed port's RST, or the guest's SYN-ACK).</summary>
+    static async Task<string> RttAsync(string ns, string ip, int port, CancellationToken ct)
+    {
+        var times = new List<double>();
+        for (var i = 0; i < 5; i++)
+        {
+            using var s = NetnsSocket.Tcp(ns);
+            var t = Stopwatch.StartNew();
+            try { await s.ConnectAsync(new IPEndPoint(IPAddress.Parse(ip), port), ct).AsTask().WaitAsync(TimeSpan.FromSeconds(3), ct); }
+            catch (SocketException) { }
+            catch (TimeoutException) { continue; }
+            times.Add(t.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        return times.Count == 0 ? "none" : $"{times[times.Count / 2]:0.0}";
+    }
+
+    async Task PrintRttsAsync(string when, bool wan, CancellationToken ct)
+    {
+        var line = $"RTT {when} (ms, median of 5 TCP handshakes): cli->src {await RttAsync(CliNs, Src, 1, ct)} cli->dst {await RttAsync(CliNs, Dst, 1, ct)} " +
+                   $"cli->old {await RttAsync(CliNs, Old.ToString(), 80, ct)} cli->new {await RttAsync(CliNs, New.ToString(), 80, ct)}";
+        if (wan) line += $" src->dst(tunnel link) {await RttAsync(SrcNs, WanDst, 1, ct)}";
+        TestContext.Out.WriteLine(line);
     }
 
     sealed class Killer(Process p) : IDisposable
@@ -181,7 +249,9 @@ public sealed class WebServerMigrationTests
             catch (Exception) when (i < 60) { await Task.Delay(500, ct); }
         }
 
+        await PrintRttsAsync("before the migration", wan, ct);
         var clock = Stopwatch.StartNew();
+        var wall0 = DateTimeOffset.UtcNow;
         await using var stream = await StreamClient.ConnectAsync(CliNs, Old, clock, ct);
         await using var shorts = HttpRequestClient.Start(CliNs, "web.vm.test", clock);
         await Task.Delay(3000, ct);
@@ -216,13 +286,14 @@ public sealed class WebServerMigrationTests
             .. (wan ? (string[])["--multifd-channels", "1", "--auto-converge"] : []),
             "--dns-name", "web.vm.test", "--dns-zone", "vm.test", "--dns-server", $"127.0.0.1:{Bind9Server.Port}", "--dns-key", _bind.KeyFile,
             "--old-address", Old.ToString(), "--new-address", New.ToString(), "--tunnel", "vxlan",
-            "--tunnel-remote", Dst, "--destination-command", $"ip netns exec {DstNs}", "--tunnel-timeout", "120"];
+            "--tunnel-remote", wan ? WanDst : Dst, "--destination-command", $"ip netns exec {DstNs}", "--tunnel-timeout", "120"];
         var migrate = Own(CliProcess.Start(SrcNs, migrateArgs));
         await migrate.WaitForStderrAsync("committed: ", ct);
         var committed = clock.Elapsed;
         // let the clients run on: the stream through the tunnel, new requests at the new address
         await Task.Delay(4000, ct);
         await AssertNothingInTheHostNamespaceAsync(ct);
+        await PrintRttsAsync("with the tunnel up", wan, ct);
         await Task.Delay(4000, ct);
         Assert.That(stream.Error, Is.Null, () => $"the long-lived connection broke: {stream.Error}");
         Assert.That(stream.LastTick, Is.GreaterThan(clock.Elapsed - TimeSpan.FromSeconds(2)), "the stream goes on");
@@ -264,8 +335,22 @@ public sealed class WebServerMigrationTests
             $"guest_downtime_ms={report.GetProperty("guest_downtime_ms").GetDouble():0} total_s={report.GetProperty("total_seconds").GetDouble():0.0}");
         var frozen = DateTimeOffset.FromUnixTimeMilliseconds(report.GetProperty("frozen_at_unix_ms").GetInt64());
         TestContext.Out.WriteLine($"tunnel up {ms(tunnelUp - frozen)} ms and DNS changed {ms(dnsChanged - frozen)} ms after the source froze");
+        // the timeline against QEMU's STOP (source) and RESUME (destination) events, and the client's gaps
+        var stopMatch = Regex.Match(migrate.Stderr, @"source stopped at (\d\d:\d\d:\d\d\.\d{3}) \(STOP\)");
+        var resumedMatch = Regex.Match(migrate.Stderr, @"destination resumed at \S+ \(RESUME\), (\d+) ms after STOP");
+        Assert.That(stopMatch.Success && resumedMatch.Success, Is.True, migrate.Stderr);
+        var stop = new DateTimeOffset(frozen.UtcDateTime.Date + TimeSpan.Parse(stopMatch.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), TimeSpan.Zero);
+        if (stop > frozen + TimeSpan.FromHours(1)) stop -= TimeSpan.FromDays(1);   // across midnight
+        var resumed = stop + TimeSpan.FromMilliseconds(int.Parse(resumedMatch.Groups[1].Value));
+        var rel = (TimeSpan clockTime) => ms(wall0 + clockTime - stop);
+        TestContext.Out.WriteLine(
+            $"TIMELINE ms after STOP: frozen {ms(frozen - stop)} tunnel_up {ms(tunnelUp - stop)} dns_changed {ms(dnsChanged - stop)} resumed {ms(resumed - stop)} " +
+            $"commit_seen {rel(committed)} longest_gap {rel(gapEnd - gap)}..{rel(gapEnd)} stream_stall {rel(stream.LongestGapEnd - streamStall)}..{rel(stream.LongestGapEnd)} " +
+            $"first_ok_at_new {(firstNew is null ? "never" : rel(firstNew.Done))}");
+        foreach (var l in migrate.Stderr.Split('\n').Where(l => l.Contains("after STOP", StringComparison.Ordinal) || l.Contains("network: tunnel", StringComparison.Ordinal) || l.Contains("handed over", StringComparison.Ordinal)))
+            TestContext.Out.WriteLine("migrate: " + l.Trim());
         foreach (var r in requests.Where(r => r.Done - r.At > TimeSpan.FromMilliseconds(700)))
-            TestContext.Out.WriteLine($"slow request: {ms(r.At - committed)}..{ms(r.Done - committed)} ms after the commit ({r.Resolved}) {r.Error}");
+            TestContext.Out.WriteLine($"slow request: {ms(r.At - committed)}..{ms(r.Done - committed)} ms after the commit, {rel(r.At)}..{rel(r.Done)} after STOP ({r.Resolved}) {r.Error}");
         foreach (var f in failed.Take(5))
             TestContext.Out.WriteLine($"failed at {ms(f.At)} ms ({f.Resolved}): {f.Error}");
 
@@ -279,6 +364,9 @@ public sealed class WebServerMigrationTests
             Assert.That(net.GetProperty("tunnelRemovedBecause").GetString(), Is.EqualTo("Drained"));
             Assert.That(net.GetProperty("dnsStatus").GetString(), Is.EqualTo("Updated"));
             Assert.That(net.GetProperty("errors").GetArrayLength(), Is.Zero);
+            // the tunnel took the old address at the freeze, before the hand-over, so before the guest resumed
+            Assert.That(migrate.Stderr, Does.Contain($"network: tunnel bmtun31 up at the freeze"));
+            Assert.That(tunnelUp, Is.LessThan(resumed), "the tunnel carries the old address before the destination VM resumes");
             Assert.That(WholeStatus(destination), Is.EqualTo("running"));
         });
         // the stream was served by the guest at the destination: it is the source QEMU that must not run

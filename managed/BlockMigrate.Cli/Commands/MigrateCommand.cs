@@ -128,6 +128,7 @@ public static class MigrateCommand
                 migration.Progress += display.OnProgress;
                 if (status != null) migration.Progress += status.OnProgress;
                 migration.Committed += network.OnCommitted;
+                migration.SourceStopped = network.OnSourceStopped;
                 MigrationReport report;
                 try
                 {

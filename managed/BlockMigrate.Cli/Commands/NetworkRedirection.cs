@@ -1,6 +1,8 @@
 // Runs an IRedirector around one migration, in the order docs/network.md gives:
 //   PrepareAsync                before the migration starts (TTL lowered, tunnel links built)
-//   RedirectAsync               started at the hand-over (Migration.Committed), tunnel first, then DNS
+//   DivertAsync                 at the freeze (Migration.SourceStopped): the tunnel takes the old address
+//                               now, so what clients send during the downtime waits at the destination
+//   RedirectAsync               started at the hand-over (Migration.Committed): the DNS update
 //   WaitDrainedAndTeardownAsync after the migration returned: the command stays in the foreground,
 //                               showing the wait, until the tunnel is gone; Ctrl-C/SIGTERM tears it down now
 //   AbortAsync                  when the migration fails before the hand-over, or on Ctrl-C
@@ -19,6 +21,7 @@ public sealed class NetworkRedirection
     private readonly RedirectionOptions? _options;
     private readonly ProgressDisplay _display;
     private readonly StatusFile? _status;
+    private Task? _divert;              // set once, by OnSourceStopped (the switchover's thread)
     private Task? _redirect;            // set once, by OnCommitted (the switchover's thread)
     private CancellationToken _ct;      // the command's token, for the redirect started at the hand-over
 
@@ -49,13 +52,41 @@ public sealed class NetworkRedirection
             Log.Info($"network: TTL of {_options.DnsName} lowered from {prev} s to {Report.DnsPreparedTtl} s; old answers expire by {Report.DnsOldTtlExpiresAt:HH:mm:ss}");
     }
 
+    /// <summary>The hand-over waits this long at most for the divert (a hung destination command must not
+    /// hold the stopped VM); the divert goes on regardless and the hand-over's redirect waits for it.</summary>
+    private static readonly TimeSpan DivertWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>Hook for <c>Migration.SourceStopped</c>: sends the old address into the tunnel now (before the
+    /// hand-over); the returned task (which never throws) ends when that is done, or after <see cref="DivertWait"/>.</summary>
+    public Task OnSourceStopped(CancellationToken ct)
+    {
+        if (_options is null || !_options.TunnelEnabled || _divert is not null) return Task.CompletedTask;
+        _divert = Task.Run(async () =>
+        {
+            Report = await _redirector.DivertAsync(_ct);
+            if (Report.TunnelUpAt is not null)
+                Log.Info($"network: tunnel {Report.TunnelLink} up at the freeze: {_options.OldAddress} now goes to the destination");
+        });
+        return WaitQuietly(_divert, ct);
+    }
+
+    private static async Task WaitQuietly(Task t, CancellationToken ct)
+    {
+        try { await t.WaitAsync(DivertWait, ct); }
+        catch (TimeoutException) { Log.Warn($"network: the tunnel is not up {DivertWait.TotalSeconds:0} s after the freeze; handing over all the same"); }
+        catch (OperationCanceledException) { }
+        catch (Exception e) { Log.Warn($"network: {e.Message}"); }
+    }
+
     /// <summary>Handler for <c>Migration.Committed</c>: starts the redirection without blocking the switchover.</summary>
     public void OnCommitted()
     {
         if (_options is null || _redirect is not null) return;
         _status?.OnNetwork("network", "redirecting");
+        var divert = _divert;
         _redirect = Task.Run(async () =>
         {
+            if (divert is not null) await divert;
             Report = await _redirector.RedirectAsync(_ct);
             if (Report.TunnelUpAt is not null)
                 Log.Info($"network: tunnel {Report.TunnelLink} up, carrying {Report.ConnectionsAtTunnelUp ?? 0} open connection(s) to {_options.OldAddress}");
@@ -103,9 +134,10 @@ public sealed class NetworkRedirection
     public async Task AbortAsync()
     {
         if (_options is null) return;
-        if (_redirect is not null)
+        foreach (var t in new[] { _divert, _redirect })
         {
-            try { await _redirect; }
+            if (t is null) continue;
+            try { await t; }
             catch (OperationCanceledException) { }
         }
         Report = await _redirector.AbortAsync(CancellationToken.None);

@@ -40,6 +40,7 @@ public sealed partial class Migration
     {
         SetPhase(MigrationPhase.Switchover);
         var started = Stopwatch.GetTimestamp();
+        var stopped = SourceStopped?.Invoke(ct) ?? Task.CompletedTask; // e.g. the tunnel takes the VM's traffic now
         await StopMemoryRoundsAsync(); // the VM is stopped: no new writes; the round under way finishes first
         _frozenAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         foreach (var d in _disks)
@@ -52,6 +53,7 @@ public sealed partial class Migration
         {
             // acks are cumulative and in order: this one says every final block is held by the gate
             await _sender!.WaitAckedAsync(lastFinalSet, ct);
+            await stopped;
             HandOver(started);
             SetPhase(MigrationPhase.FinalBlocks);
             _finalData = Task.Run(async () =>
@@ -66,6 +68,7 @@ public sealed partial class Migration
             return;
         }
         await SendFinalDataAsync(work, blockBytes, started, ct);
+        await stopped;
         HandOver(started);
         if (_options.Verify) await VerifyAsync(ct);
     }

@@ -56,6 +56,11 @@ public sealed partial class Migration : IAsyncDisposable
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
     public event Action? Committed;
 
+    /// <summary>Called once as the switchover starts (the source VM has stopped for good; before the hand-over),
+    /// e.g. to send the VM's traffic to the destination now; it runs alongside the freeze and the final set,
+    /// and the hand-over waits for its task. Must not throw.</summary>
+    public Func<CancellationToken, Task>? SourceStopped { get; set; }
+
     public MigrationPhase Phase => _phase;
 
     /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the hand-over.</summary>

@@ -28,7 +28,7 @@ internal sealed class InProcessReceiver : IAsyncDisposable
         Directory.CreateDirectory(imageDir);
         var r = new InProcessReceiver(imageDir);
         var listening = new TaskCompletionSource<IPEndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var receiver = new Receiver.Receiver(new ReceiverOptions
+        var receiver = new ReceiverServer(new ReceiverOptions
         {
             ImageDir = imageDir,
             Listen = new IPEndPoint(IPAddress.Loopback, 0),

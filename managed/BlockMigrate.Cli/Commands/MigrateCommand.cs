@@ -127,13 +127,13 @@ public static class MigrateCommand
                 migration.Log += display.OnLog;
                 migration.Progress += display.OnProgress;
                 if (status != null) migration.Progress += status.OnProgress;
-                migration.Committed += network.OnCommitted;
+                migration.HandedOver += network.OnHandedOver;
                 MigrationReport report;
                 try
                 {
                     report = await migration.RunAsync(ct);
                 }
-                catch (AfterCommitException)
+                catch (AfterHandOverException)
                 {
                     // the destination owns the disks (and the VM): redirect its network all the same
                     display.Finish();
@@ -166,7 +166,7 @@ public static class MigrateCommand
                 }
                 return CommandRunner.Ok;
             }
-            catch (AfterCommitException e)
+            catch (AfterHandOverException e)
             {
                 Console.Error.WriteLine($"blockmigrate: {e.Message}");
                 return AfterCommitFailed;
@@ -195,7 +195,7 @@ public static class MigrateCommand
     {
         var o = Console.Out;
         o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
-        o.WriteLine(r.Switchover == "gate"
+        o.WriteLine(r.Switchover == SwitchoverMode.Gate && !r.FinishedHandOver
             ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
@@ -230,7 +230,7 @@ public static class MigrateCommand
             w.WriteBoolean("resumed", r.Resumed);
             w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
             w.WriteNumber("final_blocks", r.FinalBlocks);
-            w.WriteString("switchover", r.Switchover);
+            w.WriteString("switchover", r.SwitchoverName);
             if (r.CommitMs is { } commitMs) w.WriteNumber("commit_ms", Math.Round(commitMs, 1));
             else w.WriteNull("commit_ms");
             w.WriteString("hypervisor", r.Hypervisor);

@@ -19,7 +19,7 @@ public sealed class NetworkRedirection
     private readonly RedirectionOptions? _options;
     private readonly ProgressDisplay _display;
     private readonly StatusFile? _status;
-    private Task? _redirect;            // set once, by OnCommitted (the switchover's thread)
+    private Task? _redirect;            // set once, by OnHandedOver (the switchover's thread)
     private CancellationToken _ct;      // the command's token, for the redirect started at the hand-over
 
     public NetworkRedirection(RedirectionOptions? options, ProgressDisplay display, StatusFile? status)
@@ -50,7 +50,7 @@ public sealed class NetworkRedirection
     }
 
     /// <summary>Handler for <c>Migration.Committed</c>: starts the redirection without blocking the switchover.</summary>
-    public void OnCommitted()
+    public void OnHandedOver()
     {
         if (_options is null || _redirect is not null) return;
         _status?.OnNetwork("network", "redirecting");
@@ -71,7 +71,7 @@ public sealed class NetworkRedirection
         if (_options is null) return;
         try
         {
-            if (_redirect is null) OnCommitted(); // a hypervisor that returned without the event: redirect now
+            if (_redirect is null) OnHandedOver(); // a hypervisor that returned without the event: redirect now
             await _redirect!;
             if (!_options.TunnelEnabled || Report.TunnelUpAt is null && Report.TunnelRemovedAt is not null) return;
             var started = DateTimeOffset.UtcNow;

@@ -138,8 +138,6 @@ internal sealed class BlockSender : IAsyncDisposable
         return await _verified.Task;
     }
 
-    public long InflightBytes { get { lock (_lock) return _inflightBytes; } }
-
     /// <summary>Time spent waiting for window room, the bandwidth cap, the socket or the last acks: the link, not the producer, was the bottleneck then.</summary>
     public WaitMeter LinkWait { get; } = new();
 

@@ -145,7 +145,7 @@ public sealed partial class Migration
         Say(_committed
             ? $"handed over at the commit: downtime {_downtime.TotalMilliseconds:0} ms"
             : $"handed over: {_finalBlocks} final blocks held by the destination gate, downtime {_downtime.TotalMilliseconds:0} ms; streaming them while the destination VM resumes");
-        Committed?.Invoke();
+        HandedOver?.Invoke();
     }
 
     /// <summary>
@@ -165,7 +165,7 @@ public sealed partial class Migration
         {
             var left = _disks.Sum(d => (long)d.OutstandingCount());
             foreach (var d in _disks) TryRun(d.SyncOutstanding);
-            throw new AfterCommitException(
+            throw new AfterHandOverException(
                 $"handed over (the destination VM runs there), but {left} blocks of the final set did not land: {e.Message}. " +
                 "The destination holds I/O on them; run the same migrate command again to finish", e);
         }
@@ -244,7 +244,8 @@ public sealed partial class Migration
         _disks.Select(d => d.Name).ToList())
     {
         HypervisorDetails = hv.Switchover == null ? hv with { Switchover = _switchoverTime } : hv,
-        Switchover = _finishOnly ? "finish" : _gateResume ? "gate" : "commit",
+        Switchover = _gateResume ? SwitchoverMode.Gate : SwitchoverMode.Commit,
+        FinishedHandOver = _finishOnly,
         CommitMs = _commitTime?.TotalMilliseconds,
         BytesLz4 = Interlocked.Read(ref _producer.Lz4Bytes),
         BytesZstd = Interlocked.Read(ref _producer.ZstdBytes),

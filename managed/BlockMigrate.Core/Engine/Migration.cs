@@ -54,7 +54,7 @@ public sealed partial class Migration : IAsyncDisposable
 
     /// <summary>Raised once, at the hand-over (the point of no return: the destination owns the VM and disks from now on), from the
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
-    public event Action? Committed;
+    public event Action? HandedOver;
 
     public MigrationPhase Phase => _phase;
 
@@ -102,10 +102,10 @@ public sealed partial class Migration : IAsyncDisposable
             await AbortAsync(reason);
             throw reason;
         }
-        catch (Exception e) when (e is not AfterCommitException)
+        catch (Exception e) when (e is not AfterHandOverException)
         {
             await AwaitFinalDataAsync(); // the final blocks still land, whatever the hypervisor did
-            throw new AfterCommitException($"handed over (the destination owns the disks), but then: {e.Message}", e);
+            throw new AfterHandOverException($"handed over (the destination owns the disks), but then: {e.Message}", e);
         }
         finally
         {

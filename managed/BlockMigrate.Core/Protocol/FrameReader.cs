@@ -11,9 +11,6 @@ public sealed class FrameReader(Stream stream)
     private readonly byte[] _header = new byte[FrameFormat.HeaderSize];
     private ulong _expected = 1;
 
-    /// <summary>Bytes of frames read so far, headers included.</summary>
-    public long BytesRead { get; private set; }
-
     /// <summary>The next frame, or null when the peer closed the connection cleanly between frames.</summary>
     public async Task<Frame?> ReadAsync(CancellationToken cancellationToken)
     {
@@ -39,7 +36,6 @@ public sealed class FrameReader(Stream stream)
         if (sequence != _expected)
             throw new ProtocolException($"frame out of sequence: got {sequence}, expected {_expected}");
         _expected++;
-        BytesRead += FrameFormat.HeaderSize + length;
         return new Frame(type, sequence, payload);
     }
 

@@ -8,13 +8,9 @@ public sealed class FrameWriter(Stream stream)
 {
     private readonly SemaphoreSlim _lock = new(1, 1);
     private ulong _next = 1; // under _lock; read with Interlocked
-    private long _bytesWritten;
 
     /// <summary>The sequence number of the last frame begun (0: none yet).</summary>
     public ulong LastSequence => Interlocked.Read(ref _next) - 1;
-
-    /// <summary>Bytes of frames written so far, headers included.</summary>
-    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
 
     /// <summary>Writes one frame (payload = <paramref name="head"/> then <paramref name="body"/>); returns its sequence number.</summary>
     public async Task<ulong> WriteAsync(FrameType type, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> body = default,
@@ -33,7 +29,6 @@ public sealed class FrameWriter(Stream stream)
             FrameFormat.WriteHeader(buffer, type, seq, buffer.AsSpan(FrameFormat.HeaderSize));
             await stream.WriteAsync(buffer, cancellationToken);
             await stream.FlushAsync(cancellationToken);
-            Interlocked.Add(ref _bytesWritten, buffer.Length);
             return seq;
         }
         finally

@@ -31,8 +31,6 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private bool _committed;
     private string? _memoryKeyDir; // the destination QEMU's keys.psk for this migration's memory stream; removed at the end
 
-    public IReadOnlyList<string> DiskNames => _disks.Select(d => d.Name).ToList();
-
     /// <summary>Returns true when the migration was committed.</summary>
     public async Task<bool> RunAsync(CancellationToken ct)
     {

@@ -19,7 +19,7 @@ namespace BlockMigrate.Receiver;
 /// ends the receiver; a connection refused before that does not.
 /// </para>
 /// </summary>
-public sealed class Receiver(ReceiverOptions options)
+public sealed class ReceiverServer(ReceiverOptions options)
 {
     private readonly BusySet _busy = new();
     private int _pending;          // connections in their opening (Interlocked)

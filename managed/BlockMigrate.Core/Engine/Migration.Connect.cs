@@ -71,7 +71,7 @@ public sealed partial class Migration
             {
                 // an earlier run handed the VM over and its last blocks did not all land: finish that.
                 // Past the point of no return already: no failure from here gives anything back or thaws.
-                _handedOver = true;
+                if (!_state.IsHandedOver) _state.HandOver();
                 if (!old.Identity.AsSpan().SequenceEqual(identity))
                     throw new MigrationException($"disk {d.Name} was handed over to another receiver, whose gate holds its last blocks: finish it there");
                 var recovered = d.RecoverOutstanding(old.Lineage);
@@ -94,14 +94,15 @@ public sealed partial class Migration
             d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
             offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing, ImageExtents.AllocatedBlockBytes(d.Image, d.Size, d.BlockSize)));
         }
-        _finishOnly = _disks.All(d => d.Finishing);
-        if (!_finishOnly && _disks.Any(d => d.Finishing))
+        var finishOnly = _disks.All(d => d.Finishing);
+        if (finishOnly) _state.Decide(SwitchoverPlan.Finish);
+        else if (_disks.Any(d => d.Finishing))
             throw new MigrationException($"disks {string.Join(", ", _disks.Where(d => d.Finishing).Select(d => d.Name))} were handed over, the others not: migrate them separately");
         try
         {
             var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             _openingStage = "no Welcome after our Hello";
-            var memoryKey = _finishOnly ? null : _hypervisor.MemoryKey; // delivered inside the pinned channel only
+            var memoryKey = finishOnly ? null : _hypervisor.MemoryKey; // delivered inside the pinned channel only
             await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers, memoryKey), ProtocolJson.Default.HelloMessage), default, ct);
             var welcome = MessageChecks.Check(ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage), offers);
             _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
@@ -121,13 +122,13 @@ public sealed partial class Migration
                 if (d.Finishing)
                 {
                     if (!resume) throw new MigrationException($"disk {d.Name}: the receiver no longer holds the copy this hand-over went to");
-                    _resumed = true;
+                    d.Resumed = true;
                     d.Map.SetState(Maps.MapState.Tracking);
                     continue; // the cookie stays "handed over" until the commit
                 }
                 if (resume)
                 {
-                    _resumed = true;
+                    d.Resumed = true;
                     Say($"disk {d.Name}: resuming lineage {d.Cookie!.LineageHex}: {d.Map.DirtyCount()} blocks to send");
                 }
                 else
@@ -139,7 +140,7 @@ public sealed partial class Migration
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.Map.SetState(Maps.MapState.Tracking);
             }
-            _gateResume = !_finishOnly && ChooseGateResume(welcome.Disks);
+            if (!finishOnly) _state.Decide(ChooseGateResume(welcome.Disks) ? SwitchoverPlan.Gate : SwitchoverPlan.Commit);
             _zstdOffered = welcome.Codecs?.Contains(WelcomeMessage.Zstd) == true;
         }
         catch (IOException e)

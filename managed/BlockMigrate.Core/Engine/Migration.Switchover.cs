@@ -48,7 +48,7 @@ public sealed partial class Migration
             d.Frozen = true;
         }
         var (work, blockBytes, lastFinalSet) = await SendFinalSetAsync(ct);
-        if (_gateResume)
+        if (_state.Plan == SwitchoverPlan.Gate)
         {
             // acks are cumulative and in order: this one says every final block is held by the gate
             await _sender!.WaitAckedAsync(lastFinalSet, ct);
@@ -117,7 +117,7 @@ public sealed partial class Migration
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
         await _sender.WaitCommittedAsync(ct);
         _commitTime = Stopwatch.GetElapsedTime(started);
-        _committed = true;
+        _state.Commit();
         foreach (var d in _disks)
         {
             d.ForgetOutstanding();
@@ -132,7 +132,8 @@ public sealed partial class Migration
     {
         _downtime = _commitTime ?? Stopwatch.GetElapsedTime(started);
         _switchoverTime = _downtime;
-        if (!_committed)
+        var committed = _state.IsCommitted;
+        if (!committed)
             foreach (var d in _disks)
             {
                 // a re-run must finish this hand-over, never copy afresh or give the VM back
@@ -140,9 +141,9 @@ public sealed partial class Migration
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.SyncOutstanding();
             }
-        _handedOver = true;
+        _state.HandOver();
         ReleaseThrottle();
-        Say(_committed
+        Say(committed
             ? $"handed over at the commit: downtime {_downtime.TotalMilliseconds:0} ms"
             : $"handed over: {_finalBlocks} final blocks held by the destination gate, downtime {_downtime.TotalMilliseconds:0} ms; streaming them while the destination VM resumes");
         HandedOver?.Invoke();
@@ -156,7 +157,7 @@ public sealed partial class Migration
     private async Task AwaitFinalDataAsync()
     {
         _hypervisorDone.TrySetResult();
-        if (_finalData == null || _committed) return;
+        if (_finalData == null || _state.IsCommitted) return;
         try
         {
             await _finalData;
@@ -215,7 +216,7 @@ public sealed partial class Migration
     /// </summary>
     private Task AfterCommitAsync()
     {
-        if (_finishOnly) return Task.CompletedTask; // a handed-over VM never runs at the source again
+        if (_state.Plan == SwitchoverPlan.Finish) return Task.CompletedTask; // a handed-over VM never runs at the source again
         if (_hypervisor is NoneHypervisor && !_options.KeepSourceFrozen)
             foreach (var d in _disks)
             {
@@ -237,15 +238,15 @@ public sealed partial class Migration
         ThrottledWallTime.TotalSeconds,
         WritesDelayed().TotalSeconds,
         _verified,
-        _resumed,
+        _disks.Any(d => d.Resumed),
         _frozenAtUnixMs,
         _finalBlocks,
         hv.Hypervisor,
         _disks.Select(d => d.Name).ToList())
     {
         HypervisorDetails = hv.Switchover == null ? hv with { Switchover = _switchoverTime } : hv,
-        Switchover = _gateResume ? SwitchoverMode.Gate : SwitchoverMode.Commit,
-        FinishedHandOver = _finishOnly,
+        Switchover = _state.Plan == SwitchoverPlan.Gate ? SwitchoverMode.Gate : SwitchoverMode.Commit,
+        FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
         BytesLz4 = Interlocked.Read(ref _producer.Lz4Bytes),
         BytesZstd = Interlocked.Read(ref _producer.ZstdBytes),

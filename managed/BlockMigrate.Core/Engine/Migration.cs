@@ -15,7 +15,24 @@ namespace BlockMigrate.Engine;
 /// <item>Migration.Switchover.cs: the callback the hypervisor calls: freeze, final set, data, commit, (verify).</item>
 /// <item>Migration.Abort.cs: before the hand-over every failure leaves the source as it was, bits given back.</item>
 /// </list>
+/// The state (phase, custody of the VM, switchover plan) and its legal transitions: MigrationState.cs.
+/// The rules with no I/O, unit-tested alone: DrainRate.cs (rates, switchover estimate), ThrottleLaw.cs.
 /// Usage: <c>await using var m = new Migration(options, hypervisor); m.Progress += ...; var report = await m.RunAsync(ct);</c>
+/// <para>Who touches what. Four flows run: the <b>main</b> task (RunAsync: connect, pre-copy, awaiting the
+/// hypervisor, report), the <b>timer</b> (every 500 ms: progress, codec), the <b>memory-rounds</b> task
+/// (Memory phase only, stopped and awaited by the switchover before it freezes), the hypervisor's
+/// <b>switchover</b> callback, and in gate mode the <b>final-data</b> task it starts.</para>
+/// <list type="table">
+/// <item><term>_state</term><description>all; its own lock</description></item>
+/// <item><term>_channel, _sender, _producer, _channelWriter/Reader</term><description>set once by main while connecting; read by all after</description></item>
+/// <item><term>_round, _roundBytesTotal/Start, _rates</term><description>whoever sends a round (main; then memory-rounds; then switchover or final-data, one at a time, each handing over through an await); the timer reads them unlocked (a stale value skews one progress line)</description></item>
+/// <item><term>_throttle*, _writtenAtRound</term><description>main (pre-copy); released by switchover at the hand-over, or by main on abort</description></item>
+/// <item><term>_stopMemoryRounds (volatile), _memoryRoundsFailure</term><description>set by switchover/main, resp. memory-rounds; read after awaiting the task</description></item>
+/// <item><term>_downtime, _frozenAtUnixMs, _finalBlocks, _switchoverTime, _verified, _finalData</term><description>switchover (or main when finishing); main reads them after the hypervisor returned</description></item>
+/// <item><term>_commitTime</term><description>whoever commits (switchover, final-data, or main when finishing); main reads it after AwaitFinalDataAsync</description></item>
+/// <item><term>_socketRate, _codecCheckedAt, _linkWaitAtCheck, _producerWaitAtCheck</term><description>timer only</description></item>
+/// <item><term>_zstdOffered, _roundTrip, _openingStage, _bytesToSend, _bulkWireBytes, _delayedAtStart</term><description>main only</description></item>
+/// </list>
 /// </summary>
 public sealed partial class Migration : IAsyncDisposable
 {
@@ -26,16 +43,11 @@ public sealed partial class Migration : IAsyncDisposable
     private SecureChannel? _channel;
     private BlockSender? _sender;
     private FrameProducer? _producer;
-    private MigrationPhase _phase = MigrationPhase.Connecting;
+    private readonly MigrationState _state = new(); // phase, custody, plan: every transition in MigrationState.cs
+    private readonly DrainRate _rates = new();
+    private readonly SmoothedRate _socketRate = new(Stopwatch.GetTimestamp());
     private int _round;
-    private bool _committed;        // the receiver wrote, fsynced and recorded every final block
-    private bool _handedOver;       // the point of no return: the destination VM may run (see Migration.Switchover.cs)
-    private bool _gateResume;       // hand over once the final set is gated, not at the commit
-    private bool _finishOnly;       // this run finishes an earlier hand-over
-    private bool _resumed;
     private long _roundBytesTotal, _roundBytesStart;
-    private double _wireRate;       // bytes/s on the socket, measured over the latest large round
-    private double _blockRate;      // dirty-block bytes drained per second (the rate that matters for convergence)
     private long _bytesToSend;
 
     public Migration(MigrationOptions options, IHypervisor hypervisor)
@@ -56,7 +68,7 @@ public sealed partial class Migration : IAsyncDisposable
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
     public event Action? HandedOver;
 
-    public MigrationPhase Phase => _phase;
+    public MigrationPhase Phase => _state.Phase;
 
     /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the hand-over.</summary>
     public async Task<MigrationReport> RunAsync(CancellationToken cancellationToken)
@@ -75,21 +87,21 @@ public sealed partial class Migration : IAsyncDisposable
             OpenDisks();
             await ConnectAsync(ct);
             HypervisorReport hv;
-            if (_finishOnly)
+            if (_state.Plan == SwitchoverPlan.Finish)
                 hv = await FinishHandOverAsync(ct);
             else
             {
                 await _hypervisor.PrepareAsync(ct);
                 await PreCopyAsync(ct);
                 hv = await MigrateMemoryAsync(ct);
-                if (!_handedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
+                if (!_state.IsHandedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
                 await AwaitFinalDataAsync();
             }
             await AfterCommitAsync();
             SetPhase(MigrationPhase.Done);
             return BuildReport(hv);
         }
-        catch (Exception e) when (!_handedOver)
+        catch (Exception e) when (!_state.IsHandedOver)
         {
             var reason = e switch
             {
@@ -131,7 +143,7 @@ public sealed partial class Migration : IAsyncDisposable
 
     private void SetPhase(MigrationPhase phase)
     {
-        _phase = phase;
+        _state.Enter(phase);
         Say($"phase: {phase}");
         RaiseProgress();
     }
@@ -156,37 +168,17 @@ public sealed partial class Migration : IAsyncDisposable
         }
         var liveRate = LiveRate();
         var done = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBytes) + Interlocked.Read(ref _producer.ZeroBytes) - _roundBytesStart;
-        var drain = _blockRate > 0 ? _blockRate : liveRate;
+        var drain = _rates.BlockRate > 0 ? _rates.BlockRate : liveRate;
         TimeSpan? eta = drain > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / drain) : null;
         try
         {
-            handler(new MigrationProgress(_phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
+            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
         }
         catch (Exception e) when (e is IOException or InvalidOperationException) { }
     }
 
-    private long _rateAt = Stopwatch.GetTimestamp(), _rateBytes; // last sample of the socket counter (progress timer only)
-    private double _liveRate;
-    private readonly object _rateLock = new();
-
     /// <summary>Socket bytes per second over the last progress interval, smoothed.</summary>
-    private double LiveRate()
-    {
-        if (_channel == null) return 0;
-        lock (_rateLock) return SampleRate();
-    }
-
-    private double SampleRate()
-    {
-        var now = Stopwatch.GetTimestamp();
-        var seconds = Stopwatch.GetElapsedTime(_rateAt, now).TotalSeconds;
-        if (seconds < 0.25) return _liveRate;
-        var bytes = _channel!.Counter.BytesWritten;
-        var rate = (bytes - _rateBytes) / seconds;
-        _liveRate = _liveRate == 0 ? rate : 0.5 * _liveRate + 0.5 * rate;
-        (_rateAt, _rateBytes) = (now, bytes);
-        return _liveRate;
-    }
+    private double LiveRate() => _channel is { } c ? _socketRate.Sample(c.Counter.BytesWritten, Stopwatch.GetTimestamp()) : 0;
 
     private static void TryRun(Action a)
     {

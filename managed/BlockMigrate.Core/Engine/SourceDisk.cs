@@ -85,6 +85,8 @@ internal sealed class SourceDisk : IDisposable
     public bool Frozen { get; set; }
     /// <summary>This run finishes an earlier hand-over (the map's cookie says "handed over").</summary>
     public bool Finishing { get; set; }
+    /// <summary>The handshake kept this map's bits (a resume, or a finishing re-run), not a fresh copy.</summary>
+    public bool Resumed { get; set; }
     public ResumeCookie? Cookie { get; set; }
 
     /// <summary>Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged.</summary>

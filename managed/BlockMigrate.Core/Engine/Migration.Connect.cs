@@ -29,7 +29,7 @@ public sealed partial class Migration
             throw new TransportException($"receiver {_options.Host}:{_options.Port} did not answer within {_options.ConnectTimeout.TotalSeconds:0.#} s " +
                                          $"({_openingStage}): is a BlockMigrate receiver listening there, and not overloaded? (--connect-timeout)");
         }
-        _sender = new BlockSender(_channelWriter!, _channelReader!, _options);
+        _sender = new BlockSender(_session!, _options);
         _sender.Start();
         _producer = new FrameProducer(InitialCodec());
         _codecCheckedAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the first codec check looks at the copy only, not the handshake
@@ -38,8 +38,7 @@ public sealed partial class Migration
     }
 
     private string _openingStage = "";
-    private FrameWriter? _channelWriter;
-    private FrameReader? _channelReader;
+    private SourceSession? _session; // the protocol side of the connection (Protocol/SourceSession.cs); BlockSender stops it
 
     /// <summary>Connects, authenticates, sends Hello and reads the Welcome; <paramref name="ct"/> carries the opening's deadline.</summary>
     private async Task OpenAndGreetAsync(CancellationToken ct)
@@ -60,8 +59,7 @@ public sealed partial class Migration
         }
         Say($"connected to {_options.Host}:{_options.Port} ({(_options.Plaintext ? "plaintext" : "TLS 1.3, receiver key " + _channel.Peer)})");
 
-        var writer = _channelWriter = new FrameWriter(_channel.Stream);
-        var reader = _channelReader = new FrameReader(_channel.Stream);
+        var session = _session = new SourceSession(_channel.Stream);
         var offers = new List<DiskOffer>();
         foreach (var d in _disks)
         {
@@ -100,12 +98,9 @@ public sealed partial class Migration
             throw new MigrationException($"disks {string.Join(", ", _disks.Where(d => d.Finishing).Select(d => d.Name))} were handed over, the others not: migrate them separately");
         try
         {
-            var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             _openingStage = "no Welcome after our Hello";
             var memoryKey = finishOnly ? null : _hypervisor.MemoryKey; // delivered inside the pinned channel only
-            await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers, memoryKey), ProtocolJson.Default.HelloMessage), default, ct);
-            var welcome = MessageChecks.Check(ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage), offers);
-            _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
+            (var welcome, _roundTrip) = await session.GreetAsync(new HelloMessage(HelloMessage.CurrentVersion, offers, memoryKey), ct);
             if (memoryKey != null)
             {
                 if (welcome.MemoryKeyDir is not { } keyDir)

@@ -24,7 +24,7 @@ namespace BlockMigrate.Engine;
 /// <b>switchover</b> callback, and in gate mode the <b>final-data</b> task it starts.</para>
 /// <list type="table">
 /// <item><term>_state</term><description>all; its own lock</description></item>
-/// <item><term>_channel, _sender, _producer, _channelWriter/Reader</term><description>set once by main while connecting; read by all after</description></item>
+/// <item><term>_channel, _session, _sender, _producer</term><description>set once by main while connecting; read by all after</description></item>
 /// <item><term>_round, _roundBytesTotal/Start, _rates</term><description>whoever sends a round (main; then memory-rounds; then switchover or final-data, one at a time, each handing over through an await); the timer reads them unlocked (a stale value skews one progress line)</description></item>
 /// <item><term>_throttle*, _writtenAtRound</term><description>main (pre-copy); released by switchover at the hand-over, or by main on abort</description></item>
 /// <item><term>_stopMemoryRounds (volatile), _memoryRoundsFailure</term><description>set by switchover/main, resp. memory-rounds; read after awaiting the task</description></item>

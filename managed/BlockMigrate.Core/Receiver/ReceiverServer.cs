@@ -205,7 +205,7 @@ public sealed class ReceiverServer(ReceiverOptions options)
         {
             using var t = CancellationTokenSource.CreateLinkedTokenSource(ct);
             t.CancelAfter(TimeSpan.FromSeconds(5));
-            await new FrameReader(channel.Stream).ReadAsync(t.Token);
+            (await new FrameReader(channel.Stream).ReadAsync(t.Token))?.Dispose();
             await new FrameWriter(channel.Stream).WriteAsync(FrameType.Error,
                 "the receiver (--once) serves one migration and is busy with another"u8.ToArray(), default, t.Token);
         }

@@ -116,8 +116,8 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private async Task HandshakeAsync(CancellationToken ct)
     {
         // decoding checks every field (HelloMessage.Validate → MessageChecks)
-        var hello = ProtocolJson.Decode(await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello"),
-            FrameType.Hello, ProtocolJson.Default.HelloMessage);
+        using var helloFrame = await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello");
+        var hello = ProtocolJson.Decode(helloFrame, FrameType.Hello, ProtocolJson.Default.HelloMessage);
         if (hello.Version != HelloMessage.CurrentVersion)
             throw new ReceiverException($"protocol version {hello.Version} not supported (this receiver speaks {HelloMessage.CurrentVersion})");
         foreach (var offer in hello.Disks) DiskName.Check(offer.Name);
@@ -152,7 +152,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     {
         while (true)
         {
-            var frame = await ReadAsync(ct);
+            using var frame = await ReadAsync(ct); // owns a pooled buffer until the end of this iteration (see Frame)
             if (frame == null)
             {
                 if (!_committed) log($"source {channel.Peer} closed the connection before the commit");
@@ -164,16 +164,16 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             {
                 case FrameType.Data:
                 {
-                    var h = DataHeader.Read(frame.Payload);
+                    var h = DataHeader.Read(frame.Span);
                     var disk = Disk(h.Disk);
-                    var (first, count) = disk.Write(h, frame.Payload.AsSpan(DataHeader.Size));
+                    var (first, count) = disk.Write(h, frame.Span[DataHeader.Size..]);
                     if (disk.Final) disk.Gate?.Landed(first, count);
                     Processed(frame.Sequence);
                     break;
                 }
                 case FrameType.FinalSet:
                 {
-                    var set = FinalSet.Decode(frame.Payload);
+                    var set = FinalSet.Decode(frame.Span);
                     var disk = Disk(set.Disk);
                     CheckFinalSet(set, disk);
                     // the source may let the destination VM run once this is acknowledged: from then on
@@ -201,7 +201,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(new VerifyResultMessage(hashes), ProtocolJson.Default.VerifyResultMessage), default, ct);
                     break;
                 case FrameType.Error:
-                    log($"source {channel.Peer} gave up: {PeerText.Clean(frame.Payload)}");
+                    log($"source {channel.Peer} gave up: {PeerText.Clean(frame.Span)}");
                     return;
                 default:
                     throw new ProtocolException($"unexpected {frame.Type} frame from the source");

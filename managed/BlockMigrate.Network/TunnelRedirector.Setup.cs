@@ -11,7 +11,7 @@ public sealed partial class TunnelRedirector
     {
         var (kind, why) = await TunnelKindProbe.ChooseAsync(_options.Tunnel, _source, _destination, ct).ConfigureAwait(false);
         _report = _report with { TunnelKind = kind, TunnelKindReason = why, TunnelLink = _plan.Link };
-        Log.Info("tunnel kind: {0} ({1})", kind?.ToString() ?? "none", why);
+        _log.TunnelKindChosen(kind?.ToString() ?? "none", why);
         if (kind is null)
         {
             Error("prepare", $"no usable tunnel kind: {why}");
@@ -45,8 +45,7 @@ public sealed partial class TunnelRedirector
         }
         _state = State.Prepared;
         _report = _report with { TunnelPreparedAt = DateTimeOffset.UtcNow };
-        Log.Info("tunnel {0} ({1}) prepared: source {2}, destination {3}, table {4}",
-            _plan.Link, kind, _source.Description, _destination.Description, _plan.Table);
+        _log.TunnelPrepared(_plan.Link, kind, _source.Description, _destination.Description, _plan.Table);
         return true;
     }
 
@@ -81,8 +80,7 @@ public sealed partial class TunnelRedirector
         var up = DateTimeOffset.UtcNow;
         int? live = _noConntrack ? null : await LiveConnectionsAsync(ct).ConfigureAwait(false);
         _report = _report with { TunnelUpAt = up, ConnectionsAtTunnelUp = live };
-        Log.Info("tunnel {0} up: {1} now reaches the VM through {2}; {3} live connection(s)",
-            _plan.Link, _plan.OldAddress, _destination.Description, live?.ToString() ?? "unknown");
+        _log.TunnelUp(_plan.Link, _plan.OldAddress, _destination.Description, live?.ToString() ?? "unknown");
     }
 
     async Task CheckHostAsync(IHostRunner host, string which, CancellationToken ct)
@@ -222,7 +220,7 @@ public sealed partial class TunnelRedirector
         var res = await host.RunAsync("ip", ["-batch", "-"], script, ct).ConfigureAwait(false);
         if (!res.Succeeded)
             throw new SetupException($"ip on the {which} host ({host.Description}) failed: {res.FirstErrorLine.Replace("Command failed -:", "line")}");
-        Log.Debug("{0}: {1}", which, script.Replace('\n', ';'));
+        _log.Script(which, script.Replace('\n', ';'));
     }
 
     sealed class SetupException(string message) : Exception(message);

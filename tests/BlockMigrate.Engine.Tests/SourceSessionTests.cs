@@ -105,12 +105,15 @@ public class SourceSessionTests
 
     // ---- the outstanding record, off the ack path ----
 
-    private static SourceDisk NewDisk(TempDir dir)
+    /// <summary>A disk whose blocks 0-9 are taken (out, recorded).</summary>
+    private static SourceDisk DiskWithTenOut(TempDir dir)
     {
         using (var f = File.Create(dir["vda.img"])) f.SetLength(4 << 20);
         using (DirtyMap.Create(dir["vda.map"], 4 << 20, 64 * 1024)) { }
         var disk = new SourceDisk(0, new DiskSpec("vda", dir["vda.img"], dir["vda.map"]));
         disk.Cookie = new ResumeCookie(ResumeCookie.NewLineage(), new byte[12], ResumeCookie.Running);
+        disk.Map.MarkBlocks(0, 10);
+        disk.Take(out _);
         return disk;
     }
 
@@ -129,9 +132,7 @@ public class SourceSessionTests
     public async Task Acknowledged_blocks_leave_the_record_soon_without_another_take()
     {
         using var dir = new TempDir("outstanding");
-        using var disk = NewDisk(dir);
-        disk.Map.MarkBlocks(0, 10);
-        disk.Take(out _);
+        using var disk = DiskWithTenOut(dir);
         Assert.That(RecordedBlocks(dir), Is.EqualTo(10), "a take writes the record at once");
         disk.Acknowledge(0, 4);
         disk.Acknowledge(4, 2); // coalesced with the first by the writer
@@ -144,9 +145,7 @@ public class SourceSessionTests
     public void Dispose_writes_the_last_state()
     {
         using var dir = new TempDir("outstanding");
-        var disk = NewDisk(dir);
-        disk.Map.MarkBlocks(0, 10);
-        disk.Take(out _);
+        var disk = DiskWithTenOut(dir);
         for (ulong b = 0; b < 9; b++) disk.Acknowledge(b, 1);
         disk.Dispose();
         Assert.That(RecordedBlocks(dir), Is.EqualTo(1));
@@ -156,9 +155,7 @@ public class SourceSessionTests
     public void A_given_back_record_is_not_written_again_by_late_acks()
     {
         using var dir = new TempDir("outstanding");
-        var disk = NewDisk(dir);
-        disk.Map.MarkBlocks(0, 10);
-        disk.Take(out _);
+        var disk = DiskWithTenOut(dir);
         disk.GiveBack();
         disk.Acknowledge(0, 1);
         disk.Dispose();

@@ -123,8 +123,7 @@ public static class MigrateCommand
                 using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hv.Name);
                 var network = new NetworkRedirection(redirection, display, status);
                 await network.PrepareAsync(ct);
-                await using var migration = new Migration(options, hv);
-                migration.Log += display.OnLog;
+                await using var migration = new Migration(options, hv, display.Logger);
                 migration.Progress += display.OnProgress;
                 if (status != null) migration.Progress += status.OnProgress;
                 migration.HandedOver += network.OnHandedOver;

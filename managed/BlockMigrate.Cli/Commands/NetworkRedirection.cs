@@ -1,6 +1,6 @@
 // Runs an IRedirector around one migration, in the order docs/network.md gives:
 //   PrepareAsync                before the migration starts (TTL lowered, tunnel links built)
-//   RedirectAsync               started at the hand-over (Migration.Committed), tunnel first, then DNS
+//   RedirectAsync               started at the hand-over (Migration.HandedOver), tunnel first, then DNS
 //   WaitDrainedAndTeardownAsync after the migration returned: the command stays in the foreground,
 //                               showing the wait, until the tunnel is gone; Ctrl-C/SIGTERM tears it down now
 //   AbortAsync                  when the migration fails before the hand-over, or on Ctrl-C
@@ -25,7 +25,7 @@ public sealed class NetworkRedirection
     public NetworkRedirection(RedirectionOptions? options, ProgressDisplay display, StatusFile? status)
     {
         _options = options;
-        _redirector = options is null ? new NoneRedirector() : Redirectors.Create(options);
+        _redirector = options is null ? new NoneRedirector() : Redirectors.Create(options, new Logging.NLogLoggerFactory());
         _display = display;
         _status = status;
         Report = _redirector.Report;

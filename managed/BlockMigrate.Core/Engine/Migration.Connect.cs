@@ -85,7 +85,7 @@ public sealed partial class Migration
                 // the previous run died without giving its bits back (SIGKILL, power to the process)
                 var recovered = d.RecoverOutstanding(old.Lineage);
                 if (recovered) old = old with { State = ResumeCookie.Resumable };
-                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun(d.Map.Thaw);
+                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
                 Say($"disk {d.Name}: the previous run of lineage {old.LineageHex} died; {(recovered ? "its outstanding blocks are dirty again: resuming" : "no record of its outstanding blocks: copying afresh")}");
             }
             var resume = old.AllowsResume(identity);
@@ -108,7 +108,7 @@ public sealed partial class Migration
                 if (!Path.IsPathFullyQualified(keyDir) || keyDir.Any(char.IsControl))
                     throw new ProtocolException("the receiver named a bad directory for the memory key");
                 _hypervisor.MemoryKeyDelivered(keyDir);
-                if (_options.Plaintext) Say("warning: the memory stream's key crossed this --plaintext connection in the clear");
+                if (_options.Plaintext) Warn("the memory stream's key crossed this --plaintext connection in the clear");
             }
             for (var i = 0; i < _disks.Count; i++)
             {

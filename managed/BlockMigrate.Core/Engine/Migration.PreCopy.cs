@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using BlockMigrate.Logging;
 using BlockMigrate.Maps;
 
 namespace BlockMigrate.Engine;
@@ -30,7 +31,7 @@ public sealed partial class Migration
         var fixedCost = roundTrip < _options.MaxDowntime / 2 ? roundTrip : TimeSpan.Zero;
         Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms");
         if (fixedCost == TimeSpan.Zero)
-            Say($"warning: the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
+            Warn($"the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();
@@ -73,6 +74,8 @@ public sealed partial class Migration
         }
         var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct);
         _rates.Observe(stats);
+        _log.RoundSent(_round, stats.BlockBytes, stats.DataBytes, stats.WireBytes, stats.Elapsed.TotalMilliseconds,
+            100 * stats.LinkWaitFraction, _rates.WireRate, _rates.BlockRate);
         return stats;
     }
 

@@ -121,8 +121,8 @@ public sealed partial class Migration
         foreach (var d in _disks)
         {
             d.ForgetOutstanding();
-            TryRun(() => d.Map.SetCookie(new byte[DirtyMap.CookieSize]));
-            TryRun(() => d.Map.SetState(MapState.None, MapState.Tracking));
+            TryRun($"disk {d.Name}: clearing the map's cookie after the commit", () => d.Map.SetCookie(new byte[DirtyMap.CookieSize]));
+            TryRun($"disk {d.Name}: clearing the map's tracking state after the commit", () => d.Map.SetState(MapState.None, MapState.Tracking));
         }
         Say($"committed: {_finalBlocks} final blocks, {_commitTime.Value.TotalMilliseconds:0} ms after the freeze");
     }
@@ -165,7 +165,7 @@ public sealed partial class Migration
         catch (Exception e)
         {
             var left = _disks.Sum(d => (long)d.OutstandingCount());
-            foreach (var d in _disks) TryRun(d.SyncOutstanding);
+            foreach (var d in _disks) TryRun($"disk {d.Name}: writing the outstanding record", d.SyncOutstanding);
             throw new AfterHandOverException(
                 $"handed over (the destination VM runs there), but {left} blocks of the final set did not land: {e.Message}. " +
                 "The destination holds I/O on them; run the same migrate command again to finish", e);
@@ -220,7 +220,7 @@ public sealed partial class Migration
         if (_hypervisor is NoneHypervisor && !_options.KeepSourceFrozen)
             foreach (var d in _disks)
             {
-                TryRun(d.Map.Thaw);
+                TryRun($"disk {d.Name}: thawing the source map", d.Map.Thaw);
                 d.Frozen = false;
             }
         return Task.CompletedTask;

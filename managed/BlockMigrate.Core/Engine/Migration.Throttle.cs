@@ -36,7 +36,7 @@ public sealed partial class Migration
     private void ReleaseThrottle()
     {
         if (_throttle == 0) return;
-        foreach (var d in _disks) TryRun(() => d.Map.SetThrottle(0));
+        foreach (var d in _disks) TryRun($"disk {d.Name}: releasing the throttle", () => d.Map.SetThrottle(0));
         _throttledTotal += Stopwatch.GetElapsedTime(_throttleSince);
         _throttle = 0;
         Say("throttle: released");

@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
 
@@ -17,7 +20,9 @@ namespace BlockMigrate.Engine;
 /// </list>
 /// The state (phase, custody of the VM, switchover plan) and its legal transitions: MigrationState.cs.
 /// The rules with no I/O, unit-tested alone: DrainRate.cs (rates, switchover estimate), ThrottleLaw.cs.
-/// Usage: <c>await using var m = new Migration(options, hypervisor); m.Progress += ...; var report = await m.RunAsync(ct);</c>
+/// Logging: <c>_log</c> (an <see cref="ILogger"/>, <see cref="CoreLog"/>): Say (information), Warn, and a debug line per round
+/// and per failure deliberately ignored (TryRun).
+/// Usage: <c>await using var m = new Migration(options, hypervisor, logger); m.Progress += ...; var report = await m.RunAsync(ct);</c>
 /// <para>Who touches what. Four flows run: the <b>main</b> task (RunAsync: connect, pre-copy, awaiting the
 /// hypervisor, report), the <b>timer</b> (every 500 ms: progress, codec), the <b>memory-rounds</b> task
 /// (Memory phase only, stopped and awaited by the switchover before it freezes), the hypervisor's
@@ -50,19 +55,20 @@ public sealed partial class Migration : IAsyncDisposable
     private long _roundBytesTotal, _roundBytesStart;
     private long _bytesToSend;
 
-    public Migration(MigrationOptions options, IHypervisor hypervisor)
+    private readonly ILogger _log;
+
+    /// <param name="logger">Where the migration's lines go (phase changes, rounds, throttle; warnings; debug figures); none: nowhere.</param>
+    public Migration(MigrationOptions options, IHypervisor hypervisor, ILogger? logger = null)
     {
         if (options.Disks.Count == 0) throw new MigrationException("no disks to migrate");
         _options = options;
         _hypervisor = hypervisor;
+        _log = logger ?? NullLogger.Instance;
         _hypervisor.Log += line => Say($"{_hypervisor.Name}: {line}");
     }
 
     /// <summary>Raised a few times a second and at each phase change (from a worker thread).</summary>
     public event Action<MigrationProgress>? Progress;
-
-    /// <summary>One line per notable event (phase changes, rounds, throttle), for logs.</summary>
-    public event Action<string>? Log;
 
     /// <summary>Raised once, at the hand-over (the point of no return: the destination owns the VM and disks from now on), from the
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
@@ -121,7 +127,7 @@ public sealed partial class Migration : IAsyncDisposable
         }
         finally
         {
-            foreach (var d in _disks) TryRun(() => d.Map.SetThrottle(0));
+            foreach (var d in _disks) TryRun($"disk {d.Name}: releasing the throttle", () => d.Map.SetThrottle(0));
         }
     }
 
@@ -131,7 +137,7 @@ public sealed partial class Migration : IAsyncDisposable
         foreach (var spec in _options.Disks)
         {
             if (!names.Add(spec.Name)) throw new MigrationException($"disk {spec.Name} named twice");
-            _disks.Add(new SourceDisk((ushort)_disks.Count, spec));
+            _disks.Add(new SourceDisk((ushort)_disks.Count, spec, _log));
         }
         foreach (var d in _disks)
         {
@@ -148,7 +154,9 @@ public sealed partial class Migration : IAsyncDisposable
         RaiseProgress();
     }
 
-    private void Say(string line) => Log?.Invoke(line);
+    private void Say(string line) => _log.Line(line);
+
+    private void Warn(string line) => _log.Warning(line);
 
     private void RaiseProgress()
     {
@@ -164,7 +172,10 @@ public sealed partial class Migration : IAsyncDisposable
                 dirtyBytes += n * d.BlockSize;
                 throttle = Math.Max(throttle, d.Map.Info().ThrottleBytesPerSecond);
             }
-            catch (BlockMigrateException) { }
+            catch (BlockMigrateException e)
+            {
+                _log.Ignored($"disk {d.Name}: reading the map for the progress line", e.Message);
+            }
         }
         var liveRate = LiveRate();
         var done = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBytes) + Interlocked.Read(ref _producer.ZeroBytes) - _roundBytesStart;
@@ -174,19 +185,26 @@ public sealed partial class Migration : IAsyncDisposable
         {
             handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
         }
-        catch (Exception e) when (e is IOException or InvalidOperationException) { }
+        catch (Exception e) when (e is IOException or InvalidOperationException)
+        {
+            _log.Ignored("a progress handler", e.Message);
+        }
     }
 
     /// <summary>Socket bytes per second over the last progress interval, smoothed.</summary>
     private double LiveRate() => _channel is { } c ? _socketRate.Sample(c.Counter.BytesWritten, Stopwatch.GetTimestamp()) : 0;
 
-    private static void TryRun(Action a)
+    /// <summary>Best effort: a failure of <paramref name="a"/> is not acted on, only logged (debug), as <paramref name="what"/>.</summary>
+    private void TryRun(string what, Action a)
     {
         try
         {
             a();
         }
-        catch (BlockMigrateException) { }
+        catch (BlockMigrateException e)
+        {
+            _log.Ignored(what, e.Message);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -1,4 +1,7 @@
 using BlockMigrate.Files;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using BlockMigrate.Maps;
 using Microsoft.Win32.SafeHandles;
 
@@ -48,8 +51,11 @@ internal sealed class SourceDisk : IDisposable
     private Task? _writer;
     private volatile MigrationException? _writerFailure;
 
-    public SourceDisk(ushort index, DiskSpec spec)
+    private readonly ILogger _log;
+
+    public SourceDisk(ushort index, DiskSpec spec, ILogger? log = null)
     {
+        _log = log ?? NullLogger.Instance;
         Index = index;
         Spec = spec;
         if (!File.Exists(spec.MapPath)) throw new MigrationException($"disk {spec.Name}: dirty map {spec.MapPath} not found (is the shim serving it?)");
@@ -288,6 +294,7 @@ internal sealed class SourceDisk : IDisposable
             {
                 throw new MigrationException($"disk {Name}: cannot write or remove {OutstandingPath}: {e.Message}");
             }
+            _log.Ignored($"disk {Name}: writing {OutstandingPath} (removed; a run killed from now on copies afresh)", e.Message);
             _persistDisabled = true;
         }
     }
@@ -298,7 +305,10 @@ internal sealed class SourceDisk : IDisposable
         _recordGone = true;
         _writtenChanges = _changes;
         try { _mapDir?.Delete(_outstandingName); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Ignored($"disk {Name}: removing {OutstandingPath}", e.Message);
+        }
     }
 
     public void Dispose()
@@ -315,7 +325,10 @@ internal sealed class SourceDisk : IDisposable
             {
                 lock (_fileLock) WriteCurrent(onlyIfChanged: true); // the last state, whatever ended the run
             }
-            catch (MigrationException) { }
+            catch (MigrationException e)
+            {
+                _log.Ignored($"disk {Name}: writing {OutstandingPath} at the end", e.Message);
+            }
             _writer = null;
         }
         Image?.Dispose();

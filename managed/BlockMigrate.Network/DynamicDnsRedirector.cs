@@ -1,5 +1,6 @@
 using System.Globalization;
-using NLog;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace BlockMigrate.Network;
 
@@ -15,7 +16,7 @@ namespace BlockMigrate.Network;
 /// </summary>
 public sealed class DynamicDnsRedirector : IRedirector
 {
-    static readonly Logger Log = LogManager.GetLogger("BlockMigrate.Network.Dns");
+    readonly ILogger _log;
 
     readonly RedirectionOptions _options;
     readonly NsUpdate _ns;
@@ -26,8 +27,9 @@ public sealed class DynamicDnsRedirector : IRedirector
     bool _updated;
 
     /// <summary>A DNS redirector running nsupdate and dig through <paramref name="runner"/>.</summary>
-    public DynamicDnsRedirector(RedirectionOptions options, IHostRunner runner)
+    public DynamicDnsRedirector(RedirectionOptions options, IHostRunner runner, ILogger? logger = null)
     {
+        _log = logger ?? NullLogger.Instance;
         if (options.Validate() is { Count: > 0 } errors)
             throw new ArgumentException(string.Join("; ", errors), nameof(options));
         if (!options.DnsEnabled)
@@ -39,7 +41,7 @@ public sealed class DynamicDnsRedirector : IRedirector
     }
 
     /// <summary>A DNS redirector running nsupdate as <see cref="RedirectionOptions.DnsCommand"/> says.</summary>
-    public DynamicDnsRedirector(RedirectionOptions options) : this(options, CommandPrefixRunner.Parse(options.DnsCommand))
+    public DynamicDnsRedirector(RedirectionOptions options, ILogger? logger = null) : this(options, CommandPrefixRunner.Parse(options.DnsCommand), logger)
     {
     }
 
@@ -81,7 +83,7 @@ public sealed class DynamicDnsRedirector : IRedirector
             _lowered = current;
             var previous = current.Max(r => r.Ttl);
             _report = _report with { DnsPreparedAt = DateTimeOffset.UtcNow, DnsPreparedTtl = low, DnsPreviousTtl = previous };
-            Log.Info("DNS {0}: TTL lowered from {1} to {2}; caches hold the old TTL for up to {1} s more", _name, previous, low);
+            _log.DnsTtlLowered(_name, previous, low, previous);
             return _report;
         }
         finally { _step.Release(); }
@@ -107,7 +109,7 @@ public sealed class DynamicDnsRedirector : IRedirector
             {
                 _updated = true;
                 _report = _report with { DnsStatus = status, DnsChangedAt = DateTimeOffset.UtcNow, DnsAddresses = addresses };
-                Log.Info("DNS {0} now points at {1} (TTL {2})", _name, string.Join(", ", addresses), ttl);
+                _log.DnsUpdated(_name, string.Join(", ", addresses), ttl);
             }
             else
             {
@@ -134,7 +136,7 @@ public sealed class DynamicDnsRedirector : IRedirector
             var (status, message) = await _ns.SendAsync(lines, $"restore TTL of {_name}", cancellationToken).ConfigureAwait(false);
             if (status == DnsUpdateStatus.Updated)
             {
-                Log.Info("DNS {0}: TTL restored after abort", _name);
+                _log.DnsTtlRestored(_name);
                 _lowered = null;
             }
             else Error("dns-abort", message);
@@ -154,7 +156,7 @@ public sealed class DynamicDnsRedirector : IRedirector
 
     void Error(string step, string message)
     {
-        Log.Error("{0}: {1}", step, message);
+        _log.StepFailed(step, message);
         _report = _report.WithError(step, message);
     }
 }

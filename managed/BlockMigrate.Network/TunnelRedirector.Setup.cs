@@ -11,7 +11,7 @@ public sealed partial class TunnelRedirector
     {
         var (kind, why) = await TunnelKindProbe.ChooseAsync(_options.Tunnel, _source, _destination, ct).ConfigureAwait(false);
         _report = _report with { TunnelKind = kind, TunnelKindReason = why, TunnelLink = _plan.Link };
-        Log.Info("tunnel kind: {0} ({1})", kind?.ToString() ?? "none", why);
+        _log.TunnelKindChosen(kind?.ToString() ?? "none", why);
         if (kind is null)
         {
             Error("prepare", $"no usable tunnel kind: {why}");
@@ -61,8 +61,7 @@ public sealed partial class TunnelRedirector
         }
         _state = State.Prepared;
         _report = _report with { TunnelPreparedAt = DateTimeOffset.UtcNow };
-        Log.Info("tunnel {0} ({1}) prepared: source {2}, destination {3}, table {4}",
-            _plan.Link, kind, _source.Description, _destination.Description, _plan.Table);
+        _log.TunnelPrepared(_plan.Link, kind, _source.Description, _destination.Description, _plan.Table);
         return true;
     }
 
@@ -96,7 +95,7 @@ public sealed partial class TunnelRedirector
         }
         _state = State.Up;
         _report = _report with { TunnelUpAt = DateTimeOffset.UtcNow };
-        Log.Info("tunnel {0} up: {1} now reaches the VM through {2}", _plan.Link, _plan.OldAddress, _destination.Description);
+        _log.TunnelSwitched(_plan.Link, _plan.OldAddress, _destination.Description);
     }
 
     async Task CheckHostAsync(IHostRunner host, string which, CancellationToken ct)
@@ -227,7 +226,7 @@ public sealed partial class TunnelRedirector
         if (host is not IHostShellRunner runner || runner.StartShell() is not { } shell) return null;
         var (usable, error) = await shell.RunIpAsync(["-V"], TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
         if (usable && error is null) return shell;
-        Log.Warn("{0}: no shell for the switch at the freeze ({1}); it will start ip instead", which, error);
+        _log.NoShell(which, error);
         await shell.DisposeAsync().ConfigureAwait(false);
         return null;
     }
@@ -259,13 +258,13 @@ public sealed partial class TunnelRedirector
             if (usable && error is null) return;
             if (usable)
                 throw new SetupException($"ip on the {which} host ({host.Description}) failed: {error}");
-            Log.Warn("{0}: the open shell failed ({1}); starting ip instead", which, error);
+            _log.ShellFailed(which, error);
         }
         var script = string.Join('\n', lines.Select(l => l.Do)) + "\n";
         var res = await host.RunAsync("ip", ["-batch", "-"], script, ct).ConfigureAwait(false);
         if (!res.Succeeded)
             throw new SetupException($"ip on the {which} host ({host.Description}) failed: {res.FirstErrorLine.Replace("Command failed -:", "line")}");
-        Log.Debug("{0}: {1}", which, script.Replace('\n', ';'));
+        _log.Script(which, script.Replace('\n', ';'));
     }
 
     sealed class SetupException(string message) : Exception(message);

@@ -29,7 +29,7 @@ public sealed partial class TunnelRedirector
             var up = already + clock.Elapsed;
             if (up >= _options.TunnelTimeout)
             {
-                Log.Info("tunnel {0}: timeout {1} passed with {2} live connection(s)", _plan.Link, _options.TunnelTimeout, live);
+                _log.TunnelTimedOut(_plan.Link, _options.TunnelTimeout, live);
                 return (TunnelRemovalReason.Timeout, Math.Max(live, 0));
             }
             if (!_noConntrack)
@@ -37,7 +37,7 @@ public sealed partial class TunnelRedirector
                 live = await LiveConnectionsAsync(ct).ConfigureAwait(false) ?? -1;
                 if (live == 0 && up >= _options.TunnelMinimumHold)
                 {
-                    Log.Info("tunnel {0}: no connection to {1} left after {2:0.0} s", _plan.Link, _plan.OldAddress, up.TotalSeconds);
+                    _log.TunnelDrained(_plan.Link, _plan.OldAddress, up.TotalSeconds);
                     return (TunnelRemovalReason.Drained, 0);
                 }
             }
@@ -91,7 +91,7 @@ public sealed partial class TunnelRedirector
                 TunnelRemovedBecause = reason,
                 ConnectionsAtRemoval = live,
             };
-            Log.Info("tunnel {0} removed ({1}){2}", _plan.Link, reason, wasUp ? "" : " before it carried traffic");
+            _log.TunnelRemoved(_plan.Link, reason, wasUp ? "" : " before it carried traffic");
         }
     }
 }

@@ -1,4 +1,5 @@
-using NLog;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace BlockMigrate.Network;
 
@@ -27,7 +28,7 @@ namespace BlockMigrate.Network;
 /// </summary>
 public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
 {
-    static readonly Logger Log = LogManager.GetLogger("BlockMigrate.Network.Tunnel");
+    readonly ILogger _log;
 
     readonly RedirectionOptions _options;
     readonly IHostRunner _source;
@@ -48,8 +49,9 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
 
     /// <summary>A tunnel redirector running source commands via <paramref name="source"/> and destination
     /// commands via <paramref name="destination"/>.</summary>
-    public TunnelRedirector(RedirectionOptions options, IHostRunner source, IHostRunner destination)
+    public TunnelRedirector(RedirectionOptions options, IHostRunner source, IHostRunner destination, ILogger? logger = null)
     {
+        _log = logger ?? NullLogger.Instance;
         if (options.Validate() is { Count: > 0 } errors)
             throw new ArgumentException(string.Join("; ", errors), nameof(options));
         if (!options.TunnelEnabled)
@@ -62,8 +64,8 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
 
     /// <summary>A tunnel redirector with runners from <see cref="RedirectionOptions.SourceCommand"/> and
     /// <see cref="RedirectionOptions.DestinationCommand"/>.</summary>
-    public TunnelRedirector(RedirectionOptions options)
-        : this(options, CommandPrefixRunner.Parse(options.SourceCommand), CommandPrefixRunner.Parse(options.DestinationCommand))
+    public TunnelRedirector(RedirectionOptions options, ILogger? logger = null)
+        : this(options, CommandPrefixRunner.Parse(options.SourceCommand), CommandPrefixRunner.Parse(options.DestinationCommand), logger)
     {
     }
 
@@ -109,7 +111,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
             {
                 var live = await LiveConnectionsAsync(cancellationToken).ConfigureAwait(false);
                 _report = _report with { ConnectionsAtTunnelUp = live };
-                Log.Info("tunnel {0}: {1} live connection(s) to {2}", _plan.Link, live?.ToString() ?? "unknown", _plan.OldAddress);
+                _log.TunnelLiveConnections(_plan.Link, live?.ToString() ?? "unknown", _plan.OldAddress);
             }
             return _report;
         }
@@ -175,7 +177,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
 
     void Error(string step, string message)
     {
-        Log.Error("{0}: {1}", step, message);
+        _log.StepFailed(step, message);
         _report = _report.WithError(step, message);
     }
 }

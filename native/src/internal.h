@@ -1,5 +1,5 @@
 /* BlockMigrate native code: private declarations shared by dirtymap.c,
- * gate.c, bucket.c and filter.c.  Nothing here is part of the contract
+ * bitmap.c, freeze.c, gate.c, bucket.c and filter.c.  Nothing here is part of the contract
  * (include/blockmigrate/dirtymap.h); C# never sees it.
  */
 #ifndef BLOCKMIGRATE_INTERNAL_H
@@ -57,7 +57,7 @@ int bm__map_intact (bm_map *map);
 /* Monotonic clock in nanoseconds. */
 uint64_t bm__now_ns (void);
 
-/* Cross-process waiting on hdr->wake_seq (dirtymap.c).
+/* Cross-process waiting on hdr->wake_seq (freeze.c, with the wait hook).
  *
  * A waiter reads the sequence with bm__wake_seq, re-checks its condition,
  * then calls bm__wait_seq, which sleeps (FUTEX_WAIT, non-private, because

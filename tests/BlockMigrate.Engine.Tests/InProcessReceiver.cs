@@ -28,7 +28,7 @@ internal sealed class InProcessReceiver : IAsyncDisposable
         Directory.CreateDirectory(imageDir);
         var r = new InProcessReceiver(imageDir);
         var listening = new TaskCompletionSource<IPEndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var receiver = new Receiver.Receiver(new ReceiverOptions
+        var receiver = new ReceiverServer(new ReceiverOptions
         {
             ImageDir = imageDir,
             Listen = new IPEndPoint(IPAddress.Loopback, 0),
@@ -40,8 +40,7 @@ internal sealed class InProcessReceiver : IAsyncDisposable
             Overwrite = overwrite,
             Storage = storage,
             IdleTimeout = TimeSpan.FromSeconds(60),
-        });
-        receiver.Log += line => r._log.Enqueue(line);
+        }, new LineLogger(r._log));
         receiver.Listening += ep => listening.TrySetResult(ep);
         r.Run = Task.Run(() => receiver.RunAsync(r._stop.Token));
         var done = await Task.WhenAny(listening.Task, r.Run, Task.Delay(TimeSpan.FromSeconds(30)));
@@ -74,5 +73,20 @@ internal sealed class InProcessReceiver : IAsyncDisposable
         }
         catch (Exception) { /* cancelled, or already reported */ }
         _stop.Dispose();
+    }
+}
+
+/// <summary>Collects a library's log lines as text, warnings prefixed "warning: " as the CLI shows them.</summary>
+public sealed class LineLogger(ConcurrentQueue<string> lines) : Microsoft.Extensions.Logging.ILogger
+{
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+    public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => logLevel >= Microsoft.Extensions.Logging.LogLevel.Information;
+
+    public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
+        Func<TState, Exception?, string> formatter)
+    {
+        if (!IsEnabled(logLevel)) return;
+        lines.Enqueue((logLevel >= Microsoft.Extensions.Logging.LogLevel.Warning ? "warning: " : "") + formatter(state, exception));
     }
 }

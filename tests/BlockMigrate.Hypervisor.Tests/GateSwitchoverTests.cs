@@ -42,7 +42,7 @@ public class GateSwitchoverTests
             report = await migration.RunAsync(ct);
 
         Assert.That(vm.SwitchoverReturned, Is.True);
-        Assert.That(report.Switchover, Is.EqualTo("gate"));
+        Assert.That(report.Switchover, Is.EqualTo(SwitchoverMode.Gate));
         Assert.That(report.FinalBlocks, Is.GreaterThanOrEqualTo(FinalBytes / Block));
         Assert.That(report.CommitMs, Is.GreaterThan(report.DowntimeMs), "the commit came after the hand-over");
         TestContext.Out.WriteLine($"hand-over {report.DowntimeMs:0} ms after the freeze, commit {report.CommitMs:0} ms; gate held requests {bed.Gate.Info().Gated.TotalMilliseconds:0} ms");
@@ -71,7 +71,7 @@ public class GateSwitchoverTests
         await using (var migration = bed.Migration(vm, SwitchoverMode.Commit))
             report = await migration.RunAsync(ct);
 
-        Assert.That(report.Switchover, Is.EqualTo("commit"));
+        Assert.That(report.Switchover, Is.EqualTo(SwitchoverMode.Commit));
         Assert.That(heldAtReturn, Is.Zero, "nothing left to wait for when the destination may resume");
         Assert.That(report.CommitMs, Is.EqualTo(report.DowntimeMs), "the hand-over came at the commit");
         Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, bed.Receiver.Stderr);
@@ -96,7 +96,7 @@ public class GateSwitchoverTests
 
         await using (var migration = bed.Migration(vm, SwitchoverMode.Gate))
         {
-            var e = Assert.ThrowsAsync<AfterCommitException>(() => migration.RunAsync(CancellationToken.None));
+            var e = Assert.ThrowsAsync<AfterHandOverException>(() => migration.RunAsync(CancellationToken.None));
             Assert.That(e!.Message, Does.Contain("did not land").And.Contain("again"));
         }
         Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.EqualTo(1));

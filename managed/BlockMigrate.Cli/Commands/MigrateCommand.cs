@@ -123,18 +123,17 @@ public static class MigrateCommand
                 using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hv.Name);
                 var network = new NetworkRedirection(redirection, display, status);
                 await network.PrepareAsync(ct);
-                await using var migration = new Migration(options, hv);
-                migration.Log += display.OnLog;
+                await using var migration = new Migration(options, hv, display.Logger);
                 migration.Progress += display.OnProgress;
                 if (status != null) migration.Progress += status.OnProgress;
-                migration.Committed += network.OnCommitted;
+                migration.HandedOver += network.OnHandedOver;
                 migration.SourceStopped = network.OnSourceStopped;
                 MigrationReport report;
                 try
                 {
                     report = await migration.RunAsync(ct);
                 }
-                catch (AfterCommitException)
+                catch (AfterHandOverException)
                 {
                     // the destination owns the disks (and the VM): redirect its network all the same
                     display.Finish();
@@ -167,7 +166,7 @@ public static class MigrateCommand
                 }
                 return CommandRunner.Ok;
             }
-            catch (AfterCommitException e)
+            catch (AfterHandOverException e)
             {
                 Console.Error.WriteLine($"blockmigrate: {e.Message}");
                 return AfterCommitFailed;
@@ -196,7 +195,7 @@ public static class MigrateCommand
     {
         var o = Console.Out;
         o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
-        o.WriteLine(r.Switchover == "gate"
+        o.WriteLine(r.Switchover == SwitchoverMode.Gate && !r.FinishedHandOver
             ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
@@ -231,7 +230,7 @@ public static class MigrateCommand
             w.WriteBoolean("resumed", r.Resumed);
             w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
             w.WriteNumber("final_blocks", r.FinalBlocks);
-            w.WriteString("switchover", r.Switchover);
+            w.WriteString("switchover", r.SwitchoverName);
             if (r.CommitMs is { } commitMs) w.WriteNumber("commit_ms", Math.Round(commitMs, 1));
             else w.WriteNull("commit_ms");
             w.WriteString("hypervisor", r.Hypervisor);

@@ -2,7 +2,7 @@
 //   PrepareAsync                before the migration starts (TTL lowered, tunnel links built)
 //   DivertAsync                 at the freeze (Migration.SourceStopped): the tunnel takes the old address
 //                               now, so what clients send during the downtime waits at the destination
-//   RedirectAsync               started at the hand-over (Migration.Committed): the DNS update
+//   RedirectAsync               started at the hand-over (Migration.HandedOver): the DNS update
 //   WaitDrainedAndTeardownAsync after the migration returned: the command stays in the foreground,
 //                               showing the wait, until the tunnel is gone; Ctrl-C/SIGTERM tears it down now
 //   AbortAsync                  when the migration fails before the hand-over, or on Ctrl-C
@@ -22,13 +22,13 @@ public sealed class NetworkRedirection
     private readonly ProgressDisplay _display;
     private readonly StatusFile? _status;
     private Task? _divert;              // set once, by OnSourceStopped (the switchover's thread)
-    private Task? _redirect;            // set once, by OnCommitted (the switchover's thread)
+    private Task? _redirect;            // set once, by OnHandedOver (the switchover's thread)
     private CancellationToken _ct;      // the command's token, for the redirect started at the hand-over
 
     public NetworkRedirection(RedirectionOptions? options, ProgressDisplay display, StatusFile? status)
     {
         _options = options;
-        _redirector = options is null ? new NoneRedirector() : Redirectors.Create(options);
+        _redirector = options is null ? new NoneRedirector() : Redirectors.Create(options, new Logging.NLogLoggerFactory());
         _display = display;
         _status = status;
         Report = _redirector.Report;
@@ -78,8 +78,8 @@ public sealed class NetworkRedirection
         catch (Exception e) { Log.Warn($"network: {e.Message}"); }
     }
 
-    /// <summary>Handler for <c>Migration.Committed</c>: starts the redirection without blocking the switchover.</summary>
-    public void OnCommitted()
+    /// <summary>Handler for <c>Migration.HandedOver</c>: starts the redirection without blocking the switchover.</summary>
+    public void OnHandedOver()
     {
         if (_options is null || _redirect is not null) return;
         _status?.OnNetwork("network", "redirecting");
@@ -102,7 +102,7 @@ public sealed class NetworkRedirection
         if (_options is null) return;
         try
         {
-            if (_redirect is null) OnCommitted(); // a hypervisor that returned without the event: redirect now
+            if (_redirect is null) OnHandedOver(); // a hypervisor that returned without the event: redirect now
             await _redirect!;
             if (!_options.TunnelEnabled || Report.TunnelUpAt is null && Report.TunnelRemovedAt is not null) return;
             var started = DateTimeOffset.UtcNow;

@@ -13,13 +13,16 @@ public sealed class ProgressDisplay(bool tty)
     private readonly object _lock = new();
     private int _width;
 
-    public void OnLog(string line)
+    /// <summary>The engine's logger: its lines go to NLog ("migrate") at their level, with the progress line cleared first.</summary>
+    public Microsoft.Extensions.Logging.ILogger Logger => _logger ??= new Logging.NLogLogger(Log, Write);
+    private Microsoft.Extensions.Logging.ILogger? _logger;
+
+    private void Write(LogLevel level, string line)
     {
         lock (_lock)
         {
             ClearLine();
-            if (line.StartsWith("warning: ", StringComparison.Ordinal)) Log.Warn(line[9..]);
-            else Log.Info(line);
+            Log.Log(level, line);
         }
     }
 

@@ -73,12 +73,7 @@ public static class ReceiveCommand
             if (options.HandshakeTimeout.TotalSeconds is < 0.1 or > 3600) throw new UsageException("--handshake-timeout: expected 0.1 to 3600 seconds");
             if (options.MaxPendingHandshakes is < 1 or > 100000) throw new UsageException("--max-pending-handshakes: expected 1 to 100000");
             if (options.Overwrite) Log.Warn("--overwrite: a fresh copy may replace a handed-over, committed, gated or foreign image");
-            var receiver = new Receiver.Receiver(options);
-            receiver.Log += line =>
-            {
-                if (line.StartsWith("warning: ", StringComparison.Ordinal)) Log.Warn(line[9..]);
-                else Log.Info(line);
-            };
+            var receiver = new ReceiverServer(options, new Logging.NLogLogger(Log));
             receiver.Listening += ep =>
             {
                 Console.Out.WriteLine($"listening on {ep}");

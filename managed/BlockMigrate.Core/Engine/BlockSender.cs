@@ -7,18 +7,17 @@ using BlockMigrate.Transport;
 namespace BlockMigrate.Engine;
 
 /// <summary>
-/// The socket stage of the pipeline and the receiving half of the connection.
+/// The socket stage of the pipeline: flow control over a <see cref="SourceSession"/>.
 ///
 /// Sending: a frame waits for room in the window (bytes sent and not acknowledged), then for the
 /// bandwidth cap, then goes out; its blocks are remembered under its sequence number.
-/// Receiving (one task): cumulative acks drop the blocks of every frame up to the acked number
-/// from the disks' outstanding sets and open the window; Committed/VerifyResult complete their
-/// awaiters; an Error frame, a closed connection or a bad frame fails everything at once.
+/// What the session's read loop dispatches (its task): cumulative acks drop the blocks of every frame
+/// up to the acked number from the disks' outstanding sets and open the window; Committed/VerifyResult
+/// complete their awaiters; a failure (Error frame, closed connection, bad frame) fails everything at once.
 /// </summary>
-internal sealed class BlockSender : IAsyncDisposable
+internal sealed class BlockSender : IAsyncDisposable, ISourceSessionEvents
 {
-    private readonly FrameWriter _writer;
-    private readonly FrameReader _reader;
+    private readonly SourceSession _session;
     private readonly BandwidthLimit? _limit;
     private readonly long _window;
     private readonly TimeSpan _stallTimeout;
@@ -34,19 +33,16 @@ internal sealed class BlockSender : IAsyncDisposable
     private TimeSpan _minAckLatency = TimeSpan.MaxValue; // _lock: smallest send→ack time seen (≈ a round trip)
     private readonly TaskCompletionSource _committed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<VerifyResultMessage> _verified = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly CancellationTokenSource _stop = new();
-    private Task? _readLoop;
 
-    public BlockSender(FrameWriter writer, FrameReader reader, MigrationOptions options)
+    public BlockSender(SourceSession session, MigrationOptions options)
     {
-        _writer = writer;
-        _reader = reader;
+        _session = session;
         _window = options.WindowBytes;
         _stallTimeout = options.StallTimeout;
         if (options.BandwidthBytesPerSecond is { } bps) _limit = new BandwidthLimit(bps);
     }
 
-    public void Start() => _readLoop = Task.Run(ReadLoopAsync);
+    public void Start() => _session.Start(this);
 
     /// <summary>Sends one data frame (returning its pooled buffer); waits for window room first.</summary>
     public async Task SendAsync(OutgoingFrame frame, CancellationToken cancellationToken)
@@ -67,7 +63,7 @@ internal sealed class BlockSender : IAsyncDisposable
             ulong seq;
             try
             {
-                seq = await _writer.WriteAsync(FrameType.Data, head, frame.Body, cancellationToken);
+                seq = await _session.SendAsync(FrameType.Data, head, frame.Body, cancellationToken);
             }
             catch (IOException e)
             {
@@ -102,7 +98,7 @@ internal sealed class BlockSender : IAsyncDisposable
         ThrowIfFailed();
         try
         {
-            return await _writer.WriteAsync(type, payload, default, cancellationToken);
+            return await _session.SendAsync(type, payload, default, cancellationToken);
         }
         catch (IOException e)
         {
@@ -137,8 +133,6 @@ internal sealed class BlockSender : IAsyncDisposable
         await WaitAsync(() => _verified.Task.IsCompleted, cancellationToken, stallCheck: false);
         return await _verified.Task;
     }
-
-    public long InflightBytes { get { lock (_lock) return _inflightBytes; } }
 
     /// <summary>Time spent waiting for window room, the bandwidth cap, the socket or the last acks: the link, not the producer, was the bottleneck then.</summary>
     public WaitMeter LinkWait { get; } = new();
@@ -189,52 +183,21 @@ internal sealed class BlockSender : IAsyncDisposable
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private async Task ReadLoopAsync()
+    void ISourceSessionEvents.Committed()
     {
-        try
-        {
-            while (true)
-            {
-                var frame = await _reader.ReadAsync(_stop.Token);
-                if (frame == null) throw new TransportException("the receiver closed the connection");
-                switch (frame.Type)
-                {
-                    case FrameType.Ack:
-                        var ack = AckMessage.Decode(frame.Payload).Sequence;
-                        if (ack > _writer.LastSequence)
-                            throw new ProtocolException($"the receiver acknowledged frame {ack}, but only {_writer.LastSequence} were sent");
-                        OnAck(ack);
-                        break;
-                    case FrameType.Committed:
-                        _committed.TrySetResult();
-                        lock (_lock) Signal();
-                        break;
-                    case FrameType.VerifyResult:
-                        _verified.TrySetResult(ProtocolJson.Decode(frame, FrameType.VerifyResult, ProtocolJson.Default.VerifyResultMessage));
-                        lock (_lock) Signal();
-                        break;
-                    case FrameType.Error:
-                        throw new RemoteFailureException($"receiver failed: {PeerText.Clean(frame.Payload)} (the source map still holds every block it did not acknowledge; a re-run resumes)");
-                    default:
-                        throw new ProtocolException($"unexpected {frame.Type} frame from the receiver");
-                }
-            }
-        }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-        {
-            Fail(new MigrationException("connection closed"));
-        }
-        catch (BlockMigrateException e)
-        {
-            Fail(e);
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or System.Security.Authentication.AuthenticationException)
-        {
-            Fail(new TransportException($"link to the receiver failed: {e.Message}"));
-        }
+        _committed.TrySetResult();
+        lock (_lock) Signal();
     }
 
-    private void OnAck(ulong seq)
+    void ISourceSessionEvents.Verified(VerifyResultMessage result)
+    {
+        _verified.TrySetResult(result);
+        lock (_lock) Signal();
+    }
+
+    void ISourceSessionEvents.Failed(BlockMigrateException reason) => Fail(reason);
+
+    void ISourceSessionEvents.Acked(ulong seq)
     {
         lock (_lock)
         {
@@ -256,15 +219,6 @@ internal sealed class BlockSender : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        _stop.Cancel();
-        if (_readLoop != null)
-            try
-            {
-                await _readLoop.WaitAsync(TimeSpan.FromSeconds(2));
-            }
-            catch (TimeoutException) { }
-        _stop.Dispose();
-    }
+    /// <summary>Stops the session's read loop: every waiter fails from now on.</summary>
+    public ValueTask DisposeAsync() => _session.DisposeAsync();
 }

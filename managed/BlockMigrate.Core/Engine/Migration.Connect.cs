@@ -29,7 +29,7 @@ public sealed partial class Migration
             throw new TransportException($"receiver {_options.Host}:{_options.Port} did not answer within {_options.ConnectTimeout.TotalSeconds:0.#} s " +
                                          $"({_openingStage}): is a BlockMigrate receiver listening there, and not overloaded? (--connect-timeout)");
         }
-        _sender = new BlockSender(_channelWriter!, _channelReader!, _options);
+        _sender = new BlockSender(_session!, _options);
         _sender.Start();
         _producer = new FrameProducer(InitialCodec());
         _codecCheckedAt = System.Diagnostics.Stopwatch.GetTimestamp(); // the first codec check looks at the copy only, not the handshake
@@ -38,8 +38,7 @@ public sealed partial class Migration
     }
 
     private string _openingStage = "";
-    private FrameWriter? _channelWriter;
-    private FrameReader? _channelReader;
+    private SourceSession? _session; // the protocol side of the connection (Protocol/SourceSession.cs); BlockSender stops it
 
     /// <summary>Connects, authenticates, sends Hello and reads the Welcome; <paramref name="ct"/> carries the opening's deadline.</summary>
     private async Task OpenAndGreetAsync(CancellationToken ct)
@@ -60,8 +59,7 @@ public sealed partial class Migration
         }
         Say($"connected to {_options.Host}:{_options.Port} ({(_options.Plaintext ? "plaintext" : "TLS 1.3, receiver key " + _channel.Peer)})");
 
-        var writer = _channelWriter = new FrameWriter(_channel.Stream);
-        var reader = _channelReader = new FrameReader(_channel.Stream);
+        var session = _session = new SourceSession(_channel.Stream);
         var offers = new List<DiskOffer>();
         foreach (var d in _disks)
         {
@@ -71,7 +69,7 @@ public sealed partial class Migration
             {
                 // an earlier run handed the VM over and its last blocks did not all land: finish that.
                 // Past the point of no return already: no failure from here gives anything back or thaws.
-                _handedOver = true;
+                if (!_state.IsHandedOver) _state.HandOver();
                 if (!old.Identity.AsSpan().SequenceEqual(identity))
                     throw new MigrationException($"disk {d.Name} was handed over to another receiver, whose gate holds its last blocks: finish it there");
                 var recovered = d.RecoverOutstanding(old.Lineage);
@@ -87,24 +85,22 @@ public sealed partial class Migration
                 // the previous run died without giving its bits back (SIGKILL, power to the process)
                 var recovered = d.RecoverOutstanding(old.Lineage);
                 if (recovered) old = old with { State = ResumeCookie.Resumable };
-                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun(d.Map.Thaw);
+                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
                 Say($"disk {d.Name}: the previous run of lineage {old.LineageHex} died; {(recovered ? "its outstanding blocks are dirty again: resuming" : "no record of its outstanding blocks: copying afresh")}");
             }
             var resume = old.AllowsResume(identity);
             d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
             offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing, ImageExtents.AllocatedBlockBytes(d.Image, d.Size, d.BlockSize)));
         }
-        _finishOnly = _disks.All(d => d.Finishing);
-        if (!_finishOnly && _disks.Any(d => d.Finishing))
+        var finishOnly = _disks.All(d => d.Finishing);
+        if (finishOnly) _state.Decide(SwitchoverPlan.Finish);
+        else if (_disks.Any(d => d.Finishing))
             throw new MigrationException($"disks {string.Join(", ", _disks.Where(d => d.Finishing).Select(d => d.Name))} were handed over, the others not: migrate them separately");
         try
         {
-            var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             _openingStage = "no Welcome after our Hello";
-            var memoryKey = _finishOnly ? null : _hypervisor.MemoryKey; // delivered inside the pinned channel only
-            await writer.WriteAsync(FrameType.Hello, ProtocolJson.Encode(new HelloMessage(HelloMessage.CurrentVersion, offers, memoryKey), ProtocolJson.Default.HelloMessage), default, ct);
-            var welcome = MessageChecks.Check(ProtocolJson.Decode(await reader.ReadRequiredAsync("the receiver's welcome", ct), FrameType.Welcome, ProtocolJson.Default.WelcomeMessage), offers);
-            _roundTrip = System.Diagnostics.Stopwatch.GetElapsedTime(sent);
+            var memoryKey = finishOnly ? null : _hypervisor.MemoryKey; // delivered inside the pinned channel only
+            (var welcome, _roundTrip) = await session.GreetAsync(new HelloMessage(HelloMessage.CurrentVersion, offers, memoryKey), ct);
             if (memoryKey != null)
             {
                 if (welcome.MemoryKeyDir is not { } keyDir)
@@ -112,7 +108,7 @@ public sealed partial class Migration
                 if (!Path.IsPathFullyQualified(keyDir) || keyDir.Any(char.IsControl))
                     throw new ProtocolException("the receiver named a bad directory for the memory key");
                 _hypervisor.MemoryKeyDelivered(keyDir);
-                if (_options.Plaintext) Say("warning: the memory stream's key crossed this --plaintext connection in the clear");
+                if (_options.Plaintext) Warn("the memory stream's key crossed this --plaintext connection in the clear");
             }
             for (var i = 0; i < _disks.Count; i++)
             {
@@ -121,13 +117,13 @@ public sealed partial class Migration
                 if (d.Finishing)
                 {
                     if (!resume) throw new MigrationException($"disk {d.Name}: the receiver no longer holds the copy this hand-over went to");
-                    _resumed = true;
+                    d.Resumed = true;
                     d.Map.SetState(Maps.MapState.Tracking);
                     continue; // the cookie stays "handed over" until the commit
                 }
                 if (resume)
                 {
-                    _resumed = true;
+                    d.Resumed = true;
                     Say($"disk {d.Name}: resuming lineage {d.Cookie!.LineageHex}: {d.Map.DirtyCount()} blocks to send");
                 }
                 else
@@ -139,7 +135,7 @@ public sealed partial class Migration
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.Map.SetState(Maps.MapState.Tracking);
             }
-            _gateResume = !_finishOnly && ChooseGateResume(welcome.Disks);
+            if (!finishOnly) _state.Decide(ChooseGateResume(welcome.Disks) ? SwitchoverPlan.Gate : SwitchoverPlan.Commit);
             _zstdOffered = welcome.Codecs?.Contains(WelcomeMessage.Zstd) == true;
         }
         catch (IOException e)

@@ -23,7 +23,7 @@ public sealed partial class Migration
     {
         SetPhase(MigrationPhase.Memory);
         foreach (var d in _disks) d.SyncOutstanding();
-        if (_linkRate is { } rate)
+        if (_rates.LinkRate is { } rate)
         {
             Say($"link measured by the disk copy: {rate / 1e6:0.0} MB/s on the wire");
             _hypervisor.LinkRateMeasured(rate);

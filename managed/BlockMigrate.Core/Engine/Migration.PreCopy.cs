@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using BlockMigrate.Logging;
 using BlockMigrate.Maps;
 
 namespace BlockMigrate.Engine;
@@ -9,8 +10,6 @@ public sealed partial class Migration
     private long _bulkWireBytes; // socket bytes when the bulk copy ended
     private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
 
-    private readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes, double LinkWaitFraction);
-    private double? _linkRate;    // bytes/s on the wire of a large round that waited on the link (the link's rate)
 
     /// <summary>
     /// The bulk copy is simply the first round over a map whose bits were all set (or, on resume, over
@@ -32,17 +31,17 @@ public sealed partial class Migration
         var fixedCost = roundTrip < _options.MaxDowntime / 2 ? roundTrip : TimeSpan.Zero;
         Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms");
         if (fixedCost == TimeSpan.Zero)
-            Say($"warning: the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
+            Warn($"the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();
             var dirtyRate = dirtyBytes / Math.Max(stats.Elapsed.TotalSeconds, 1e-3);
-            var estimate = (_blockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / _blockRate) : TimeSpan.Zero) + fixedCost;
-            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_blockRate)}/s, switchover would take {estimate.TotalMilliseconds:0} ms");
+            var estimate = _rates.SwitchoverEstimate(dirtyBytes, fixedCost);
+            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, switchover would take {estimate.TotalMilliseconds:0} ms");
             if (dirtyBlocks == 0 || estimate <= _options.MaxDowntime) return;
             if (_round >= _options.MaxRounds)
                 throw new DidNotConvergeException(
-                    $"did not converge in {_options.MaxRounds} rounds: {Mib(dirtyBytes)} still dirty, dirtied at {Mib(dirtyRate)}/s against {Mib(_blockRate)}/s drained" +
+                    $"did not converge in {_options.MaxRounds} rounds: {Mib(dirtyBytes)} still dirty, dirtied at {Mib(dirtyRate)}/s against {Mib(_rates.BlockRate)}/s drained" +
                     (_options.Throttle ? "; raise --max-downtime or --max-rounds" : "; allow throttling (drop --no-throttle) or raise --max-downtime"));
             if (_options.Throttle) AdjustThrottle(dirtyRate, stats.Elapsed);
             _round++;
@@ -74,7 +73,9 @@ public sealed partial class Migration
             work.Add((d, taken));
         }
         var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct);
-        Measure(stats);
+        _rates.Observe(stats);
+        _log.RoundSent(_round, stats.BlockBytes, stats.DataBytes, stats.WireBytes, stats.Elapsed.TotalMilliseconds,
+            100 * stats.LinkWaitFraction, _rates.WireRate, _rates.BlockRate);
         return stats;
     }
 
@@ -127,22 +128,6 @@ public sealed partial class Migration
         var elapsedTicks = Math.Max(1, Stopwatch.GetTimestamp() - started);
         return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
             Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
-    }
-
-    /// <summary>Updates the socket rate and the drain rate from a round large enough to say something.</summary>
-    private void Measure(RoundStats s)
-    {
-        var seconds = Math.Max(s.Elapsed.TotalSeconds, 1e-4);
-        if (s.WireBytes >= 256 * 1024 || _wireRate == 0)
-            _wireRate = s.WireBytes / seconds;
-        if (s.WireBytes >= 4 << 20 && seconds >= 1 && s.LinkWaitFraction >= 0.5)
-            _linkRate = s.WireBytes / seconds;
-        if (s.DataBytes >= 256 * 1024 || _blockRate == 0)
-        {
-            // dirty blocks are mostly data: drain rate = socket rate / (wire bytes per data byte)
-            var ratio = Math.Clamp((double)s.WireBytes / Math.Max(s.DataBytes, 1), 0.05, 1.2);
-            _blockRate = s.DataBytes > 0 ? _wireRate / ratio : Math.Max(_blockRate, s.BlockBytes / seconds);
-        }
     }
 
     private static string Mib(double bytes) => $"{bytes / (1 << 20):0.0} MiB";

@@ -49,7 +49,7 @@ public sealed partial class Migration
             d.Frozen = true;
         }
         var (work, blockBytes, lastFinalSet) = await SendFinalSetAsync(ct);
-        if (_gateResume)
+        if (_state.Plan == SwitchoverPlan.Gate)
         {
             // acks are cumulative and in order: this one says every final block is held by the gate
             await _sender!.WaitAckedAsync(lastFinalSet, ct);
@@ -120,12 +120,12 @@ public sealed partial class Migration
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
         await _sender.WaitCommittedAsync(ct);
         _commitTime = Stopwatch.GetElapsedTime(started);
-        _committed = true;
+        _state.Commit();
         foreach (var d in _disks)
         {
             d.ForgetOutstanding();
-            TryRun(() => d.Map.SetCookie(new byte[DirtyMap.CookieSize]));
-            TryRun(() => d.Map.SetState(MapState.None, MapState.Tracking));
+            TryRun($"disk {d.Name}: clearing the map's cookie after the commit", () => d.Map.SetCookie(new byte[DirtyMap.CookieSize]));
+            TryRun($"disk {d.Name}: clearing the map's tracking state after the commit", () => d.Map.SetState(MapState.None, MapState.Tracking));
         }
         Say($"committed: {_finalBlocks} final blocks, {_commitTime.Value.TotalMilliseconds:0} ms after the freeze");
     }
@@ -135,7 +135,8 @@ public sealed partial class Migration
     {
         _downtime = _commitTime ?? Stopwatch.GetElapsedTime(started);
         _switchoverTime = _downtime;
-        if (!_committed)
+        var committed = _state.IsCommitted;
+        if (!committed)
             foreach (var d in _disks)
             {
                 // a re-run must finish this hand-over, never copy afresh or give the VM back
@@ -143,12 +144,12 @@ public sealed partial class Migration
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.SyncOutstanding();
             }
-        _handedOver = true;
+        _state.HandOver();
         ReleaseThrottle();
-        Say(_committed
+        Say(committed
             ? $"handed over at the commit: downtime {_downtime.TotalMilliseconds:0} ms"
             : $"handed over: {_finalBlocks} final blocks held by the destination gate, downtime {_downtime.TotalMilliseconds:0} ms; streaming them while the destination VM resumes");
-        Committed?.Invoke();
+        HandedOver?.Invoke();
     }
 
     /// <summary>
@@ -159,7 +160,7 @@ public sealed partial class Migration
     private async Task AwaitFinalDataAsync()
     {
         _hypervisorDone.TrySetResult();
-        if (_finalData == null || _committed) return;
+        if (_finalData == null || _state.IsCommitted) return;
         try
         {
             await _finalData;
@@ -167,8 +168,8 @@ public sealed partial class Migration
         catch (Exception e)
         {
             var left = _disks.Sum(d => (long)d.OutstandingCount());
-            foreach (var d in _disks) TryRun(d.SyncOutstanding);
-            throw new AfterCommitException(
+            foreach (var d in _disks) TryRun($"disk {d.Name}: writing the outstanding record", d.SyncOutstanding);
+            throw new AfterHandOverException(
                 $"handed over (the destination VM runs there), but {left} blocks of the final set did not land: {e.Message}. " +
                 "The destination holds I/O on them; run the same migrate command again to finish", e);
         }
@@ -218,11 +219,11 @@ public sealed partial class Migration
     /// </summary>
     private Task AfterCommitAsync()
     {
-        if (_finishOnly) return Task.CompletedTask; // a handed-over VM never runs at the source again
+        if (_state.Plan == SwitchoverPlan.Finish) return Task.CompletedTask; // a handed-over VM never runs at the source again
         if (_hypervisor is NoneHypervisor && !_options.KeepSourceFrozen)
             foreach (var d in _disks)
             {
-                TryRun(d.Map.Thaw);
+                TryRun($"disk {d.Name}: thawing the source map", d.Map.Thaw);
                 d.Frozen = false;
             }
         return Task.CompletedTask;
@@ -240,14 +241,15 @@ public sealed partial class Migration
         ThrottledWallTime.TotalSeconds,
         WritesDelayed().TotalSeconds,
         _verified,
-        _resumed,
+        _disks.Any(d => d.Resumed),
         _frozenAtUnixMs,
         _finalBlocks,
         hv.Hypervisor,
         _disks.Select(d => d.Name).ToList())
     {
         HypervisorDetails = hv.Switchover == null ? hv with { Switchover = _switchoverTime } : hv,
-        Switchover = _finishOnly ? "finish" : _gateResume ? "gate" : "commit",
+        Switchover = _state.Plan == SwitchoverPlan.Gate ? SwitchoverMode.Gate : SwitchoverMode.Commit,
+        FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
         BytesLz4 = Interlocked.Read(ref _producer.Lz4Bytes),
         BytesZstd = Interlocked.Read(ref _producer.ZstdBytes),

@@ -11,28 +11,18 @@ public sealed partial class Migration
     private TimeSpan _delayedAtStart;    // the maps' throttled_ns when the migration began
 
     /// <summary>
-    /// Called after a round that did not fit. When the guest dirties blocks at ≥ 80% of the drain
-    /// rate the copy cannot converge on its own: cap the guest's write bandwidth (the shim's token
-    /// bucket) at half the drain rate, divided by the write amplification seen (a 4 KiB write dirties
-    /// a whole block), and halve the cap again on every round that still does not fit. The throttle
-    /// is released at the commit, on abort, and in RunAsync's finally.
+    /// Called after a round that did not fit: applies <see cref="ThrottleLaw"/> to the maps. The throttle
+    /// is released at the hand-over, on abort, and in RunAsync's finally.
     /// </summary>
     private void AdjustThrottle(double dirtyRate, TimeSpan roundTime)
     {
         ulong written = 0;
         foreach (var d in _disks) written += d.Map.Info().BytesWritten;
-        var writeRate = (written - _writtenAtRound) / Math.Max(roundTime.TotalSeconds, 1e-3);
+        var writeRate = ThrottleLaw.WriteRate(_writtenAtRound, written, roundTime);
         _writtenAtRound = written;
-        if (_throttle == 0 && dirtyRate < 0.8 * _blockRate) return;
-
-        var amplification = writeRate > 0 ? Math.Max(1, dirtyRate / writeRate) : 1;
-        var target = _throttle == 0
-            ? (ulong)(0.5 * _blockRate / amplification)
-            : _throttle / 2;
-        target = Math.Max(target, 4096);
-        if (target == _throttle) return;
-        SetThrottle(target);
-        Say($"throttle: guest writes capped at {Mib(target)}/s (dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_blockRate)}/s, amplification {amplification:0.0})");
+        if (ThrottleLaw.Next(_throttle, dirtyRate, writeRate, _rates.BlockRate) is not { } next) return;
+        SetThrottle(next.Cap);
+        Say($"throttle: guest writes capped at {Mib(next.Cap)}/s (dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, amplification {next.Amplification:0.0})");
     }
 
     private void SetThrottle(ulong bytesPerSecond)
@@ -46,7 +36,7 @@ public sealed partial class Migration
     private void ReleaseThrottle()
     {
         if (_throttle == 0) return;
-        foreach (var d in _disks) TryRun(() => d.Map.SetThrottle(0));
+        foreach (var d in _disks) TryRun($"disk {d.Name}: releasing the throttle", () => d.Map.SetThrottle(0));
         _throttledTotal += Stopwatch.GetElapsedTime(_throttleSince);
         _throttle = 0;
         Say("throttle: released");

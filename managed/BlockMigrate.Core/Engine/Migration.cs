@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
 
@@ -15,7 +18,26 @@ namespace BlockMigrate.Engine;
 /// <item>Migration.Switchover.cs: the callback the hypervisor calls: freeze, final set, data, commit, (verify).</item>
 /// <item>Migration.Abort.cs: before the hand-over every failure leaves the source as it was, bits given back.</item>
 /// </list>
-/// Usage: <c>await using var m = new Migration(options, hypervisor); m.Progress += ...; var report = await m.RunAsync(ct);</c>
+/// The state (phase, custody of the VM, switchover plan) and its legal transitions: MigrationState.cs.
+/// The rules with no I/O, unit-tested alone: DrainRate.cs (rates, switchover estimate), ThrottleLaw.cs.
+/// Logging: <c>_log</c> (an <see cref="ILogger"/>, <see cref="CoreLog"/>): Say (information), Warn, and a debug line per round
+/// and per failure deliberately ignored (TryRun).
+/// Usage: <c>await using var m = new Migration(options, hypervisor, logger); m.Progress += ...; var report = await m.RunAsync(ct);</c>
+/// <para>Who touches what. Four flows run: the <b>main</b> task (RunAsync: connect, pre-copy, awaiting the
+/// hypervisor, report), the <b>timer</b> (every 500 ms: progress, codec), the <b>memory-rounds</b> task
+/// (Memory phase only, stopped and awaited by the switchover before it freezes), the hypervisor's
+/// <b>switchover</b> callback, and in gate mode the <b>final-data</b> task it starts.</para>
+/// <list type="table">
+/// <item><term>_state</term><description>all; its own lock</description></item>
+/// <item><term>_channel, _session, _sender, _producer</term><description>set once by main while connecting; read by all after</description></item>
+/// <item><term>_round, _roundBytesTotal/Start, _rates</term><description>whoever sends a round (main; then memory-rounds; then switchover or final-data, one at a time, each handing over through an await); the timer reads them unlocked (a stale value skews one progress line)</description></item>
+/// <item><term>_throttle*, _writtenAtRound</term><description>main (pre-copy); released by switchover at the hand-over, or by main on abort</description></item>
+/// <item><term>_stopMemoryRounds (volatile), _memoryRoundsFailure</term><description>set by switchover/main, resp. memory-rounds; read after awaiting the task</description></item>
+/// <item><term>_downtime, _frozenAtUnixMs, _finalBlocks, _switchoverTime, _verified, _finalData</term><description>switchover (or main when finishing); main reads them after the hypervisor returned</description></item>
+/// <item><term>_commitTime</term><description>whoever commits (switchover, final-data, or main when finishing); main reads it after AwaitFinalDataAsync</description></item>
+/// <item><term>_socketRate, _codecCheckedAt, _linkWaitAtCheck, _producerWaitAtCheck</term><description>timer only</description></item>
+/// <item><term>_zstdOffered, _roundTrip, _openingStage, _bytesToSend, _bulkWireBytes, _delayedAtStart</term><description>main only</description></item>
+/// </list>
 /// </summary>
 public sealed partial class Migration : IAsyncDisposable
 {
@@ -26,42 +48,38 @@ public sealed partial class Migration : IAsyncDisposable
     private SecureChannel? _channel;
     private BlockSender? _sender;
     private FrameProducer? _producer;
-    private MigrationPhase _phase = MigrationPhase.Connecting;
+    private readonly MigrationState _state = new(); // phase, custody, plan: every transition in MigrationState.cs
+    private readonly DrainRate _rates = new();
+    private readonly SmoothedRate _socketRate = new(Stopwatch.GetTimestamp());
     private int _round;
-    private bool _committed;        // the receiver wrote, fsynced and recorded every final block
-    private bool _handedOver;       // the point of no return: the destination VM may run (see Migration.Switchover.cs)
-    private bool _gateResume;       // hand over once the final set is gated, not at the commit
-    private bool _finishOnly;       // this run finishes an earlier hand-over
-    private bool _resumed;
     private long _roundBytesTotal, _roundBytesStart;
-    private double _wireRate;       // bytes/s on the socket, measured over the latest large round
-    private double _blockRate;      // dirty-block bytes drained per second (the rate that matters for convergence)
     private long _bytesToSend;
 
-    public Migration(MigrationOptions options, IHypervisor hypervisor)
+    private readonly ILogger _log;
+
+    /// <param name="logger">Where the migration's lines go (phase changes, rounds, throttle; warnings; debug figures); none: nowhere.</param>
+    public Migration(MigrationOptions options, IHypervisor hypervisor, ILogger? logger = null)
     {
         if (options.Disks.Count == 0) throw new MigrationException("no disks to migrate");
         _options = options;
         _hypervisor = hypervisor;
+        _log = logger ?? NullLogger.Instance;
         _hypervisor.Log += line => Say($"{_hypervisor.Name}: {line}");
     }
 
     /// <summary>Raised a few times a second and at each phase change (from a worker thread).</summary>
     public event Action<MigrationProgress>? Progress;
 
-    /// <summary>One line per notable event (phase changes, rounds, throttle), for logs.</summary>
-    public event Action<string>? Log;
-
     /// <summary>Raised once, at the hand-over (the point of no return: the destination owns the VM and disks from now on), from the
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
-    public event Action? Committed;
+    public event Action? HandedOver;
 
     /// <summary>Called once as the switchover starts (the source VM has stopped for good; before the hand-over),
     /// e.g. to send the VM's traffic to the destination now; it runs alongside the freeze and the final set,
     /// and the hand-over waits for its task. Must not throw.</summary>
     public Func<CancellationToken, Task>? SourceStopped { get; set; }
 
-    public MigrationPhase Phase => _phase;
+    public MigrationPhase Phase => _state.Phase;
 
     /// <summary>Runs every phase; returns the report at the end, or throws (source untouched) before the hand-over.</summary>
     public async Task<MigrationReport> RunAsync(CancellationToken cancellationToken)
@@ -80,21 +98,21 @@ public sealed partial class Migration : IAsyncDisposable
             OpenDisks();
             await ConnectAsync(ct);
             HypervisorReport hv;
-            if (_finishOnly)
+            if (_state.Plan == SwitchoverPlan.Finish)
                 hv = await FinishHandOverAsync(ct);
             else
             {
                 await _hypervisor.PrepareAsync(ct);
                 await PreCopyAsync(ct);
                 hv = await MigrateMemoryAsync(ct);
-                if (!_handedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
+                if (!_state.IsHandedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
                 await AwaitFinalDataAsync();
             }
             await AfterCommitAsync();
             SetPhase(MigrationPhase.Done);
             return BuildReport(hv);
         }
-        catch (Exception e) when (!_handedOver)
+        catch (Exception e) when (!_state.IsHandedOver)
         {
             var reason = e switch
             {
@@ -107,14 +125,14 @@ public sealed partial class Migration : IAsyncDisposable
             await AbortAsync(reason);
             throw reason;
         }
-        catch (Exception e) when (e is not AfterCommitException)
+        catch (Exception e) when (e is not AfterHandOverException)
         {
             await AwaitFinalDataAsync(); // the final blocks still land, whatever the hypervisor did
-            throw new AfterCommitException($"handed over (the destination owns the disks), but then: {e.Message}", e);
+            throw new AfterHandOverException($"handed over (the destination owns the disks), but then: {e.Message}", e);
         }
         finally
         {
-            foreach (var d in _disks) TryRun(() => d.Map.SetThrottle(0));
+            foreach (var d in _disks) TryRun($"disk {d.Name}: releasing the throttle", () => d.Map.SetThrottle(0));
         }
     }
 
@@ -124,7 +142,7 @@ public sealed partial class Migration : IAsyncDisposable
         foreach (var spec in _options.Disks)
         {
             if (!names.Add(spec.Name)) throw new MigrationException($"disk {spec.Name} named twice");
-            _disks.Add(new SourceDisk((ushort)_disks.Count, spec));
+            _disks.Add(new SourceDisk((ushort)_disks.Count, spec, _log));
         }
         foreach (var d in _disks)
         {
@@ -136,12 +154,14 @@ public sealed partial class Migration : IAsyncDisposable
 
     private void SetPhase(MigrationPhase phase)
     {
-        _phase = phase;
+        _state.Enter(phase);
         Say($"phase: {phase}");
         RaiseProgress();
     }
 
-    private void Say(string line) => Log?.Invoke(line);
+    private void Say(string line) => _log.Line(line);
+
+    private void Warn(string line) => _log.Warning(line);
 
     private void RaiseProgress()
     {
@@ -157,49 +177,39 @@ public sealed partial class Migration : IAsyncDisposable
                 dirtyBytes += n * d.BlockSize;
                 throttle = Math.Max(throttle, d.Map.Info().ThrottleBytesPerSecond);
             }
-            catch (BlockMigrateException) { }
+            catch (BlockMigrateException e)
+            {
+                _log.Ignored($"disk {d.Name}: reading the map for the progress line", e.Message);
+            }
         }
         var liveRate = LiveRate();
         var done = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBytes) + Interlocked.Read(ref _producer.ZeroBytes) - _roundBytesStart;
-        var drain = _blockRate > 0 ? _blockRate : liveRate;
+        var drain = _rates.BlockRate > 0 ? _rates.BlockRate : liveRate;
         TimeSpan? eta = drain > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / drain) : null;
         try
         {
-            handler(new MigrationProgress(_phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
+            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
         }
-        catch (Exception e) when (e is IOException or InvalidOperationException) { }
+        catch (Exception e) when (e is IOException or InvalidOperationException)
+        {
+            _log.Ignored("a progress handler", e.Message);
+        }
     }
-
-    private long _rateAt = Stopwatch.GetTimestamp(), _rateBytes; // last sample of the socket counter (progress timer only)
-    private double _liveRate;
-    private readonly object _rateLock = new();
 
     /// <summary>Socket bytes per second over the last progress interval, smoothed.</summary>
-    private double LiveRate()
-    {
-        if (_channel == null) return 0;
-        lock (_rateLock) return SampleRate();
-    }
+    private double LiveRate() => _channel is { } c ? _socketRate.Sample(c.Counter.BytesWritten, Stopwatch.GetTimestamp()) : 0;
 
-    private double SampleRate()
-    {
-        var now = Stopwatch.GetTimestamp();
-        var seconds = Stopwatch.GetElapsedTime(_rateAt, now).TotalSeconds;
-        if (seconds < 0.25) return _liveRate;
-        var bytes = _channel!.Counter.BytesWritten;
-        var rate = (bytes - _rateBytes) / seconds;
-        _liveRate = _liveRate == 0 ? rate : 0.5 * _liveRate + 0.5 * rate;
-        (_rateAt, _rateBytes) = (now, bytes);
-        return _liveRate;
-    }
-
-    private static void TryRun(Action a)
+    /// <summary>Best effort: a failure of <paramref name="a"/> is not acted on, only logged (debug), as <paramref name="what"/>.</summary>
+    private void TryRun(string what, Action a)
     {
         try
         {
             a();
         }
-        catch (BlockMigrateException) { }
+        catch (BlockMigrateException e)
+        {
+            _log.Ignored(what, e.Message);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -28,8 +28,15 @@ public sealed record MigrationReport(
     /// <summary>What the hypervisor measured (its downtime, the guest's, memory bytes); null only if it reported nothing.</summary>
     public Hypervisors.HypervisorReport? HypervisorDetails { get; init; }
 
-    /// <summary>"gate", "commit", or "finish" (a re-run that finished an earlier hand-over).</summary>
-    public string Switchover { get; init; } = "commit";
+    /// <summary>When the destination VM was let resume: at the gate or at the commit (for a re-run that
+    /// finished an earlier hand-over, see <see cref="FinishedHandOver"/>).</summary>
+    public SwitchoverMode Switchover { get; init; } = SwitchoverMode.Commit;
+
+    /// <summary>This run finished an earlier run's hand-over (whose final blocks had not all landed).</summary>
+    public bool FinishedHandOver { get; init; }
+
+    /// <summary>"gate", "commit", or "finish": the report's <c>switchover</c> field.</summary>
+    public string SwitchoverName => FinishedHandOver ? "finish" : Switchover == SwitchoverMode.Gate ? "gate" : "commit";
 
     /// <summary>Data bytes (before compression) sent LZ4- and zstd-compressed; the rest went raw.</summary>
     public long BytesLz4 { get; init; }

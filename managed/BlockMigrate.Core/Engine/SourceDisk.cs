@@ -1,4 +1,7 @@
 using BlockMigrate.Files;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using BlockMigrate.Maps;
 using Microsoft.Win32.SafeHandles;
 
@@ -14,8 +17,16 @@ namespace BlockMigrate.Engine;
 /// Layout: 8 bytes "BMOUT1\0\0", 16 bytes lineage, 1 byte valid, 7 bytes padding, then the words.
 /// Before each take the file is marked invalid, and rewritten valid (outstanding ∪ taken) after it:
 /// a run killed between the two leaves an invalid file, and the next run copies afresh. The file may
-/// list bits acknowledged since it was last written (at most 200 ms of acknowledgements, or since the last
-/// take); resending those is merely redundant.
+/// list bits acknowledged since it was last written; resending those is merely redundant.
+/// </para>
+/// <para>
+/// Acknowledgements do not write the file (they arrive on the ack path, under the sender's lock): they
+/// wake a background writer, which writes the current bits, then sleeps 200 ms, so the writes of a busy
+/// link coalesce and the file lags the acks by 200 ms at most. Takes, <see cref="SyncOutstanding"/> and
+/// the deletions write under the same file lock (<c>_fileLock</c>, taken before <c>_lock</c>), each
+/// with bits snapshotted under that lock: a write never puts back an older state over a newer one,
+/// and never a valid record without bits a take added. <see cref="Dispose"/> stops the writer and
+/// writes the last state if it changed, so a run that fails or aborts leaves the record current.
 /// </para>
 /// <para>
 /// The map's directory is shared with the shim (user blockmigrate), and this process is root: the file is
@@ -28,12 +39,23 @@ internal sealed class SourceDisk : IDisposable
 {
     private readonly object _lock = new();
     private readonly ulong[] _outstanding; // guarded by _lock
-    private long _persistedAt;              // guarded by _lock: when the outstanding file was last written (TickCount64)
-    private const long PersistEveryMs = 200;
-    private bool _persistDisabled;          // guarded by _lock: the record cannot be written here (read-only directory)
+    private long _changes;                  // guarded by _lock: bumped on every change of _outstanding
+    private readonly object _fileLock = new(); // one writer of the file at a time; taken before _lock
+    private long _writtenChanges;           // guarded by _fileLock: the _changes the file (or its absence) reflects
+    private bool _recordGone;               // guarded by _fileLock: deleted (given back, forgotten, recovered); acks do not bring it back
+    private bool _persistDisabled;          // guarded by _fileLock: the record cannot be written here (read-only directory)
+    private const int PersistEveryMs = 200;
+    private readonly SemaphoreSlim _writeSignal = new(0);
+    private int _writeRequested;            // Interlocked: 1 while a wake-up of the writer is pending
+    private readonly CancellationTokenSource _writerStop = new();
+    private Task? _writer;
+    private volatile MigrationException? _writerFailure;
 
-    public SourceDisk(ushort index, DiskSpec spec)
+    private readonly ILogger _log;
+
+    public SourceDisk(ushort index, DiskSpec spec, ILogger? log = null)
     {
+        _log = log ?? NullLogger.Instance;
         Index = index;
         Spec = spec;
         if (!File.Exists(spec.MapPath)) throw new MigrationException($"disk {spec.Name}: dirty map {spec.MapPath} not found (is the shim serving it?)");
@@ -64,6 +86,7 @@ internal sealed class SourceDisk : IDisposable
             Dispose();
             throw new MigrationException($"disk {spec.Name}: {e.Message}");
         }
+        _writer = Task.Run(WriteLoopAsync);
     }
 
     private readonly TrustedDirectory? _mapDir;
@@ -85,17 +108,28 @@ internal sealed class SourceDisk : IDisposable
     public bool Frozen { get; set; }
     /// <summary>This run finishes an earlier hand-over (the map's cookie says "handed over").</summary>
     public bool Finishing { get; set; }
+    /// <summary>The handshake kept this map's bits (a resume, or a finishing re-run), not a fresh copy.</summary>
+    public bool Resumed { get; set; }
     public ResumeCookie? Cookie { get; set; }
 
     /// <summary>Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged.</summary>
     public ulong[] Take(out ulong count)
     {
-        lock (_lock)
+        lock (_fileLock)
         {
-            PersistOutstanding(valid: false);
-            var words = Map.TakeAll(out count);
-            for (var i = 0; i < words.Length; i++) _outstanding[i] |= words[i];
-            PersistOutstanding(valid: true);
+            PersistOutstanding(null); // invalid before the take
+            ulong[] words, snapshot;
+            long changes;
+            lock (_lock)
+            {
+                words = Map.TakeAll(out count);
+                for (var i = 0; i < words.Length; i++) _outstanding[i] |= words[i];
+                changes = ++_changes;
+                snapshot = (ulong[])_outstanding.Clone();
+            }
+            _recordGone = false;
+            PersistOutstanding(snapshot); // valid after it: outstanding ∪ taken
+            _writtenChanges = changes;
             return words;
         }
     }
@@ -114,14 +148,54 @@ internal sealed class SourceDisk : IDisposable
                 _outstanding[w] &= ~mask;
                 b += (ulong)span;
             }
-            if (Environment.TickCount64 - _persistedAt >= PersistEveryMs) PersistOutstanding(valid: true);
+            _changes++;
         }
+        if (_writerFailure is { } failure) throw failure;
+        if (Interlocked.Exchange(ref _writeRequested, 1) == 0) _writeSignal.Release();
     }
 
     /// <summary>Writes the outstanding bits to their file now (e.g. before a long phase without takes).</summary>
     public void SyncOutstanding()
     {
-        lock (_lock) PersistOutstanding(valid: true);
+        lock (_fileLock) WriteCurrent(onlyIfChanged: false);
+    }
+
+    // guarded by _fileLock
+    private void WriteCurrent(bool onlyIfChanged)
+    {
+        ulong[] snapshot;
+        long changes;
+        lock (_lock)
+        {
+            if (onlyIfChanged && (_recordGone || _changes == _writtenChanges)) return;
+            changes = _changes;
+            snapshot = (ulong[])_outstanding.Clone();
+        }
+        _recordGone = false;
+        PersistOutstanding(snapshot);
+        _writtenChanges = changes;
+    }
+
+    /// <summary>The background writer: after each wake-up (an ack), the current bits if they changed, then 200 ms of rest.</summary>
+    private async Task WriteLoopAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                await _writeSignal.WaitAsync(_writerStop.Token);
+                Interlocked.Exchange(ref _writeRequested, 0);
+                lock (_fileLock) WriteCurrent(onlyIfChanged: true);
+                await Task.Delay(PersistEveryMs, _writerStop.Token);
+            }
+        }
+        catch (OperationCanceledException) when (_writerStop.IsCancellationRequested)
+        {
+        }
+        catch (MigrationException e)
+        {
+            _writerFailure = e; // thrown to the next Acknowledge: the migration fails as when acks wrote the file
+        }
     }
 
     /// <summary>Blocks taken and not yet acknowledged.</summary>
@@ -141,6 +215,7 @@ internal sealed class SourceDisk : IDisposable
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>
     public ulong GiveBack()
     {
+        lock (_fileLock)
         lock (_lock)
         {
             var n = CountOutstanding();
@@ -154,6 +229,7 @@ internal sealed class SourceDisk : IDisposable
     /// <summary>After the commit: the destination owns everything.</summary>
     public void ForgetOutstanding()
     {
+        lock (_fileLock)
         lock (_lock)
         {
             Array.Clear(_outstanding);
@@ -168,6 +244,7 @@ internal sealed class SourceDisk : IDisposable
     /// </summary>
     public bool RecoverOutstanding(byte[] lineage)
     {
+        lock (_fileLock)
         lock (_lock)
         {
             byte[]? data;
@@ -190,16 +267,16 @@ internal sealed class SourceDisk : IDisposable
         }
     }
 
-    // guarded by _lock
-    private void PersistOutstanding(bool valid)
+    // guarded by _fileLock: a valid record of bits (a snapshot of _outstanding), or with null an invalid one
+    private void PersistOutstanding(ulong[]? bits)
     {
         if (Cookie is not { } cookie || _persistDisabled) return;
-        _persistedAt = Environment.TickCount64;
+        var valid = bits != null;
         var data = new byte[OutstandingHeader + (valid ? _outstanding.Length * 8 : 0)];
         OutstandingMagic.CopyTo(data, 0);
         cookie.Lineage.AsSpan(0, 16).CopyTo(data.AsSpan(8));
         data[24] = valid ? (byte)1 : (byte)0;
-        if (valid) Buffer.BlockCopy(_outstanding, 0, data, OutstandingHeader, _outstanding.Length * 8);
+        if (valid) Buffer.BlockCopy(bits!, 0, data, OutstandingHeader, _outstanding.Length * 8);
         try
         {
             // a new file renamed over the old one: "invalid" before the take, "valid" after it
@@ -217,18 +294,43 @@ internal sealed class SourceDisk : IDisposable
             {
                 throw new MigrationException($"disk {Name}: cannot write or remove {OutstandingPath}: {e.Message}");
             }
+            _log.Ignored($"disk {Name}: writing {OutstandingPath} (removed; a run killed from now on copies afresh)", e.Message);
             _persistDisabled = true;
         }
     }
 
+    // guarded by _fileLock and _lock
     private void DeleteOutstandingFile()
     {
+        _recordGone = true;
+        _writtenChanges = _changes;
         try { _mapDir?.Delete(_outstandingName); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Ignored($"disk {Name}: removing {OutstandingPath}", e.Message);
+        }
     }
 
     public void Dispose()
     {
+        if (_writer != null)
+        {
+            _writerStop.Cancel();
+            try
+            {
+                _writer.Wait(TimeSpan.FromSeconds(5));
+            }
+            catch (AggregateException) { }
+            try
+            {
+                lock (_fileLock) WriteCurrent(onlyIfChanged: true); // the last state, whatever ended the run
+            }
+            catch (MigrationException e)
+            {
+                _log.Ignored($"disk {Name}: writing {OutstandingPath} at the end", e.Message);
+            }
+            _writer = null;
+        }
         Image?.Dispose();
         Map.Dispose();
         _mapDir?.Dispose();

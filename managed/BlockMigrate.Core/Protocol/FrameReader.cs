@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 
 namespace BlockMigrate.Protocol;
@@ -10,9 +11,6 @@ public sealed class FrameReader(Stream stream)
 {
     private readonly byte[] _header = new byte[FrameFormat.HeaderSize];
     private ulong _expected = 1;
-
-    /// <summary>Bytes of frames read so far, headers included.</summary>
-    public long BytesRead { get; private set; }
 
     /// <summary>The next frame, or null when the peer closed the connection cleanly between frames.</summary>
     public async Task<Frame?> ReadAsync(CancellationToken cancellationToken)
@@ -29,18 +27,28 @@ public sealed class FrameReader(Stream stream)
         var crc = BinaryPrimitives.ReadUInt32LittleEndian(_header.AsSpan(20));
         if (length > FrameFormat.MaxPayload)
             throw new ProtocolException($"oversized frame ({length} bytes, limit {FrameFormat.MaxPayload})");
-        var payload = new byte[length];
-        got = await stream.ReadAtLeastAsync(payload, payload.Length, throwOnEndOfStream: false, cancellationToken);
-        if (got < payload.Length) throw new ProtocolException($"truncated frame (payload {got} of {length} bytes)");
-        if (FrameFormat.Checksum(_header.AsSpan(0, 20), payload) != crc)
-            throw new ProtocolException($"frame {sequence} failed its checksum (corrupt data on the link)");
-        if (flags != 0 || !Enum.IsDefined(type))
-            throw new ProtocolException($"frame {sequence} has an unknown type {(byte)type} or flags {flags}");
-        if (sequence != _expected)
-            throw new ProtocolException($"frame out of sequence: got {sequence}, expected {_expected}");
-        _expected++;
-        BytesRead += FrameFormat.HeaderSize + length;
-        return new Frame(type, sequence, payload);
+        // the payload goes into a pooled buffer that the returned frame owns (see Frame); a frame that fails a check gives it back here
+        var buffer = ArrayPool<byte>.Shared.Rent((int)length);
+        var frame = Frame.Pooled(type, sequence, buffer, (int)length);
+        try
+        {
+            var payload = buffer.AsMemory(0, (int)length);
+            got = await stream.ReadAtLeastAsync(payload, payload.Length, throwOnEndOfStream: false, cancellationToken);
+            if (got < payload.Length) throw new ProtocolException($"truncated frame (payload {got} of {length} bytes)");
+            if (FrameFormat.Checksum(_header.AsSpan(0, 20), payload.Span) != crc)
+                throw new ProtocolException($"frame {sequence} failed its checksum (corrupt data on the link)");
+            if (flags != 0 || !Enum.IsDefined(type))
+                throw new ProtocolException($"frame {sequence} has an unknown type {(byte)type} or flags {flags}");
+            if (sequence != _expected)
+                throw new ProtocolException($"frame out of sequence: got {sequence}, expected {_expected}");
+            _expected++;
+            return frame;
+        }
+        catch
+        {
+            frame.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The next frame; the peer closing here is an error naming what was awaited.</summary>

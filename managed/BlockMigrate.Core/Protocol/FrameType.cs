@@ -7,7 +7,7 @@ public enum FrameType : byte
     Hello = 1,
     /// <summary>receiver → source, JSON <see cref="WelcomeMessage"/>: per disk, resume or fresh.</summary>
     Welcome = 2,
-    /// <summary>source → receiver, <see cref="DataHeader"/> then the bytes (raw or LZ4), or nothing for zeros.</summary>
+    /// <summary>source → receiver, <see cref="DataHeader"/> then the bytes (raw, LZ4 or zstd: <see cref="DataEncoding"/>), or nothing for zeros.</summary>
     Data = 3,
     /// <summary>source → receiver, <see cref="FinalSet"/>: the blocks still stale at the freeze, before their data.</summary>
     FinalSet = 4,

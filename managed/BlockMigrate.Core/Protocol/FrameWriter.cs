@@ -8,13 +8,9 @@ public sealed class FrameWriter(Stream stream)
 {
     private readonly SemaphoreSlim _lock = new(1, 1);
     private ulong _next = 1; // under _lock; read with Interlocked
-    private long _bytesWritten;
 
     /// <summary>The sequence number of the last frame begun (0: none yet).</summary>
     public ulong LastSequence => Interlocked.Read(ref _next) - 1;
-
-    /// <summary>Bytes of frames written so far, headers included.</summary>
-    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
 
     /// <summary>Writes one frame (payload = <paramref name="head"/> then <paramref name="body"/>); returns its sequence number.</summary>
     public async Task<ulong> WriteAsync(FrameType type, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> body = default,
@@ -22,23 +18,32 @@ public sealed class FrameWriter(Stream stream)
     {
         var length = head.Length + body.Length;
         if (length > FrameFormat.MaxPayload) throw new ArgumentException($"frame payload {length} over the limit");
-        // one buffer, one write: one TLS record per frame
-        var buffer = new byte[FrameFormat.HeaderSize + length];
-        head.CopyTo(buffer.AsMemory(FrameFormat.HeaderSize));
-        body.CopyTo(buffer.AsMemory(FrameFormat.HeaderSize + head.Length));
-        await _lock.WaitAsync(cancellationToken);
+        // one buffer, one write: one TLS record per frame. Pooled: it is ours alone from Rent to Return,
+        // and the stream has let go of it once WriteAsync completed (SslStream encrypts into its own).
+        var total = FrameFormat.HeaderSize + length;
+        var rented = System.Buffers.ArrayPool<byte>.Shared.Rent(total);
         try
         {
-            var seq = Interlocked.Increment(ref _next) - 1;
-            FrameFormat.WriteHeader(buffer, type, seq, buffer.AsSpan(FrameFormat.HeaderSize));
-            await stream.WriteAsync(buffer, cancellationToken);
-            await stream.FlushAsync(cancellationToken);
-            Interlocked.Add(ref _bytesWritten, buffer.Length);
-            return seq;
+            var buffer = rented.AsMemory(0, total);
+            head.CopyTo(buffer[FrameFormat.HeaderSize..]);
+            body.CopyTo(buffer[(FrameFormat.HeaderSize + head.Length)..]);
+            await _lock.WaitAsync(cancellationToken);
+            try
+            {
+                var seq = Interlocked.Increment(ref _next) - 1;
+                FrameFormat.WriteHeader(buffer.Span, type, seq, buffer.Span[FrameFormat.HeaderSize..]);
+                await stream.WriteAsync(buffer, cancellationToken);
+                await stream.FlushAsync(cancellationToken);
+                return seq;
+            }
+            finally
+            {
+                _lock.Release();
+            }
         }
         finally
         {
-            _lock.Release();
+            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
         }
     }
 

@@ -17,12 +17,12 @@ public sealed partial class ProtocolJson : JsonSerializerContext
     public static T Decode<T>(Frame frame, FrameType expected, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info)
     {
         if (frame.Type == FrameType.Error)
-            throw new RemoteFailureException(PeerText.Clean(frame.Payload));
+            throw new RemoteFailureException(PeerText.Clean(frame.Span));
         if (frame.Type != expected)
             throw new ProtocolException($"expected a {expected} frame, got {frame.Type}");
         try
         {
-            var value = JsonSerializer.Deserialize(frame.Payload, info) ?? throw new ProtocolException($"empty {expected} frame");
+            var value = JsonSerializer.Deserialize(frame.Span, info) ?? throw new ProtocolException($"empty {expected} frame");
             // JSON may null or leave out any member: a message is used only whole (found by BlockMigrate.Fuzz.Tests)
             (value as IProtocolMessage)?.Validate();
             return value;

@@ -2,6 +2,8 @@ using BlockMigrate.Interop;
 using BlockMigrate.Maps;
 using BlockMigrate.Protocol;
 using Microsoft.Win32.SafeHandles;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
 
 namespace BlockMigrate.Receiver;
 
@@ -45,7 +47,7 @@ internal sealed class ReceivedDisk : IDisposable
     /// that would overwrite a handed-over, committed, gated or foreign image is refused before anything
     /// is written, unless <paramref name="overwrite"/> (<c>receive --overwrite</c>).
     /// </summary>
-    public static ReceivedDisk Open(SafeFileHandle dir, ReceiverOptions options, DiskOffer offer, string source, Action<string>? log = null)
+    public static ReceivedDisk Open(SafeFileHandle dir, ReceiverOptions options, DiskOffer offer, string source, ILogger? log = null)
     {
         var imageDir = options.ImageDir;
         var storage = options.Storage ?? PosixStorage.Instance;
@@ -84,7 +86,7 @@ internal sealed class ReceivedDisk : IDisposable
                 {
                     if (!options.Overwrite)
                         throw new ReceiverException($"disk {offer.Name}: refused to overwrite {imageFile} in {imageDir}: {inUse}; to replace it, remove {imageFile} and {DiskName.StateFile(offer.Name)} or run the receiver with --overwrite");
-                    log?.Invoke($"warning: disk {offer.Name}: overwriting {imageFile} (--overwrite): {inUse}");
+                    log?.Warning($"disk {offer.Name}: overwriting {imageFile} (--overwrite): {inUse}");
                 }
             }
             if (image == null)

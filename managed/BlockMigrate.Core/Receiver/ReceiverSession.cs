@@ -2,6 +2,8 @@ using System.Text;
 using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
 using Microsoft.Win32.SafeHandles;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
 
 namespace BlockMigrate.Receiver;
 
@@ -15,7 +17,7 @@ namespace BlockMigrate.Receiver;
 /// answers Committed; nothing is written after it. Any failure (a write or fsync error included) is sent
 /// to the source as one line and nothing more is acknowledged or committed.
 /// </summary>
-internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions options, SafeFileHandle dir, BusySet busy, Action<string> log)
+internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions options, SafeFileHandle dir, BusySet busy, ILogger log)
 {
     private readonly FrameReader _reader = new(channel.Stream);
     private readonly FrameWriter _writer = new(channel.Stream);
@@ -30,8 +32,6 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private ReceiverException? _fault; // a write or fsync error of the flusher (_syncLock)
     private bool _committed;
     private string? _memoryKeyDir; // the destination QEMU's keys.psk for this migration's memory stream; removed at the end
-
-    public IReadOnlyList<string> DiskNames => _disks.Select(d => d.Name).ToList();
 
     /// <summary>Returns true when the migration was committed.</summary>
     public async Task<bool> RunAsync(CancellationToken ct)
@@ -56,7 +56,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 IOException io => $"link to the source failed: {io.Message}",
                 _ => e.Message,
             };
-            log($"migration from {channel.Peer} failed: {message}");
+            log.Line($"migration from {channel.Peer} failed: {message}");
             if (e is not IOException || fault != null)
                 await TrySendErrorAsync(message);
         }
@@ -64,7 +64,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
         {
             // a bug must not take the receiver (and every other session) down: one line each side
             var message = $"internal error: {e.GetType().Name}: {PeerText.Clean(e.Message)}";
-            log($"migration from {channel.Peer} failed: {message}");
+            log.Line($"migration from {channel.Peer} failed: {message}");
             await TrySendErrorAsync(message);
         }
         finally
@@ -107,19 +107,19 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 d.Gate.ReleaseAll();
                 return;
             }
-            log($"disk {d.Name}: {held} blocks of the final set had not landed; the gate keeps holding them (the destination VM, if it runs, waits on them): re-run the source's migrate to finish");
+            log.Line($"disk {d.Name}: {held} blocks of the final set had not landed; the gate keeps holding them (the destination VM, if it runs, waits on them): re-run the source's migrate to finish");
         }
         catch (BlockMigrateException e)
         {
-            log($"disk {d.Name}: gate: {e.Message}");
+            log.Line($"disk {d.Name}: gate: {e.Message}");
         }
     }
 
     private async Task HandshakeAsync(CancellationToken ct)
     {
         // decoding checks every field (HelloMessage.Validate → MessageChecks)
-        var hello = ProtocolJson.Decode(await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello"),
-            FrameType.Hello, ProtocolJson.Default.HelloMessage);
+        using var helloFrame = await ReadAsync(ct) ?? throw new ReceiverException("source closed the connection before its hello");
+        var hello = ProtocolJson.Decode(helloFrame, FrameType.Hello, ProtocolJson.Default.HelloMessage);
         if (hello.Version != HelloMessage.CurrentVersion)
             throw new ReceiverException($"protocol version {hello.Version} not supported (this receiver speaks {HelloMessage.CurrentVersion})");
         foreach (var offer in hello.Disks) DiskName.Check(offer.Name);
@@ -133,7 +133,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 var d = ReceivedDisk.Open(dir, options, offer, channel.Peer, log);
                 lock (_disks) _disks.Add(d);
                 answers.Add(new DiskAnswer(offer.Name, d.Resume, d.Gate != null));
-                log($"disk {offer.Name}: {(d.Finishing ? "finishing the hand-over of" : d.Resume ? "resuming" : "receiving")} {offer.Size} bytes into {Path.Combine(options.ImageDir, DiskName.ImageFile(offer.Name))}{(d.Gate != null ? " (gated)" : "")}");
+                log.Line($"disk {offer.Name}: {(d.Finishing ? "finishing the hand-over of" : d.Resume ? "resuming" : "receiving")} {offer.Size} bytes into {Path.Combine(options.ImageDir, DiskName.ImageFile(offer.Name))}{(d.Gate != null ? " (gated)" : "")}");
             }
             catch
             {
@@ -145,7 +145,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
         {
             if (!MemoryKey.IsValid(hello.MemoryKey)) throw new ReceiverException("the memory stream's key is not 64 hex digits");
             _memoryKeyDir = MemoryKey.WriteDirectory(hello.MemoryKey);
-            log($"memory stream key for the destination QEMU in {_memoryKeyDir} (until this session ends)");
+            log.Line($"memory stream key for the destination QEMU in {_memoryKeyDir} (until this session ends)");
         }
         await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd], _memoryKeyDir), ProtocolJson.Default.WelcomeMessage), default, ct);
     }
@@ -154,10 +154,10 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     {
         while (true)
         {
-            var frame = await ReadAsync(ct);
+            using var frame = await ReadAsync(ct); // owns a pooled buffer until the end of this iteration (see Frame)
             if (frame == null)
             {
-                if (!_committed) log($"source {channel.Peer} closed the connection before the commit");
+                if (!_committed) log.Line($"source {channel.Peer} closed the connection before the commit");
                 return;
             }
             if (_committed && frame.Type is not (FrameType.Verify or FrameType.Error))
@@ -166,16 +166,16 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             {
                 case FrameType.Data:
                 {
-                    var h = DataHeader.Read(frame.Payload);
+                    var h = DataHeader.Read(frame.Span);
                     var disk = Disk(h.Disk);
-                    var (first, count) = disk.Write(h, frame.Payload.AsSpan(DataHeader.Size));
+                    var (first, count) = disk.Write(h, frame.Span[DataHeader.Size..]);
                     if (disk.Final) disk.Gate?.Landed(first, count);
                     Processed(frame.Sequence);
                     break;
                 }
                 case FrameType.FinalSet:
                 {
-                    var set = FinalSet.Decode(frame.Payload);
+                    var set = FinalSet.Decode(frame.Span);
                     var disk = Disk(set.Disk);
                     CheckFinalSet(set, disk);
                     // the source may let the destination VM run once this is acknowledged: from then on
@@ -193,9 +193,9 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     _committed = true;
                     foreach (var d in _disks) d.Gate?.ReleaseAll();
                     await _writer.WriteAsync(FrameType.Committed, ct);
-                    log($"committed {string.Join(", ", _disks.Select(d => d.Name))} from {channel.Peer}");
+                    log.Line($"committed {string.Join(", ", _disks.Select(d => d.Name))} from {channel.Peer}");
                     foreach (var d in _disks.Where(d => d.Finishing))
-                        log($"disk {d.Name}: hand-over finished; {d.SkippedBlocks} blocks sent again were not written (already there, and the VM may have written them since)");
+                        log.Line($"disk {d.Name}: hand-over finished; {d.SkippedBlocks} blocks sent again were not written (already there, and the VM may have written them since)");
                     break;
                 case FrameType.Verify:
                     if (!_committed) throw new ProtocolException("verify before commit");
@@ -203,7 +203,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(new VerifyResultMessage(hashes), ProtocolJson.Default.VerifyResultMessage), default, ct);
                     break;
                 case FrameType.Error:
-                    log($"source {channel.Peer} gave up: {PeerText.Clean(frame.Payload)}");
+                    log.Line($"source {channel.Peer} gave up: {PeerText.Clean(frame.Span)}");
                     return;
                 default:
                     throw new ProtocolException($"unexpected {frame.Type} frame from the source");
@@ -269,7 +269,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 // the failed one may have renamed before its directory fsync failed: put it back too
                 for (var j = 0; j <= i; j++)
                     if (!_disks[j].Restore(before[j]))
-                        log($"warning: disk {_disks[j].Name}: could not put its state file back to {before[j]} after the failed commit");
+                        log.Warning($"disk {_disks[j].Name}: could not put its state file back to {before[j]} after the failed commit");
                 throw;
             }
         }

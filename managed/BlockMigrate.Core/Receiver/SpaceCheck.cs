@@ -3,6 +3,8 @@ using BlockMigrate.Protocol;
 using Microsoft.Win32.SafeHandles;
 using Tmds.Linux;
 using static Tmds.Linux.LibC;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
 
 namespace BlockMigrate.Receiver;
 
@@ -21,7 +23,7 @@ internal static class SpaceCheck
 {
     public readonly record struct FileSystem(ulong Free, ulong Total);
 
-    public static void Check(SafeFileHandle dir, string imageDir, IReadOnlyList<DiskOffer> offers, Action<string> log)
+    public static void Check(SafeFileHandle dir, string imageDir, IReadOnlyList<DiskOffer> offers, ILogger log)
     {
         var fs = Of(dir, imageDir);
         ulong needed = 0, held = 0;
@@ -29,7 +31,7 @@ internal static class SpaceCheck
         foreach (var offer in offers)
         {
             if (offer.Size > fs.Total)
-                log($"warning: disk {offer.Name} is {offer.Size} bytes, larger than the file system of {imageDir} ({fs.Total} bytes): it fits only while it stays sparse");
+                log.Warning($"disk {offer.Name} is {offer.Size} bytes, larger than the file system of {imageDir} ({fs.Total} bytes): it fits only while it stays sparse");
             if (offer.Allocated is not { } allocated) continue;
             checkedAny = true;
             needed = Add(needed, Math.Min(allocated, offer.Size)); // 64 hostile sizes must not wrap around

@@ -13,8 +13,6 @@ public sealed class BandwidthLimit(double bytesPerSecond)
     private double _tokens;
     private long _last = Stopwatch.GetTimestamp();
 
-    public double BytesPerSecond => bytesPerSecond;
-
     /// <summary>Single caller at a time (the sender's socket loop).</summary>
     public async Task WaitAsync(int bytes, CancellationToken cancellationToken)
     {

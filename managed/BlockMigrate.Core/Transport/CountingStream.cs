@@ -1,12 +1,11 @@
 namespace BlockMigrate.Transport;
 
-/// <summary>Passes bytes through to the socket stream and counts them: what really went on the wire (TLS included).</summary>
+/// <summary>Passes bytes through to the socket stream and counts those written: what really went on the wire (TLS included).</summary>
 public sealed class CountingStream(Stream inner) : Stream
 {
-    private long _written, _read;
+    private long _written;
 
     public long BytesWritten => Interlocked.Read(ref _written);
-    public long BytesRead => Interlocked.Read(ref _read);
 
     public override bool CanRead => true;
     public override bool CanSeek => false;
@@ -17,19 +16,10 @@ public sealed class CountingStream(Stream inner) : Stream
     public override void Flush() => inner.Flush();
     public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
 
-    public override int Read(byte[] buffer, int offset, int count)
-    {
-        var n = inner.Read(buffer, offset, count);
-        Interlocked.Add(ref _read, n);
-        return n;
-    }
+    public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
 
-    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
-    {
-        var n = await inner.ReadAsync(buffer, cancellationToken);
-        Interlocked.Add(ref _read, n);
-        return n;
-    }
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+        inner.ReadAsync(buffer, cancellationToken);
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();

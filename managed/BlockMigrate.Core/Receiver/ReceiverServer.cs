@@ -3,6 +3,9 @@ using System.Net.Sockets;
 using BlockMigrate.Interop;
 using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
+using BlockMigrate.Logging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace BlockMigrate.Receiver;
 
@@ -19,7 +22,7 @@ namespace BlockMigrate.Receiver;
 /// ends the receiver; a connection refused before that does not.
 /// </para>
 /// </summary>
-public sealed class Receiver(ReceiverOptions options)
+public sealed class ReceiverServer(ReceiverOptions options, ILogger? logger = null)
 {
     private readonly BusySet _busy = new();
     private int _pending;          // connections in their opening (Interlocked)
@@ -31,8 +34,7 @@ public sealed class Receiver(ReceiverOptions options)
     /// <summary>Raised once, when the receiver accepts connections (the address has the real port when 0 was asked).</summary>
     public event Action<IPEndPoint>? Listening;
 
-    /// <summary>One line per event worth logging.</summary>
-    public event Action<string>? Log;
+    private readonly ILogger _log = logger ?? NullLogger.Instance; // one line per event worth logging
 
     /// <summary>Serves until cancelled, or (with <see cref="ReceiverOptions.Once"/>) one migration; returns 0 when that one committed.</summary>
     public async Task<int> RunAsync(CancellationToken ct)
@@ -48,7 +50,7 @@ public sealed class Receiver(ReceiverOptions options)
             if (options.TrustedPath == null) throw new TransportException("no trusted file given (--trusted FILE listing the sources' key fingerprints)");
             key = NodeKey.Load(options.KeyPath);
             trusted = TrustList.LoadTrusted(options.TrustedPath);
-            if (trusted.Count == 0) Say($"warning: {options.TrustedPath} lists no keys; every source will be refused");
+            if (trusted.Count == 0) Warn($"{options.TrustedPath} lists no keys; every source will be refused");
         }
         using var dir = SparseFile.OpenDirectory(options.ImageDir);
         var listener = new TcpListener(options.Listen);
@@ -81,7 +83,7 @@ public sealed class Receiver(ReceiverOptions options)
                 catch (SocketException e)
                 {
                     // e.g. out of descriptors: say so, let sessions end, try again
-                    Say($"warning: accepting a connection failed: {e.Message}");
+                    Warn($"accepting a connection failed: {e.Message}");
                     try
                     {
                         await Task.Delay(100, stop.Token);
@@ -184,7 +186,7 @@ public sealed class Receiver(ReceiverOptions options)
             var committed = false;
             try
             {
-                committed = await new ReceiverSession(channel, options, dir, _busy, Say).RunAsync(ct);
+                committed = await new ReceiverSession(channel, options, dir, _busy, _log).RunAsync(ct);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -205,7 +207,7 @@ public sealed class Receiver(ReceiverOptions options)
         {
             using var t = CancellationTokenSource.CreateLinkedTokenSource(ct);
             t.CancelAfter(TimeSpan.FromSeconds(5));
-            await new FrameReader(channel.Stream).ReadAsync(t.Token);
+            (await new FrameReader(channel.Stream).ReadAsync(t.Token))?.Dispose();
             await new FrameWriter(channel.Stream).WriteAsync(FrameType.Error,
                 "the receiver (--once) serves one migration and is busy with another"u8.ToArray(), default, t.Token);
         }
@@ -224,5 +226,7 @@ public sealed class Receiver(ReceiverOptions options)
         }
     }
 
-    private void Say(string line) => Log?.Invoke(line);
+    private void Say(string line) => _log.Line(line);
+
+    private void Warn(string line) => _log.Warning(line);
 }

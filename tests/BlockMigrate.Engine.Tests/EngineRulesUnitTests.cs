@@ -1,0 +1,186 @@
+using System.Diagnostics;
+
+namespace BlockMigrate.Engine.Tests;
+
+/// <summary>The engine's rules that need no disk and no peer: state transitions, rates, the throttle law.</summary>
+public class EngineRulesUnitTests
+{
+    // ---- MigrationState: every legal path, and what must throw ----
+
+    [Test]
+    public void Commit_mode_walks_its_phases_and_commits_before_the_hand_over()
+    {
+        var s = new MigrationState();
+        s.Decide(SwitchoverPlan.Commit);
+        foreach (var p in new[] { MigrationPhase.Connecting, MigrationPhase.BulkCopy, MigrationPhase.DirtyRounds, MigrationPhase.Memory, MigrationPhase.Switchover })
+            s.Enter(p);
+        s.Commit();
+        Assert.That((s.Custody, s.IsCommitted, s.IsHandedOver), Is.EqualTo((Custody.Committed, true, false)));
+        s.HandOver();
+        s.Enter(MigrationPhase.Verifying);
+        s.Enter(MigrationPhase.Done);
+        Assert.That((s.Custody, s.IsCommitted, s.IsHandedOver, s.Phase), Is.EqualTo((Custody.HandedOverCommitted, true, true, MigrationPhase.Done)));
+    }
+
+    [Test]
+    public void Gate_mode_hands_over_before_the_commit()
+    {
+        var s = new MigrationState();
+        s.Decide(SwitchoverPlan.Gate);
+        s.HandOver();
+        Assert.That((s.IsHandedOver, s.IsCommitted), Is.EqualTo((true, false)));
+        s.Commit();
+        Assert.That(s.Custody, Is.EqualTo(Custody.HandedOverCommitted));
+    }
+
+    [Test]
+    public void Finishing_goes_from_connecting_to_the_switchover()
+    {
+        var s = new MigrationState();
+        s.HandOver(); // from the map's cookie, during the handshake
+        s.Decide(SwitchoverPlan.Finish);
+        s.Enter(MigrationPhase.Switchover);
+        s.Commit();
+        s.Enter(MigrationPhase.Done);
+        Assert.That(s.Custody, Is.EqualTo(Custody.HandedOverCommitted));
+    }
+
+    [Test]
+    public void Nothing_aborts_after_the_hand_over()
+    {
+        var s = new MigrationState();
+        s.Enter(MigrationPhase.BulkCopy);
+        s.HandOver();
+        Assert.Throws<InvalidOperationException>(() => s.Enter(MigrationPhase.Aborting));
+        Assert.That(s.Phase, Is.EqualTo(MigrationPhase.BulkCopy), "a refused transition changes nothing");
+    }
+
+    [Test]
+    public void Illegal_transitions_throw()
+    {
+        var s = new MigrationState();
+        Assert.Throws<InvalidOperationException>(() => s.Enter(MigrationPhase.Memory), "skipping the copy");
+        s.Commit();
+        Assert.Throws<InvalidOperationException>(() => s.Commit(), "a second commit");
+        s.HandOver();
+        Assert.Throws<InvalidOperationException>(() => s.HandOver(), "a second hand-over");
+        s.Decide(SwitchoverPlan.Gate);
+        Assert.Throws<InvalidOperationException>(() => s.Decide(SwitchoverPlan.Commit), "the plan is decided once");
+        Assert.Throws<InvalidOperationException>(() => new MigrationState().Decide(SwitchoverPlan.Undecided));
+    }
+
+    [TestCase(MigrationPhase.Done)]
+    [TestCase(MigrationPhase.Aborting)]
+    public void Terminal_phases_stay(MigrationPhase terminal)
+    {
+        foreach (var next in Enum.GetValues<MigrationPhase>())
+            Assert.That(MigrationState.IsLegal(terminal, next, Custody.Source), Is.False, $"{terminal} → {next}");
+    }
+
+    [Test]
+    public void Aborting_is_legal_from_every_live_phase_before_the_hand_over_only()
+    {
+        foreach (var from in Enum.GetValues<MigrationPhase>().Where(p => p is not (MigrationPhase.Done or MigrationPhase.Aborting)))
+        {
+            Assert.That(MigrationState.IsLegal(from, MigrationPhase.Aborting, Custody.Source), Is.True, $"{from}");
+            Assert.That(MigrationState.IsLegal(from, MigrationPhase.Aborting, Custody.Committed), Is.True, $"{from}, committed");
+            Assert.That(MigrationState.IsLegal(from, MigrationPhase.Aborting, Custody.HandedOver), Is.False, $"{from}, handed over");
+            Assert.That(MigrationState.IsLegal(from, MigrationPhase.Aborting, Custody.HandedOverCommitted), Is.False, $"{from}, done");
+        }
+    }
+
+    // ---- DrainRate ----
+
+    [Test]
+    public void Drain_rate_is_the_socket_rate_over_the_compression_ratio()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(2), WireBytes: 10 << 20, DataBytes: 40 << 20, BlockBytes: 40 << 20, LinkWaitFraction: 0.9));
+        Assert.That(r.WireRate, Is.EqualTo(5 << 20));
+        Assert.That(r.BlockRate, Is.EqualTo(20 << 20), "4:1 compression drains 4 × the socket rate");
+        Assert.That(r.LinkRate, Is.EqualTo(5 << 20), "a large round that waited on the link measures it");
+    }
+
+    [Test]
+    public void Compression_credit_is_bounded()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(1), WireBytes: 1 << 20, DataBytes: 1000L << 20, BlockBytes: 1000L << 20, LinkWaitFraction: 0));
+        Assert.That(r.BlockRate, Is.EqualTo(20 << 20), "at most 20 × (ratio clamped at 0.05)");
+        Assert.That(r.LinkRate, Is.Null, "a round that did not wait on the link says nothing of it");
+    }
+
+    [Test]
+    public void Small_rounds_do_not_overwrite_a_measured_rate()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(1), 8 << 20, 8 << 20, 8 << 20, 0));
+        var (wire, block) = (r.WireRate, r.BlockRate);
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(1), 4096, 4096, 4096, 0));
+        Assert.That((r.WireRate, r.BlockRate), Is.EqualTo((wire, block)));
+    }
+
+    [Test]
+    public void A_zero_only_round_drains_at_its_block_rate()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(2), WireBytes: 4096, DataBytes: 0, BlockBytes: 64 << 20, LinkWaitFraction: 0));
+        Assert.That(r.BlockRate, Is.EqualTo(32 << 20));
+    }
+
+    [Test]
+    public void Switchover_estimate_is_drain_time_plus_the_fixed_cost()
+    {
+        var r = new DrainRate();
+        Assert.That(r.SwitchoverEstimate(1e9, TimeSpan.FromMilliseconds(5)), Is.EqualTo(TimeSpan.FromMilliseconds(5)), "no rate yet: only the fixed cost");
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(1), 10 << 20, 10 << 20, 10 << 20, 0));
+        Assert.That(r.SwitchoverEstimate(5 << 20, TimeSpan.FromMilliseconds(5)).TotalMilliseconds, Is.EqualTo(505).Within(0.01));
+    }
+
+    // ---- SmoothedRate ----
+
+    [Test]
+    public void Socket_rate_is_sampled_at_most_every_quarter_second_and_smoothed()
+    {
+        var t0 = 1_000_000L;
+        long At(double seconds) => t0 + (long)(seconds * Stopwatch.Frequency);
+        var r = new SmoothedRate(t0);
+        Assert.That(r.Sample(1000, At(0.1)), Is.Zero, "too soon: the last value (none yet)");
+        Assert.That(r.Sample(1_000_000, At(1)), Is.EqualTo(1_000_000).Within(1e-6), "the first sample is taken whole");
+        Assert.That(r.Sample(4_000_000, At(2)), Is.EqualTo(2_000_000).Within(1e-6), "then half old, half new");
+        Assert.That(r.Sample(9_000_000, At(2.1)), Is.EqualTo(2_000_000).Within(1e-6), "too soon again");
+    }
+
+    // ---- ThrottleLaw ----
+
+    [Test]
+    public void No_throttle_while_the_guest_dirties_below_80_percent_of_the_drain()
+    {
+        Assert.That(ThrottleLaw.Next(0, dirtyRate: 79, writeRate: 79, drainRate: 100), Is.Null);
+        Assert.That(ThrottleLaw.Next(0, dirtyRate: 80e6, writeRate: 80e6, drainRate: 100e6), Is.Not.Null);
+    }
+
+    [Test]
+    public void First_cap_is_half_the_drain_over_the_amplification()
+    {
+        var d = ThrottleLaw.Next(0, dirtyRate: 160e6, writeRate: 10e6, drainRate: 100e6);
+        Assert.That(d, Is.EqualTo(new ThrottleLaw.Decision(3_125_000, 16)));
+        d = ThrottleLaw.Next(0, dirtyRate: 90e6, writeRate: 0, drainRate: 100e6);
+        Assert.That(d, Is.EqualTo(new ThrottleLaw.Decision(50_000_000, 1)), "no writes seen: amplification 1");
+    }
+
+    [Test]
+    public void Each_further_round_halves_the_cap_down_to_the_floor()
+    {
+        Assert.That(ThrottleLaw.Next(1_000_000, dirtyRate: 1, writeRate: 1, drainRate: 100e6)?.Cap, Is.EqualTo(500_000), "once on, any round that did not fit halves it");
+        Assert.That(ThrottleLaw.Next(6000, 1, 1, 100e6)?.Cap, Is.EqualTo(ThrottleLaw.Floor));
+        Assert.That(ThrottleLaw.Next(ThrottleLaw.Floor, 1, 1, 100e6), Is.Null, "at the floor: no change");
+    }
+
+    [Test]
+    public void Write_rate_is_bytes_over_the_round_with_a_floor_on_time()
+    {
+        Assert.That(ThrottleLaw.WriteRate(1000, 3000, TimeSpan.FromSeconds(2)), Is.EqualTo(1000));
+        Assert.That(ThrottleLaw.WriteRate(0, 1000, TimeSpan.Zero), Is.EqualTo(1_000_000).Within(1e-3));
+    }
+}

@@ -5,6 +5,7 @@ using BlockMigrate.Cli.Status;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
 using BlockMigrate.Network;
+using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
 
 namespace BlockMigrate.Cli.Commands;
@@ -37,8 +38,8 @@ public static class MigrateCommand
         var timeout = new Option<int?>("--timeout") { Description = "give up (source untouched) after this many seconds" };
         var noThrottle = new Option<bool>("--no-throttle") { Description = "never slow the guest's writes (the copy may then not converge)" };
         var noCompress = new Option<bool>("--no-compress") { Description = "send data uncompressed" };
-        var codec = new Option<string?>("--codec") { Description = "data compression: auto (zstd while the link is slower than 40 MB/s, else LZ4; default), lz4 or zstd" };
-        codec.AcceptOnlyFromAmong("auto", "lz4", "zstd");
+        var codec = new Option<string?>("--codec") { Description = $"data compression: auto (zstd while the link is slower than 40 MB/s, else LZ4; default), {string.Join(" or ", CodecChoice.Names.Skip(1))}" };
+        codec.AcceptOnlyFromAmong([.. CodecChoice.Names]);
         var verify = new Option<bool>("--verify") { Description = "after the commit, hash every image on both sides while the source is frozen" };
         var switchover = new Option<string?>("--switchover") { Description = "when the destination VM resumes: gate (once the final dirty set is gated there; default) or commit (after every final block is written and fsynced)" };
         switchover.AcceptOnlyFromAmong("gate", "commit");
@@ -99,13 +100,9 @@ public static class MigrateCommand
                     MaxRounds = r.GetValue(maxRounds) ?? IntOf(file, "max-rounds") ?? 30,
                     Throttle = !r.GetValue(noThrottle),
                     Compress = !r.GetValue(noCompress),
-                    Codec = (r.GetValue(codec) ?? file.Global.GetValueOrDefault("codec") ?? "auto") switch
-                    {
-                        "auto" => CodecChoice.Auto,
-                        "lz4" => CodecChoice.Lz4,
-                        "zstd" => CodecChoice.Zstd,
-                        var other => throw new BlockMigrateException($"{cfgName}: codec = {other}: expected auto, lz4 or zstd"),
-                    },
+                    Codec = (r.GetValue(codec) ?? file.Global.GetValueOrDefault("codec") ?? CodecChoice.AutoName) is var codecName
+                        && CodecChoice.Parse(codecName) is { } choice ? choice
+                        : throw new BlockMigrateException($"{cfgName}: codec = {codecName}: expected {CodecChoice.NamesText}"),
                     Verify = r.GetValue(verify),
                     KeepSourceFrozen = r.GetValue(keepFrozen),
                     Switchover = (r.GetValue(switchover) ?? file.Global.GetValueOrDefault("switchover") ?? "gate") switch
@@ -199,7 +196,7 @@ public static class MigrateCommand
             ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
-            $" (compressed: {Units.Bytes(r.BytesZstd)} with zstd, {Units.Bytes(r.BytesLz4)} with LZ4)");
+            $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
@@ -219,8 +216,7 @@ public static class MigrateCommand
             w.WriteNumber("bytes_on_wire_after_bulk", r.BytesOnWireAfterBulk);
             w.WriteNumber("bytes_of_data", r.BytesOfData);
             w.WriteNumber("bytes_zero", r.BytesZero);
-            w.WriteNumber("bytes_lz4", r.BytesLz4);
-            w.WriteNumber("bytes_zstd", r.BytesZstd);
+            foreach (var c in BlockCodec.All) w.WriteNumber($"bytes_{c.Name}", r.BytesWith(c));
             w.WriteNumber("bytes_to_send", r.BytesToSend);
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));

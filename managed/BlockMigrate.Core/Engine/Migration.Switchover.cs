@@ -246,7 +246,6 @@ public sealed partial class Migration
         HypervisorDetails = hv.Switchover == null ? hv with { Switchover = _switchoverTime } : hv,
         Switchover = _finishOnly ? "finish" : _gateResume ? "gate" : "commit",
         CommitMs = _commitTime?.TotalMilliseconds,
-        BytesLz4 = Interlocked.Read(ref _producer.Lz4Bytes),
-        BytesZstd = Interlocked.Read(ref _producer.ZstdBytes),
+        BytesByCodec = _producer.CodecBytes(),
     };
 }

@@ -32,15 +32,7 @@ bm_dirty_count (bm_map *map)
 static int
 check_words (bm_map *map, const char *fn, uint64_t first, uint64_t n)
 {
-  if (bm__need_map (map, fn) == -1)
-    return -1;
-  if (first > map->words || n > map->words - first) {
-    errno = ERANGE;
-    return bm__error ("%s: dirty map %s: words %" PRIu64 "..%" PRIu64
-                      " outside the bitmap of %" PRIu64 " words", fn,
-                      map->path, first, first + n, map->words);
-  }
-  return bm__map_intact (map);
+  return bm__check_range (map, fn, first, n, 1);
 }
 
 /* The map's two bitmaps, named so a function can be told which before the
@@ -201,7 +193,7 @@ bm__any_bits (const uint64_t *bitmap, uint64_t first, uint64_t n)
 BM_API int
 bm_mark_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
 {
-  if (bm__check_blocks (map, "bm_mark_blocks", first_block, nblocks) == -1)
+  if (bm__check_range (map, "bm_mark_blocks", first_block, nblocks, 0) == -1)
     return -1;
   bm__or_bits (map->dirty, first_block, nblocks);
   return 0;

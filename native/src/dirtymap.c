@@ -307,15 +307,21 @@ bm__check_map_arg (bm_map *map, const void *arg, const char *fn)
 }
 
 int
-bm__check_blocks (bm_map *map, const char *fn, uint64_t first, uint64_t n)
+bm__check_range (bm_map *map, const char *fn, uint64_t first, uint64_t n,
+                 int words)
 {
+  uint64_t limit;
+
   if (bm__need_map (map, fn) == -1)
     return -1;
-  if (first > map->blocks || n > map->blocks - first) {
+  limit = words ? map->words : map->blocks;
+  if (first > limit || n > limit - first) {
     errno = ERANGE;
-    return bm__error ("%s: dirty map %s: blocks %" PRIu64 "..%" PRIu64
-                      " outside the map's %" PRIu64 " blocks", fn, map->path,
-                      first, first + n, map->blocks);
+    return bm__error ("%s: dirty map %s: %s %" PRIu64 "..%" PRIu64
+                      " outside %s %" PRIu64 " %s", fn, map->path,
+                      words ? "words" : "blocks", first, first + n,
+                      words ? "the bitmap of" : "the map's", limit,
+                      words ? "words" : "blocks");
   }
   return bm__map_intact (map);
 }

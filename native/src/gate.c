@@ -31,7 +31,7 @@ bm_gate_mark_words (bm_map *map, uint64_t first_word, uint64_t nwords,
 BM_API int
 bm_gate_clear_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
 {
-  if (bm__check_blocks (map, "bm_gate_clear_blocks", first_block, nblocks) == -1)
+  if (bm__check_range (map, "bm_gate_clear_blocks", first_block, nblocks, 0) == -1)
     return -1;
   bm__and_not_bits (map->gate, first_block, nblocks);
   bm__wake (map);

@@ -60,12 +60,14 @@ int bm__map_intact (bm_map *map);
  *   bm__check_map     that, and the map is intact (bm__map_intact);
  *   bm__check_map_arg map and arg are not NULL (EINVAL, "fn: null argument"),
  *                     and the map is intact;
- *   bm__check_blocks  bm__need_map, blocks [first, first+n) lie inside the
- *                     map (ERANGE), and the map is intact. */
+ *   bm__check_range   bm__need_map, blocks (or with words, bitmap words)
+ *                     [first, first+n) lie inside the map (ERANGE), and the
+ *                     map is intact. */
 int bm__need_map (bm_map *map, const char *fn);
 int bm__check_map (bm_map *map, const char *fn);
 int bm__check_map_arg (bm_map *map, const void *arg, const char *fn);
-int bm__check_blocks (bm_map *map, const char *fn, uint64_t first, uint64_t n);
+int bm__check_range (bm_map *map, const char *fn, uint64_t first, uint64_t n,
+                     int words);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t bm__now_ns (void);

@@ -114,10 +114,13 @@ public sealed class HypervisorCliOptions
         }
     }
 
+    /// <summary>A setting the hypervisor cannot do without.</summary>
+    private static string Need(Binder b, Setting<string?> s, IReadOnlyDictionary<string, string> file, string kind) =>
+        b.Get(s, file) ?? throw new UsageException($"--hypervisor {kind} needs {s.Flag} (or '{s.Key} = ...' under [hypervisor {kind}] in --config)");
+
     private QemuOptions BindQemu(Binder b, IReadOnlyDictionary<string, string> file)
     {
-        string Need(Setting<string?> s) => b.Get(s, file) ?? throw new UsageException(
-            $"--hypervisor qemu needs {s.Flag} (or '{s.Key} = ...' under [hypervisor qemu] in --config)");
+        string Need(Setting<string?> s) => HypervisorCliOptions.Need(b, s, file, "qemu");
         return new QemuOptions
         {
             SourceQmp = Need(QmpSource),
@@ -137,8 +140,7 @@ public sealed class HypervisorCliOptions
 
     private XenOptions BindXen(Binder b, IReadOnlyDictionary<string, string> file)
     {
-        string Need(Setting<string?> s) => b.Get(s, file) ?? throw new UsageException(
-            $"--hypervisor xen needs {s.Flag} (or '{s.Key} = ...' under [hypervisor xen] in --config)");
+        string Need(Setting<string?> s) => HypervisorCliOptions.Need(b, s, file, "xen");
         return new XenOptions
         {
             Domain = Need(XenDomain),

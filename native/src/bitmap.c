@@ -23,11 +23,7 @@
 BM_API int64_t
 bm_dirty_count (bm_map *map)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_dirty_count: null map");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map (map, "bm_dirty_count") == -1)
     return -1;
   return bm__popcount_words (map->dirty, map->words);
 }
@@ -36,50 +32,51 @@ bm_dirty_count (bm_map *map)
 static int
 check_words (bm_map *map, const char *fn, uint64_t first, uint64_t n)
 {
-  if (map == NULL) {
+  return bm__check_range (map, fn, first, n, 1);
+}
+
+/* The map's two bitmaps, named so a function can be told which before the
+ * map pointer is checked. */
+enum which { DIRTY, GATE };
+
+static uint64_t *
+bitmap_of (bm_map *map, enum which which)
+{
+  return which == GATE ? map->gate : map->dirty;
+}
+
+/* Copy words [first_word, first_word+nwords) of a bitmap out, without
+ * changing them. */
+static int
+peek_words (bm_map *map, enum which which, const char *fn,
+            uint64_t first_word, uint64_t nwords, uint64_t *out)
+{
+  const uint64_t *bitmap;
+  uint64_t i;
+
+  if (check_words (map, fn, first_word, nwords) == -1)
+    return -1;
+  if (out == NULL && nwords > 0) {
     errno = EINVAL;
-    return bm__error ("%s: null map", fn);
+    return bm__error ("%s: null output buffer", fn);
   }
-  if (first > map->words || n > map->words - first) {
-    errno = ERANGE;
-    return bm__error ("%s: dirty map %s: words %" PRIu64 "..%" PRIu64
-                      " outside the bitmap of %" PRIu64 " words", fn,
-                      map->path, first, first + n, map->words);
-  }
-  return bm__map_intact (map);
+  bitmap = bitmap_of (map, which);
+  for (i = 0; i < nwords; i++)
+    out[i] = __atomic_load_n (&bitmap[first_word + i], __ATOMIC_SEQ_CST);
+  return 0;
 }
 
 BM_API int
 bm_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
 {
-  uint64_t i;
-
-  if (check_words (map, "bm_peek", first_word, nwords) == -1)
-    return -1;
-  if (out == NULL && nwords > 0) {
-    errno = EINVAL;
-    return bm__error ("bm_peek: null output buffer");
-  }
-  for (i = 0; i < nwords; i++)
-    out[i] = __atomic_load_n (&map->dirty[first_word + i], __ATOMIC_SEQ_CST);
-  return 0;
+  return peek_words (map, DIRTY, "bm_peek", first_word, nwords, out);
 }
 
 /* The gate bitmap, read the same way (destination: which blocks are still stale). */
 BM_API int
 bm_gate_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
 {
-  uint64_t i;
-
-  if (check_words (map, "bm_gate_peek", first_word, nwords) == -1)
-    return -1;
-  if (out == NULL && nwords > 0) {
-    errno = EINVAL;
-    return bm__error ("bm_gate_peek: null output buffer");
-  }
-  for (i = 0; i < nwords; i++)
-    out[i] = __atomic_load_n (&map->gate[first_word + i], __ATOMIC_SEQ_CST);
-  return 0;
+  return peek_words (map, GATE, "bm_gate_peek", first_word, nwords, out);
 }
 
 /* ---- taking and marking ------------------------------------------------ */
@@ -109,9 +106,10 @@ bm_take (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out)
 }
 
 static int
-or_words (bm_map *map, uint64_t *bitmap, const char *fn,
+or_words (bm_map *map, enum which which, const char *fn,
           uint64_t first_word, uint64_t nwords, const uint64_t *bits)
 {
+  uint64_t *bitmap;
   uint64_t i, last_mask = ~(uint64_t) 0;
 
   if (check_words (map, fn, first_word, nwords) == -1)
@@ -120,6 +118,7 @@ or_words (bm_map *map, uint64_t *bitmap, const char *fn,
     errno = EINVAL;
     return bm__error ("%s: null bits", fn);
   }
+  bitmap = bitmap_of (map, which);
   /* Never set bits past the last block: counts must stay exact. */
   if (map->blocks % 64)
     last_mask = ((uint64_t) 1 << (map->blocks % 64)) - 1;
@@ -137,7 +136,7 @@ BM_API int
 bm_mark_words (bm_map *map, uint64_t first_word, uint64_t nwords,
                const uint64_t *bits)
 {
-  return or_words (map, map ? map->dirty : NULL, "bm_mark_words",
+  return or_words (map, DIRTY, "bm_mark_words",
                    first_word, nwords, bits);
 }
 
@@ -145,7 +144,7 @@ int
 bm__gate_or_words (bm_map *map, uint64_t first_word, uint64_t nwords,
                    const uint64_t *bits)
 {
-  return or_words (map, map ? map->gate : NULL, "bm_gate_mark_words",
+  return or_words (map, GATE, "bm_gate_mark_words",
                    first_word, nwords, bits);
 }
 
@@ -179,20 +178,22 @@ bm__and_not_bits (uint64_t *bitmap, uint64_t first, uint64_t n)
                         __ATOMIC_SEQ_CST);
 }
 
+int
+bm__any_bits (const uint64_t *bitmap, uint64_t first, uint64_t n)
+{
+  uint64_t end = first + n, span;
+
+  for (; first < end; first += span)
+    if (__atomic_load_n (&bitmap[first / 64], __ATOMIC_SEQ_CST) &
+        word_mask (first, end, &span))
+      return 1;
+  return 0;
+}
+
 BM_API int
 bm_mark_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_mark_blocks: null map");
-  }
-  if (first_block > map->blocks || nblocks > map->blocks - first_block) {
-    errno = ERANGE;
-    return bm__error ("bm_mark_blocks: dirty map %s: blocks %" PRIu64 "..%"
-                      PRIu64 " outside the map's %" PRIu64 " blocks", map->path,
-                      first_block, first_block + nblocks, map->blocks);
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_range (map, "bm_mark_blocks", first_block, nblocks, 0) == -1)
     return -1;
   bm__or_bits (map->dirty, first_block, nblocks);
   return 0;
@@ -223,10 +224,8 @@ bm_mark_bytes (bm_map *map, uint64_t offset, uint64_t count)
 {
   uint64_t first, n;
 
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_mark_bytes: null map");
-  }
+  if (bm__need_map (map, "bm_mark_bytes") == -1)
+    return -1;
   if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1 ||
       bm__map_intact (map) == -1)
     return -1;

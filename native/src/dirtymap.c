@@ -276,6 +276,56 @@ bm__map_intact (bm_map *map)
   return 0;
 }
 
+/* ---- argument checks of the entry points (internal.h) -------------------- */
+
+int
+bm__need_map (bm_map *map, const char *fn)
+{
+  if (map == NULL) {
+    errno = EINVAL;
+    return bm__error ("%s: null map", fn);
+  }
+  return 0;
+}
+
+int
+bm__check_map (bm_map *map, const char *fn)
+{
+  if (bm__need_map (map, fn) == -1)
+    return -1;
+  return bm__map_intact (map);
+}
+
+int
+bm__check_map_arg (bm_map *map, const void *arg, const char *fn)
+{
+  if (map == NULL || arg == NULL) {
+    errno = EINVAL;
+    return bm__error ("%s: null argument", fn);
+  }
+  return bm__map_intact (map);
+}
+
+int
+bm__check_range (bm_map *map, const char *fn, uint64_t first, uint64_t n,
+                 int words)
+{
+  uint64_t limit;
+
+  if (bm__need_map (map, fn) == -1)
+    return -1;
+  limit = words ? map->words : map->blocks;
+  if (first > limit || n > limit - first) {
+    errno = ERANGE;
+    return bm__error ("%s: dirty map %s: %s %" PRIu64 "..%" PRIu64
+                      " outside %s %" PRIu64 " %s", fn, map->path,
+                      words ? "words" : "blocks", first, first + n,
+                      words ? "the bitmap of" : "the map's", limit,
+                      words ? "words" : "blocks");
+  }
+  return bm__map_intact (map);
+}
+
 /* Split path into its directory and last component and open the directory
  * (O_DIRECTORY|O_NOFOLLOW), checked.  Returns the directory's fd. */
 static int
@@ -692,11 +742,7 @@ bm__popcount_words (const uint64_t *bitmap, uint64_t words)
 BM_API int
 bm_map_info (bm_map *map, struct bm_info *out)
 {
-  if (map == NULL || out == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_map_info: null argument");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map_arg (map, out, "bm_map_info") == -1)
     return -1;
   memset (out, 0, sizeof *out);
   out->version = map->hdr->version;
@@ -723,11 +769,7 @@ bm_map_info (bm_map *map, struct bm_info *out)
 BM_API int
 bm_set_throttle (bm_map *map, uint64_t bytes_per_second)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_set_throttle: null map");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map (map, "bm_set_throttle") == -1)
     return -1;
   __atomic_store_n (&map->hdr->throttle_bps, bytes_per_second, __ATOMIC_SEQ_CST);
   return 0;
@@ -736,11 +778,7 @@ bm_set_throttle (bm_map *map, uint64_t bytes_per_second)
 BM_API int
 bm_set_owner (bm_map *map, uint64_t pid)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_set_owner: null map");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map (map, "bm_set_owner") == -1)
     return -1;
   __atomic_store_n (&map->hdr->owner_pid, pid, __ATOMIC_SEQ_CST);
   return 0;
@@ -751,11 +789,7 @@ bm_set_owner (bm_map *map, uint64_t pid)
 BM_API int
 bm_get_cookie (bm_map *map, uint8_t out[BM_COOKIE_SIZE])
 {
-  if (map == NULL || out == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_get_cookie: null argument");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map_arg (map, out, "bm_get_cookie") == -1)
     return -1;
   memcpy (out, map->hdr->cookie, BM_COOKIE_SIZE);
   __atomic_thread_fence (__ATOMIC_SEQ_CST);
@@ -765,11 +799,7 @@ bm_get_cookie (bm_map *map, uint8_t out[BM_COOKIE_SIZE])
 BM_API int
 bm_set_cookie (bm_map *map, const uint8_t cookie[BM_COOKIE_SIZE])
 {
-  if (map == NULL || cookie == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_set_cookie: null argument");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map_arg (map, cookie, "bm_set_cookie") == -1)
     return -1;
   memcpy (map->hdr->cookie, cookie, BM_COOKIE_SIZE);
   __atomic_thread_fence (__ATOMIC_SEQ_CST);

@@ -86,10 +86,8 @@ bm__wake (bm_map *map)
 BM_API int
 bm_set_state_flags (bm_map *map, uint32_t set, uint32_t clear)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_set_state_flags: null map");
-  }
+  if (bm__need_map (map, "bm_set_state_flags") == -1)
+    return -1;
   if ((set | clear) & ~BM_STATE_ALL) {
     errno = EINVAL;
     return bm__error ("bm_set_state_flags: unknown flags 0x%x",
@@ -119,11 +117,7 @@ bm_freeze (bm_map *map, int timeout_ms)
   uint64_t start, deadline, now, left;
   uint32_t seq;
 
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_freeze: null map");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map (map, "bm_freeze") == -1)
     return -1;
   start = bm__now_ns ();
   deadline = timeout_ms < 0 ? UINT64_MAX
@@ -152,11 +146,7 @@ bm_freeze (bm_map *map, int timeout_ms)
 BM_API int
 bm_thaw (bm_map *map)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_thaw: null map");
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_map (map, "bm_thaw") == -1)
     return -1;
   __atomic_fetch_and (&map->hdr->state, ~BM_STATE_FROZEN, __ATOMIC_SEQ_CST);
   bm__wake (map);
@@ -179,10 +169,8 @@ bm_write_begin (bm_map *map)
   uint64_t start;
   uint32_t seq;
 
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_write_begin: null map");
-  }
+  if (bm__need_map (map, "bm_write_begin") == -1)
+    return -1;
   __atomic_fetch_add (&map->hdr->inflight, 1, __ATOMIC_SEQ_CST);
   if (!(LOAD (state) & BM_STATE_FROZEN))
     return 0;                   /* the fast path: two atomics */

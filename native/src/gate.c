@@ -31,39 +31,10 @@ bm_gate_mark_words (bm_map *map, uint64_t first_word, uint64_t nwords,
 BM_API int
 bm_gate_clear_blocks (bm_map *map, uint64_t first_block, uint64_t nblocks)
 {
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_gate_clear_blocks: null map");
-  }
-  if (first_block > map->blocks || nblocks > map->blocks - first_block) {
-    errno = ERANGE;
-    return bm__error ("bm_gate_clear_blocks: dirty map %s: blocks %" PRIu64
-                      "..%" PRIu64 " outside the map's %" PRIu64 " blocks",
-                      map->path, first_block, first_block + nblocks,
-                      map->blocks);
-  }
-  if (bm__map_intact (map) == -1)
+  if (bm__check_range (map, "bm_gate_clear_blocks", first_block, nblocks, 0) == -1)
     return -1;
   bm__and_not_bits (map->gate, first_block, nblocks);
   bm__wake (map);
-  return 0;
-}
-
-/* Is any bit of [first, first+n) set in the gate bitmap? */
-static int
-any_gated (bm_map *map, uint64_t first, uint64_t n)
-{
-  uint64_t end = first + n;
-
-  while (first < end) {
-    uint64_t w = first / 64, bit = first % 64;
-    uint64_t span = 64 - bit < end - first ? 64 - bit : end - first;
-    uint64_t mask = span == 64 ? ~(uint64_t) 0
-                               : (((uint64_t) 1 << span) - 1) << bit;
-    if (__atomic_load_n (&map->gate[w], __ATOMIC_SEQ_CST) & mask)
-      return 1;
-    first += span;
-  }
   return 0;
 }
 
@@ -75,7 +46,7 @@ must_wait (bm_map *map, uint64_t first, uint64_t n)
 
   if (state & BM_STATE_GATE_ALL)
     return 1;
-  return (state & BM_STATE_GATE) && n > 0 && any_gated (map, first, n);
+  return (state & BM_STATE_GATE) && n > 0 && bm__any_bits (map->gate, first, n);
 }
 
 BM_API int
@@ -85,10 +56,8 @@ bm_gate_wait (bm_map *map, uint64_t offset, uint64_t count)
   uint32_t seq;
   int r = 0;
 
-  if (map == NULL) {
-    errno = EINVAL;
-    return bm__error ("bm_gate_wait: null map");
-  }
+  if (bm__need_map (map, "bm_gate_wait") == -1)
+    return -1;
   if (bm__bytes_to_blocks (map, offset, count, &first, &n) == -1 ||
       bm__map_intact (map) == -1)
     return -1;

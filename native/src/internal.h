@@ -54,6 +54,21 @@ int bm__trusted_owner (uid_t uid);
  * message (a shrunken map would raise SIGBUS on access).  One fstat. */
 int bm__map_intact (bm_map *map);
 
+/* The argument checks every bm_* entry point starts with (dirtymap.c).  Each
+ * returns 0, or -1 with errno and a message that names the function fn:
+ *   bm__need_map      map is not NULL (EINVAL, "fn: null map");
+ *   bm__check_map     that, and the map is intact (bm__map_intact);
+ *   bm__check_map_arg map and arg are not NULL (EINVAL, "fn: null argument"),
+ *                     and the map is intact;
+ *   bm__check_range   bm__need_map, blocks (or with words, bitmap words)
+ *                     [first, first+n) lie inside the map (ERANGE), and the
+ *                     map is intact. */
+int bm__need_map (bm_map *map, const char *fn);
+int bm__check_map (bm_map *map, const char *fn);
+int bm__check_map_arg (bm_map *map, const void *arg, const char *fn);
+int bm__check_range (bm_map *map, const char *fn, uint64_t first, uint64_t n,
+                     int words);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t bm__now_ns (void);
 
@@ -78,10 +93,12 @@ typedef int (*bm_wait_hook) (void);   /* 0: keep waiting; -1: give up */
 void bm__set_wait_hook (bm_wait_hook hook);
 int bm__call_wait_hook (void);
 
-/* Set (atomic OR) or clear (atomic AND-NOT) bits [first, first+n) of a
- * bitmap of the map, word by word (bitmap.c); the range must already be checked. */
+/* Set (atomic OR), clear (atomic AND-NOT) or test (any bit set?) bits
+ * [first, first+n) of a bitmap of the map, word by word (bitmap.c); the range
+ * must already be checked. */
 void bm__or_bits (uint64_t *bitmap, uint64_t first, uint64_t n);
 void bm__and_not_bits (uint64_t *bitmap, uint64_t first, uint64_t n);
+int bm__any_bits (const uint64_t *bitmap, uint64_t first, uint64_t n);
 
 /* bm_gate_mark_words without the name: OR bits into the gate bitmap. */
 int bm__gate_or_words (bm_map *map, uint64_t first_word, uint64_t nwords,

@@ -63,7 +63,7 @@ public class AuthenticationTests
         var keys = new KeyPair(dir.Path);
         using var source = SourceShim.Start(dir.Path, 4L << 20, 1 << 20);
         var r = await Tool.BlockMigrateAsync("migrate", "--disk", source.DiskArg(), "--to", "127.0.0.1:9", "--key", keys.SourceKey);
-        Assert.That(r.ExitCode, Is.EqualTo(1));
+        Assert.That(r.ExitCode, Is.EqualTo(2), "a setting missing: a usage error");
         Assert.That(r.StandardError.Trim(), Does.StartWith("blockmigrate: receiver 127.0.0.1:9 has no pinned key"));
         Assert.That(r.StandardError.Trim().Split('\n'), Has.Length.EqualTo(1), "one line");
     }

@@ -1,4 +1,5 @@
 using System.Text;
+using BlockMigrate.Cli.Commands;
 using BlockMigrate.Cli.Config;
 using BlockMigrate.Transport;
 using CsCheck;
@@ -89,9 +90,9 @@ public sealed class FileFuzzTests
             {
                 var path = Write(bytes);
                 KeyValueFile? file = null;
-                if (Fuzz.Refused<BlockMigrateException>(() => file = KeyValueFile.Load(path))) return;
+                if (Fuzz.Refused<UsageException>(() => file = KeyValueFile.Load(path))) return;
                 // what the commands do next with it
-                Fuzz.Refused<BlockMigrateException>(() => KeyValueFile.CheckKeys(path, file!.Global, "to", "key"));
+                Fuzz.Refused<UsageException>(() => Binder.CheckKeys(path, file!.Global, ["to", "key"]));
                 Assert.That(file!.Global.Keys.All(k => k.Length > 0 && k == k.Trim()));
                 Assert.That(file.Sections.All(s => s.Kind.Length > 0 && s.Values != null));
             }, Fuzz.Hex);

@@ -4,7 +4,7 @@ namespace BlockMigrate.Hypervisor.Tests;
 
 /// <summary>
 /// <c>blockmigrate migrate</c>'s hypervisor options, flags and VM file: an admin's mistake is one line
-/// on stderr and exit 1, naming the option (see WholeVmMigrationTests for the options at work).
+/// on stderr and exit 2 (a usage error: nothing touched), naming the option (see WholeVmMigrationTests for the options at work).
 /// </summary>
 [TestFixture, CancelAfter(60_000)]
 public sealed class MigrateHypervisorOptionsTests
@@ -14,7 +14,7 @@ public sealed class MigrateHypervisorOptionsTests
     private static async Task<string> FailsWithAsync(params string[] args)
     {
         var r = await Tool.BlockMigrateAsync(args);
-        Assert.That(r.ExitCode, Is.EqualTo(1), r.StandardError);
+        Assert.That(r.ExitCode, Is.EqualTo(2), r.StandardError);
         var lines = r.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.That(lines, Has.Length.EqualTo(1), "one line: " + r.StandardError);
         Assert.That(lines[0], Does.StartWith("blockmigrate: "));

@@ -1,7 +1,7 @@
 // What the shipped units, tmpfiles.d and examples promise about who reaches a VM's disk (issue 10,
 // item 5): each VM's socket is handed to that VM's QEMU group only, maps live in a directory closed to
 // everybody else, and nothing tells admins to put QEMU's user in group blockmigrate.  Plain content
-// checks on the source tree (no package build); native/tests/filter-test.sh runs the unit's
+// checks on the source tree (no package build); native/tests/test-socket-handover.sh runs the unit's
 // ExecStartPost lines against a real nbdkit socket and checks who can connect.
 using System.Text.RegularExpressions;
 

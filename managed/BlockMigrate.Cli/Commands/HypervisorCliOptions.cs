@@ -18,126 +18,137 @@ namespace BlockMigrate.Cli.Commands;
 /// </summary>
 public sealed class HypervisorCliOptions
 {
-    public Option<string?> Kind { get; } = new("--hypervisor") { Description = "who moves memory and devices: qemu (or kvm), xen, or none (disk only; the default)" };
-    public Option<string?> QmpSource { get; } = new("--qmp-source") { Description = "qemu: the source QEMU's QMP monitor, a unix socket path or tcp:HOST:PORT" };
-    public Option<string?> QmpDestination { get; } = new("--qmp-destination") { Description = "qemu: the destination QEMU's QMP monitor (started with -incoming defer -S)" };
-    public Option<string?> MigrationUri { get; } = new("--migration-uri") { Description = "qemu: where the source sends memory, e.g. tcp:DSTHOST:4444" };
-    public Option<string?> IncomingUri { get; } = new("--incoming-uri") { Description = "qemu: what the destination listens on (default: the migration URI)" };
-    public Option<bool> NoStartIncoming { get; } = new("--no-start-incoming") { Description = "qemu: the admin already ran migrate-incoming on the destination" };
-    public Option<string?> MemoryBandwidth { get; } = new("--memory-bandwidth") { Description = "qemu: max-bandwidth of the memory copy in bytes per second (K/M/G = 2^10/2^20/2^30; default: paced by the link the disk copy measured)" };
-    public Option<int?> DowntimeLimit { get; } = new("--downtime-limit") { Description = "qemu: downtime-limit of the memory copy in ms (QEMU's default 300)" };
-    public Option<bool> Multifd { get; } = new("--multifd") { Description = "qemu: multifd memory channels on both QEMUs (slow links)" };
-    public Option<int?> MultifdChannels { get; } = new("--multifd-channels") { Description = "qemu: number of multifd channels (default 2)" };
-    public Option<string?> MemoryCompression { get; } = new("--memory-compression") { Description = "qemu: multifd compression none, zlib or zstd (default zstd)" };
-    public Option<bool> AutoConverge { get; } = new("--auto-converge") { Description = "qemu: slow the vCPUs while memory is dirtied faster than the link drains it" };
-    public Option<bool> MemoryPlaintext { get; } = new("--memory-plaintext") { Description = "qemu: send the guest's memory unencrypted (default: TLS under a key made for this migration, delivered over the pinned channel)" };
-    public Option<string?> XenDomain { get; } = new("--xen-domain") { Description = "xen: the domain to migrate" };
-    public Option<string?> XenHost { get; } = new("--xen-host") { Description = "xen: the destination dom0, as xl migrate and ssh take it" };
-    public Option<string?> XenSsh { get; } = new("--xen-ssh") { Description = "xen: xl migrate -s CMD, e.g. \"ssh -p 2222 -i /root/.ssh/migrate\"" };
-    public Option<string?> Xl { get; } = new("--xl") { Description = "xen: the xl executable on the source (default xl)" };
-    public Option<string?> XenRemote { get; } = new("--xen-remote") { Description = "xen: how to run xl on the destination (default: the --xen-ssh command or ssh, then the host)" };
-    public Option<string?> XenConfig { get; } = new("--xen-config") { Description = "xen: xl migrate -C FILE" };
+    private static readonly QemuOptions QemuDefaults = new() { SourceQmp = "", DestinationQmp = "", MigrationUri = "" };
+    private static readonly XenOptions XenDefaults = new() { Domain = "", DestinationHost = "" };
 
     /// <summary>The config-file section kind: <c>[hypervisor qemu]</c>, <c>[hypervisor xen]</c>.</summary>
     public const string Section = "hypervisor";
 
-    public IEnumerable<Option> All =>
-    [
-        Kind, QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit,
-        Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext, XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig,
-    ];
+    private static Setting<string?> Text(string flag, string help, string? defaultText = null) =>
+        new(flag, flag[2..], help, t => t, null, defaultText, Section);
+
+    private static Setting<int?> Int(string flag, string help, int? @default, string? defaultText) =>
+        new(flag, flag[2..], help, t => Setting.Int(t), @default, defaultText, Section);
+
+    private static Switch Flag(string flag, string help) => new(flag, flag[2..], help, Section);
+
+    /// <summary>The global key <c>hypervisor</c>; the kind may also follow from a lone [hypervisor KIND] section.</summary>
+    public Setting<string?> Kind { get; } = new("--hypervisor", "hypervisor", "who moves memory and devices: qemu (or kvm), xen, or none (disk only; the default)", t => t, null);
+    public Setting<string?> QmpSource { get; } = Text("--qmp-source", "qemu: the source QEMU's QMP monitor, a unix socket path or tcp:HOST:PORT");
+    public Setting<string?> QmpDestination { get; } = Text("--qmp-destination", "qemu: the destination QEMU's QMP monitor (started with -incoming defer -S)");
+    public Setting<string?> MigrationUri { get; } = Text("--migration-uri", "qemu: where the source sends memory, e.g. tcp:DSTHOST:4444");
+    public Setting<string?> IncomingUri { get; } = Text("--incoming-uri", "qemu: what the destination listens on", "the migration URI");
+    public Switch NoStartIncoming { get; } = Flag("--no-start-incoming", "qemu: the admin already ran migrate-incoming on the destination");
+    public Setting<long?> MemoryBandwidth { get; } = new("--memory-bandwidth", "memory-bandwidth",
+        "qemu: max-bandwidth of the memory copy in bytes per second (K/M/G = 2^10/2^20/2^30)", t => ParseBytes(t), null,
+        "paced by the link the disk copy measured", Section);
+    public Setting<int?> DowntimeLimit { get; } = Int("--downtime-limit", "qemu: downtime-limit of the memory copy in ms", null,
+        $"QEMU's {QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds:0}");
+    public Switch Multifd { get; } = Flag("--multifd", "qemu: multifd memory channels on both QEMUs (slow links)");
+    public Setting<int?> MultifdChannels { get; } = Int("--multifd-channels", "qemu: number of multifd channels", QemuDefaults.MultifdChannels,
+        $"{QemuDefaults.MultifdChannels}");
+    public Setting<string?> MemoryCompression { get; } = new("--memory-compression", "memory-compression",
+        $"qemu: multifd compression {Words.Or(QemuOptions.MultifdCompressions)}", t => Setting.OneOf(t, QemuOptions.MultifdCompressions),
+        QemuDefaults.MultifdCompression, QemuDefaults.MultifdCompression, Section, choices: QemuOptions.MultifdCompressions);
+    public Switch AutoConverge { get; } = Flag("--auto-converge", "qemu: slow the vCPUs while memory is dirtied faster than the link drains it");
+    public Switch MemoryPlaintext { get; } = Flag("--memory-plaintext", "qemu: send the guest's memory unencrypted (default: TLS under a key made for this migration, delivered over the pinned channel)");
+    public Setting<string?> XenDomain { get; } = Text("--xen-domain", "xen: the domain to migrate");
+    public Setting<string?> XenHost { get; } = Text("--xen-host", "xen: the destination dom0, as xl migrate and ssh take it");
+    public Setting<string?> XenSsh { get; } = Text("--xen-ssh", "xen: xl migrate -s CMD, e.g. \"ssh -p 2222 -i /root/.ssh/migrate\"");
+    public Setting<string?> Xl { get; } = Text("--xl", "xen: the xl executable on the source", XenDefaults.XlPath);
+    public Setting<string?> XenRemote { get; } = Text("--xen-remote", "xen: how to run xl on the destination", "the --xen-ssh command or ssh, then the host");
+    public Setting<string?> XenConfig { get; } = Text("--xen-config", "xen: xl migrate -C FILE");
+
+    public IEnumerable<Setting> All => [Kind, .. QemuSettings, .. XenSettings];
+
+    internal IEnumerable<Setting> QemuSettings =>
+        [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext];
+
+    internal IEnumerable<Setting> XenSettings => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
 
     public void AddTo(Command command)
     {
-        foreach (var o in All) command.Options.Add(o);
+        foreach (var s in All) command.Options.Add(s.Option);
     }
 
-    /// <summary>Flags first, then the config file's <c>hypervisor</c> key and <c>[hypervisor KIND]</c> section.</summary>
-    public HypervisorOptions Bind(ParseResult r, KeyValueFile file, string cfgName)
+    /// <summary>Flags first, then the config file's <c>hypervisor</c> key and <c>[hypervisor KIND]</c> section; validated.</summary>
+    public HypervisorOptions Bind(Binder b)
     {
-        var sections = file.Sections.Where(s => s.Kind == Section).ToList();
-        var kindText = r.GetValue(Kind) ?? file.Global.GetValueOrDefault("hypervisor")
-            ?? (sections.Count == 1 ? sections[0].Name : "none");
-        var kind = HypervisorOptions.ParseKind(kindText);
+        var sections = b.File.Sections.Where(s => s.Kind == Section).ToList();
+        var kindText = b.Get(Kind) ?? (sections.Count == 1 ? sections[0].Name : "none");
+        var kind = Usage(() => HypervisorOptions.ParseKind(kindText));
         foreach (var s in sections)
-            if (HypervisorOptions.ParseKind(s.Name) != kind)
-                throw new BlockMigrateException($"{cfgName}: section [hypervisor {s.Name}] does not match --hypervisor {kindText}");
+            if (Usage(() => HypervisorOptions.ParseKind(s.Name)) != kind)
+                throw new UsageException($"{b.FileName}: section [hypervisor {s.Name}] does not match --hypervisor {kindText}");
         var values = sections.FirstOrDefault().Values ?? new Dictionary<string, string>();
-        var given = All.Where(o => o != Kind && IsGiven(r, o)).Select(o => o.Name).ToList();
-        switch (kind)
+        var given = All.Where(o => o != Kind && b.IsGiven(o)).Select(o => o.Flag).ToList();
+        var options = kind switch
         {
-            case HypervisorKind.Qemu:
-                KeyValueFile.CheckKeys(cfgName, values, QemuOptionsList.Select(o => o.Name[2..]).ToArray());
-                Refuse(given.Intersect(XenOptionsList.Select(o => o.Name)), "qemu");
-                return new HypervisorOptions { Kind = kind, Qemu = BindQemu(r, values) };
-            case HypervisorKind.Xen:
-                KeyValueFile.CheckKeys(cfgName, values, XenOptionsList.Select(o => o.Name[2..]).ToArray());
-                Refuse(given.Intersect(QemuOptionsList.Select(o => o.Name)), "xen");
-                return new HypervisorOptions { Kind = kind, Xen = BindXen(r, values) };
-            default:
-                Refuse(given, "none");
-                return new HypervisorOptions { Kind = HypervisorKind.None };
+            HypervisorKind.Qemu => Check(b, values, QemuSettings, given, XenSettings, "qemu") with { Kind = kind, Qemu = BindQemu(b, values) },
+            HypervisorKind.Xen => Check(b, values, XenSettings, given, QemuSettings, "xen") with { Kind = kind, Xen = BindXen(b, values) },
+            _ => Check(b, values, [], given, [.. QemuSettings, .. XenSettings], "none"),
+        };
+        if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);
+        return options;
+    }
+
+    private static HypervisorOptions Check(Binder b, IReadOnlyDictionary<string, string> values, IEnumerable<Setting> mine, List<string> given,
+        IEnumerable<Setting> others, string kind)
+    {
+        if (mine.Any()) b.CheckKeys(values, mine);
+        var refused = given.Intersect(kind == "none" ? given : others.Select(o => o.Flag)).ToList();
+        if (refused.Count > 0)
+            throw new UsageException($"{string.Join(", ", refused)} {(refused.Count == 1 ? "does" : "do")} not apply to --hypervisor {kind}");
+        return new HypervisorOptions();
+    }
+
+    private static T Usage<T>(Func<T> f)
+    {
+        try
+        {
+            return f();
+        }
+        catch (BlockMigrateException e)
+        {
+            throw new UsageException(e.Message);
         }
     }
 
-    private IEnumerable<Option> QemuOptionsList =>
-        [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext];
+    /// <summary>A setting the hypervisor cannot do without.</summary>
+    private static string Need(Binder b, Setting<string?> s, IReadOnlyDictionary<string, string> file, string kind) =>
+        b.Get(s, file) ?? throw new UsageException($"--hypervisor {kind} needs {s.Flag} (or '{s.Key} = ...' under [hypervisor {kind}] in --config)");
 
-    private IEnumerable<Option> XenOptionsList => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
-
-    private static void Refuse(IEnumerable<string> options, string kind)
+    private QemuOptions BindQemu(Binder b, IReadOnlyDictionary<string, string> file)
     {
-        var list = options.ToList();
-        if (list.Count > 0)
-            throw new BlockMigrateException($"{string.Join(", ", list)} {(list.Count == 1 ? "does" : "do")} not apply to --hypervisor {kind}");
-    }
-
-    private static bool IsGiven(ParseResult r, Option o) => r.GetResult(o) is { Implicit: false };
-
-    private QemuOptions BindQemu(ParseResult r, IReadOnlyDictionary<string, string> file)
-    {
-        string? Get(Option<string?> o) => r.GetValue(o) ?? file.GetValueOrDefault(o.Name[2..]);
-        bool Flag(Option<bool> o) => r.GetValue(o) || Bool(file, o.Name[2..]);
-        int? Int(Option<int?> o) => r.GetValue(o) ?? IntOf(file, o.Name[2..]);
-        string Need(Option<string?> o) => Get(o) ?? throw new BlockMigrateException(
-            $"--hypervisor qemu needs {o.Name} (or '{o.Name[2..]} = ...' under [hypervisor qemu] in --config)");
-        var compression = Get(MemoryCompression) ?? "zstd";
-        if (compression is not ("none" or "zlib" or "zstd"))
-            throw new BlockMigrateException($"bad --memory-compression '{compression}': use none, zlib or zstd");
-        var channels = Int(MultifdChannels) ?? 2;
-        if (channels is < 1 or > 255) throw new BlockMigrateException($"bad --multifd-channels {channels}: 1 to 255");
-        var downtime = Int(DowntimeLimit);
-        if (downtime is <= 0) throw new BlockMigrateException($"bad --downtime-limit {downtime}: a positive number of ms");
+        string Need(Setting<string?> s) => HypervisorCliOptions.Need(b, s, file, "qemu");
         return new QemuOptions
         {
             SourceQmp = Need(QmpSource),
             DestinationQmp = Need(QmpDestination),
             MigrationUri = Need(MigrationUri),
-            IncomingUri = Get(IncomingUri),
-            StartIncoming = !Flag(NoStartIncoming),
-            MaxBandwidth = Get(MemoryBandwidth) is { } bw ? ParseBytes(bw) : null,
-            DowntimeLimit = downtime is { } ms ? TimeSpan.FromMilliseconds(ms) : null,
-            Multifd = Flag(Multifd),
-            MultifdChannels = channels,
-            MultifdCompression = compression,
-            AutoConverge = Flag(AutoConverge),
-            MemoryPlaintext = Flag(MemoryPlaintext),
+            IncomingUri = b.Get(IncomingUri, file),
+            StartIncoming = !b.Get(NoStartIncoming, file),
+            MaxBandwidth = b.Get(MemoryBandwidth, file),
+            DowntimeLimit = b.Get(DowntimeLimit, file) is { } ms ? TimeSpan.FromMilliseconds(ms) : null,
+            Multifd = b.Get(Multifd, file),
+            MultifdChannels = b.Get(MultifdChannels, file) ?? QemuDefaults.MultifdChannels,
+            MultifdCompression = b.Get(MemoryCompression, file) ?? QemuDefaults.MultifdCompression,
+            AutoConverge = b.Get(AutoConverge, file),
+            MemoryPlaintext = b.Get(MemoryPlaintext, file),
         };
     }
 
-    private XenOptions BindXen(ParseResult r, IReadOnlyDictionary<string, string> file)
+    private XenOptions BindXen(Binder b, IReadOnlyDictionary<string, string> file)
     {
-        string? Get(Option<string?> o) => r.GetValue(o) ?? file.GetValueOrDefault(o.Name[2..]);
-        string Need(Option<string?> o) => Get(o) ?? throw new BlockMigrateException(
-            $"--hypervisor xen needs {o.Name} (or '{o.Name[2..]} = ...' under [hypervisor xen] in --config)");
+        string Need(Setting<string?> s) => HypervisorCliOptions.Need(b, s, file, "xen");
         return new XenOptions
         {
             Domain = Need(XenDomain),
             DestinationHost = Need(XenHost),
-            SshCommand = Get(XenSsh),
-            XlPath = Get(Xl) ?? "xl",
-            RemoteCommand = Get(XenRemote) is { } remote ? remote.Split(' ', StringSplitOptions.RemoveEmptyEntries) : null,
-            ConfigFile = Get(XenConfig),
+            SshCommand = b.Get(XenSsh, file),
+            XlPath = b.Get(Xl, file) ?? XenDefaults.XlPath,
+            RemoteCommand = b.Get(XenRemote, file) is { } remote ? remote.Split(' ', StringSplitOptions.RemoveEmptyEntries) : null,
+            ConfigFile = b.Get(XenConfig, file),
         };
     }
 
@@ -155,13 +166,6 @@ public sealed class HypervisorCliOptions
             throw new BlockMigrateException($"bad --memory-bandwidth '{text}': bytes per second like 12500000, 100M or 1G");
         return (long)(n * scale);
     }
-
-    private static bool Bool(IReadOnlyDictionary<string, string> f, string name) =>
-        f.GetValueOrDefault(name) is { } v && (v is "true" or "yes" or "1" ? true : v is "false" or "no" or "0" ? false
-            : throw new BlockMigrateException($"config: {name} = {v}: expected true or false"));
-
-    private static int? IntOf(IReadOnlyDictionary<string, string> f, string name) =>
-        f.GetValueOrDefault(name) is { } v ? int.TryParse(v, out var n) ? n : throw new BlockMigrateException($"config: {name} = {v} is not a number") : null;
 
     /// <summary>The hypervisor's figures in the JSON report (null where the hypervisor does not measure them).</summary>
     public static void WriteJson(Utf8JsonWriter w, MigrationReport r)

@@ -5,120 +5,81 @@ using BlockMigrate.Cli.Status;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
 using BlockMigrate.Network;
+using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
 
 namespace BlockMigrate.Cli.Commands;
 
 /// <summary>
 /// <c>blockmigrate migrate</c>: the source side. Exit 0: committed (and verified, when asked);
-/// 1: failed before the hand-over, the source untouched (run again to resume); 2: usage; 3: committed, but
-/// the DNS update of the network redirection failed; 4: committed but the verification found a difference,
-/// or something else failed after the hand-over (nothing is rolled back: the destination owns the VM;
-/// if final blocks did not land, running the same command again finishes them).
+/// 1: failed before the hand-over, the source untouched (run again to resume); 2: usage (a flag, a config
+/// value or key, a setting that cannot be used; nothing touched); 3: committed, but the DNS update of the
+/// network redirection failed; 4: committed, but something failed after the hand-over (nothing is rolled
+/// back: the destination owns the VM; if final blocks did not land, running the same command again
+/// finishes them); 5: committed, but <c>--verify</c> found the destination different from the source.
 /// </summary>
 public static class MigrateCommand
 {
-    public const int DnsFailed = 3, VerifyFailed = 4, AfterCommitFailed = 4;
+    public const int DnsFailed = 3, AfterCommitFailed = 4, VerifyFailed = 5;
+
+    /// <summary>The options record's defaults: the one place they are written.</summary>
+    private static readonly MigrationOptions Defaults = new() { Disks = [], Host = "" };
+
+    // Every option of migrate, each once: flag, config key (global part of the VM file), default, help.
+    internal static readonly Setting<string?> To = new("--to", "to", $"receiver HOST[:PORT] (default port {MigrationOptions.DefaultPort})", t => t, null);
+    internal static readonly Setting<string?> Key = new("--key", "key", "this host's key (from 'blockmigrate keygen')", t => t, null);
+    internal static readonly Setting<string?> PeerFingerprint = new("--peer-fingerprint", "peer-fingerprint", "the receiver's key fingerprint (SHA256:...)",
+        t => KeyFingerprint.Normalize(t) ?? throw new FormatException("expected SHA256:... as printed by keygen"), null);
+    internal static readonly Setting<string?> KnownHosts = new("--known-hosts", "known-hosts", "file of 'HOST[:PORT] SHA256:...' lines pinning receivers' keys", t => t, null);
+    internal static readonly Setting<double?> Bandwidth = new("--bandwidth", "bandwidth", "cap on the link, bits per second like tc: 20M, 100mbit, 1G",
+        t => Rate.ParseBitsPerSecond(t), null);
+    internal static readonly Setting<int> MaxDowntime = new("--max-downtime", "max-downtime", "downtime target in ms",
+        t => Setting.Int(t), (int)Defaults.MaxDowntime.TotalMilliseconds, $"{Defaults.MaxDowntime.TotalMilliseconds:0}");
+    internal static readonly Setting<int> MaxRounds = new("--max-rounds", "max-rounds", "dirty rounds before giving up",
+        t => Setting.Int(t), Defaults.MaxRounds, $"{Defaults.MaxRounds}");
+    internal static readonly Setting<int?> Timeout = new("--timeout", "timeout", "give up (source untouched) after this many seconds", t => Setting.Int(t), null);
+    internal static readonly Setting<int> ConnectTimeout = new("--connect-timeout", "connect-timeout",
+        "seconds from connecting to the receiver's welcome before giving up on a silent receiver",
+        t => Setting.Int(t), (int)Defaults.ConnectTimeout.TotalSeconds, $"{Defaults.ConnectTimeout.TotalSeconds:0}");
+    internal static readonly Setting<CodecChoice> Codec = new("--codec", "codec",
+        $"data compression: auto (zstd while the link is slower than 40 MB/s, else LZ4), {Words.Or(CodecChoice.Names.Skip(1).ToList())}",
+        t => CodecChoice.Parse(t) ?? throw new FormatException($"expected {CodecChoice.NamesText}"), Defaults.Codec, $"{Defaults.Codec}",
+        choices: CodecChoice.Names);
+    internal static readonly Setting<SwitchoverMode> Switchover = new("--switchover", "switchover",
+        "when the destination VM resumes: gate (once the final dirty set is gated there) or commit (after every final block is written and fsynced)",
+        t => t switch { "gate" => SwitchoverMode.Gate, "commit" => SwitchoverMode.Commit, _ => throw new FormatException("expected gate or commit") },
+        Defaults.Switchover, Defaults.Switchover.ToString().ToLowerInvariant(), choices: ["gate", "commit"]);
+    internal static readonly Switch Plaintext = new("--plaintext", "plaintext", "no TLS, no authentication (the receiver must use it too)");
+    internal static readonly Switch Json = new("--json", null, "print the report as one JSON object");
+    internal static readonly Switch NoThrottle = new("--no-throttle", null, "never slow the guest's writes (the copy may then not converge)");
+    internal static readonly Switch NoCompress = new("--no-compress", null, "send data uncompressed");
+    internal static readonly Switch Verify = new("--verify", null, "after the commit, hash every image on both sides while the source is frozen");
+    internal static readonly Switch KeepFrozen = new("--keep-source-frozen", null, "with --hypervisor none: leave the source map frozen after the commit");
+
+    /// <summary>The global settings of migrate, in --help order (the hypervisor's and the network's follow).</summary>
+    internal static IReadOnlyList<Setting> Settings { get; } =
+        [To, Key, PeerFingerprint, KnownHosts, Bandwidth, MaxDowntime, MaxRounds, Json, Plaintext, Timeout, NoThrottle, NoCompress, Codec, Verify,
+         KeepFrozen, Switchover, ConnectTimeout];
+
+    internal static readonly HypervisorCliOptions Hypervisor = new();
 
     public static Command Create()
     {
         var disk = new Option<string[]>("--disk") { Description = "NAME=IMAGE:MAP, repeatable (the image file and the shim's dirty map)", AllowMultipleArgumentsPerToken = false };
         var config = new Option<string?>("--config") { Description = "a VM file: 'key = value' lines (to, key, peer-fingerprint, ...) and [disk NAME] sections with image and map" };
-        var to = new Option<string?>("--to") { Description = $"receiver HOST[:PORT] (default port {MigrationOptions.DefaultPort})" };
-        var key = new Option<string?>("--key") { Description = "this host's key (from 'blockmigrate keygen')" };
-        var peer = new Option<string?>("--peer-fingerprint") { Description = "the receiver's key fingerprint (SHA256:...)" };
-        var knownHosts = new Option<string?>("--known-hosts") { Description = "file of 'HOST[:PORT] SHA256:...' lines pinning receivers' keys" };
-        var bandwidth = new Option<string?>("--bandwidth") { Description = "cap on the link, bits per second like tc: 20M, 100mbit, 1G" };
-        var maxDowntime = new Option<int?>("--max-downtime") { Description = "downtime target in ms (default 300)" };
-        var maxRounds = new Option<int?>("--max-rounds") { Description = "dirty rounds before giving up (default 30)" };
-        var hypervisor = new HypervisorCliOptions();
-        var json = new Option<bool>("--json") { Description = "print the report as one JSON object" };
-        var plaintext = new Option<bool>("--plaintext") { Description = "no TLS, no authentication (the receiver must use it too)" };
-        var timeout = new Option<int?>("--timeout") { Description = "give up (source untouched) after this many seconds" };
-        var noThrottle = new Option<bool>("--no-throttle") { Description = "never slow the guest's writes (the copy may then not converge)" };
-        var noCompress = new Option<bool>("--no-compress") { Description = "send data uncompressed" };
-        var codec = new Option<string?>("--codec") { Description = "data compression: auto (zstd while the link is slower than 40 MB/s, else LZ4; default), lz4 or zstd" };
-        codec.AcceptOnlyFromAmong("auto", "lz4", "zstd");
-        var verify = new Option<bool>("--verify") { Description = "after the commit, hash every image on both sides while the source is frozen" };
-        var switchover = new Option<string?>("--switchover") { Description = "when the destination VM resumes: gate (once the final dirty set is gated there; default) or commit (after every final block is written and fsynced)" };
-        switchover.AcceptOnlyFromAmong("gate", "commit");
-        var keepFrozen = new Option<bool>("--keep-source-frozen") { Description = "with --hypervisor none: leave the source map frozen after the commit" };
-        var command = new Command("migrate", "Migrate disks (and, with a hypervisor, the VM) to a receiver")
-        {
-            disk, config, to, key, peer, knownHosts, bandwidth, maxDowntime, maxRounds, json, plaintext, timeout,
-            noThrottle, noCompress, codec, verify, keepFrozen, switchover,
-        };
-        var connectTimeout = new Option<int?>("--connect-timeout")
-        {
-            Description = $"seconds from connecting to the receiver's welcome before giving up on a silent receiver (default {MigrationOptions.DefaultConnectTimeout.TotalSeconds:0})",
-        };
-        command.Options.Add(connectTimeout);
+        var command = new Command("migrate", "Migrate disks (and, with a hypervisor, the VM) to a receiver") { disk, config };
+        foreach (var s in Settings) command.Options.Add(s.Option);
         RedirectionCliOptions.AddTo(command);
-        hypervisor.AddTo(command);
+        Hypervisor.AddTo(command);
         command.SetAction(async (r, ct) =>
         {
             try
             {
-                var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
-                var cfgName = r.GetValue(config) ?? "";
-                KeyValueFile.CheckKeys(cfgName, file.Global, "to", "key", "peer-fingerprint", "known-hosts", "bandwidth", "max-downtime",
-                    "max-rounds", "hypervisor", "plaintext", "timeout", "switchover", "codec", "connect-timeout");
-                string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
-                var disks = new List<DiskSpec>();
-                foreach (var d in r.GetValue(disk) ?? []) disks.Add(ParseDisk(d));
-                foreach (var (kind, name, values) in file.Sections)
-                {
-                    if (kind == RedirectionCliOptions.Section) continue;
-                    if (kind == HypervisorCliOptions.Section) continue;
-                    if (kind != "disk") throw new BlockMigrateException($"{cfgName}: unknown section [{kind} {name}]");
-                    KeyValueFile.CheckKeys(cfgName, values, "image", "map");
-                    disks.Add(new DiskSpec(name, values.GetValueOrDefault("image") ?? throw new BlockMigrateException($"{cfgName}: [disk {name}] has no image"),
-                        values.GetValueOrDefault("map") ?? $"/dev/shm/blockmigrate/{name}.map"));
-                }
-                if (disks.Count == 0) throw new BlockMigrateException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
-                var target = Get(to, "to") ?? throw new BlockMigrateException("no receiver (--to HOST[:PORT])");
-                var (host, port) = Endpoint.ParseHostPort(target, MigrationOptions.DefaultPort);
-                var isPlain = r.GetValue(plaintext) || file.Global.GetValueOrDefault("plaintext") is "true" or "yes" or "1";
-                var fingerprint = Get(peer, "peer-fingerprint") is { } fp
-                    ? KeyFingerprint.Normalize(fp) ?? throw new BlockMigrateException($"bad --peer-fingerprint '{fp}' (expected SHA256:... as printed by keygen)")
-                    : Get(knownHosts, "known-hosts") is { } kh ? TrustList.LookupKnownHost(kh, host, port) : null;
-                if (!isPlain && fingerprint == null)
-                    throw new BlockMigrateException($"receiver {host}:{port} has no pinned key: give --peer-fingerprint or list it in --known-hosts");
-                var hv = HypervisorFactory.Create(hypervisor.Bind(r, file, cfgName));
-                var redirection = RedirectionCliOptions.Bind(r, file, cfgName, disks);
-                var options = new MigrationOptions
-                {
-                    Disks = disks,
-                    Host = host,
-                    Port = port,
-                    KeyPath = Get(key, "key"),
-                    PeerFingerprint = fingerprint,
-                    Plaintext = isPlain,
-                    BandwidthBytesPerSecond = Get(bandwidth, "bandwidth") is { } bw ? Rate.ParseBitsPerSecond(bw) : null,
-                    MaxDowntime = TimeSpan.FromMilliseconds(r.GetValue(maxDowntime) ?? IntOf(file, "max-downtime") ?? 300),
-                    MaxRounds = r.GetValue(maxRounds) ?? IntOf(file, "max-rounds") ?? 30,
-                    Throttle = !r.GetValue(noThrottle),
-                    Compress = !r.GetValue(noCompress),
-                    Codec = (r.GetValue(codec) ?? file.Global.GetValueOrDefault("codec") ?? "auto") switch
-                    {
-                        "auto" => CodecChoice.Auto,
-                        "lz4" => CodecChoice.Lz4,
-                        "zstd" => CodecChoice.Zstd,
-                        var other => throw new BlockMigrateException($"{cfgName}: codec = {other}: expected auto, lz4 or zstd"),
-                    },
-                    Verify = r.GetValue(verify),
-                    KeepSourceFrozen = r.GetValue(keepFrozen),
-                    Switchover = (r.GetValue(switchover) ?? file.Global.GetValueOrDefault("switchover") ?? "gate") switch
-                    {
-                        "gate" => SwitchoverMode.Gate,
-                        "commit" => SwitchoverMode.Commit,
-                        var other => throw new BlockMigrateException($"{cfgName}: switchover = {other}: expected gate or commit"),
-                    },
-                    Timeout = (r.GetValue(timeout) ?? IntOf(file, "timeout")) is { } s ? TimeSpan.FromSeconds(s) : null,
-                    ConnectTimeout = (r.GetValue(connectTimeout) ?? IntOf(file, "connect-timeout")) is { } c
-                        ? c > 0 ? TimeSpan.FromSeconds(c) : throw new BlockMigrateException("--connect-timeout: expected a positive number of seconds")
-                        : MigrationOptions.DefaultConnectTimeout,
-                };
+                var b = new Binder(r, config);
+                var (options, hypervisorOptions, redirection) = Bind(b, r.GetValue(disk) ?? []);
+                var target = b.Get(To)!;
+                var hv = HypervisorFactory.Create(hypervisorOptions);
+                var disks = options.Disks;
                 var display = new ProgressDisplay(!Console.IsErrorRedirected);
                 using var status = StatusFile.TryCreate(target, disks.Select(d => d.Name), hv.Name);
                 var network = new NetworkRedirection(redirection, display, status);
@@ -151,7 +112,7 @@ public static class MigrateCommand
                     display.Finish();
                 }
                 await network.FinishAsync(ct);
-                if (r.GetValue(json)) WriteJson(report, network.Report);
+                if (r.GetValue(Json.Typed)) WriteJson(report, network.Report);
                 else WriteText(report, target, network.Report);
                 if (report.Verified == false)
                 {
@@ -179,15 +140,68 @@ public static class MigrateCommand
         return command;
     }
 
-    private static int? IntOf(KeyValueFile f, string name) =>
-        f.Global.GetValueOrDefault(name) is { } v ? int.TryParse(v, out var n) ? n : throw new BlockMigrateException($"config: {name} = {v} is not a number") : null;
+    /// <summary>
+    /// Binds and validates everything migrate needs (flags, then the VM file, then the defaults). Every
+    /// problem is a <see cref="UsageException"/>: nothing has been touched yet.
+    /// </summary>
+    internal static (MigrationOptions Options, HypervisorOptions Hypervisor, RedirectionOptions? Redirection) Bind(Binder b, IReadOnlyList<string> diskFlags)
+    {
+        try
+        {
+            var file = b.File;
+            b.CheckKeys(file.Global, [.. Settings, Hypervisor.Kind]);
+            var disks = diskFlags.Select(ParseDisk).ToList();
+            foreach (var (kind, name, values) in file.Sections)
+            {
+                if (kind is RedirectionCliOptions.Section or HypervisorCliOptions.Section) continue;
+                if (kind != "disk") throw new UsageException($"{b.FileName}: unknown section [{kind} {name}]");
+                b.CheckKeys(values, [], $"[disk {name}]", "image", "map");
+                disks.Add(new DiskSpec(name, values.GetValueOrDefault("image") ?? throw new UsageException($"{b.FileName}: [disk {name}] has no image"),
+                    values.GetValueOrDefault("map") ?? $"/dev/shm/blockmigrate/{name}.map"));
+            }
+            if (disks.Count == 0) throw new UsageException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
+            var target = b.Get(To) ?? throw new UsageException("no receiver (--to HOST[:PORT])");
+            var (host, port) = Endpoint.ParseHostPort(target, MigrationOptions.DefaultPort);
+            var plaintext = b.Get(Plaintext);
+            var fingerprint = b.Get(PeerFingerprint) ?? (b.Get(KnownHosts) is { } kh ? TrustList.LookupKnownHost(kh, host, port) : null);
+            var hypervisor = Hypervisor.Bind(b);
+            var redirection = RedirectionCliOptions.Bind(b, disks);
+            var options = new MigrationOptions
+            {
+                Disks = disks,
+                Host = host,
+                Port = port,
+                KeyPath = b.Get(Key),
+                PeerFingerprint = fingerprint,
+                Plaintext = plaintext,
+                BandwidthBytesPerSecond = b.Get(Bandwidth),
+                MaxDowntime = TimeSpan.FromMilliseconds(b.Get(MaxDowntime)),
+                MaxRounds = b.Get(MaxRounds),
+                Throttle = !b.Get(NoThrottle),
+                Compress = !b.Get(NoCompress),
+                Codec = b.Get(Codec),
+                Verify = b.Get(Verify),
+                KeepSourceFrozen = b.Get(KeepFrozen),
+                Switchover = b.Get(Switchover),
+                Timeout = b.Get(Timeout) is { } s ? TimeSpan.FromSeconds(s) : null,
+                ConnectTimeout = TimeSpan.FromSeconds(b.Get(ConnectTimeout)),
+            };
+            if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);
+            return (options, hypervisor, redirection);
+        }
+        catch (BlockMigrateException e)
+        {
+            // the shared parsers (endpoints, rates, the known-hosts file) say what is wrong; here it is a usage error
+            throw new UsageException(e.Message);
+        }
+    }
 
     public static DiskSpec ParseDisk(string text)
     {
         var eq = text.IndexOf('=');
         var colon = text.LastIndexOf(':');
         if (eq <= 0 || colon < eq + 2 || colon == text.Length - 1)
-            throw new BlockMigrateException($"bad --disk '{text}': expected NAME=IMAGE:MAP");
+            throw new UsageException($"bad --disk '{text}': expected NAME=IMAGE:MAP");
         return new DiskSpec(text[..eq], text[(eq + 1)..colon], text[(colon + 1)..]);
     }
 
@@ -199,7 +213,7 @@ public static class MigrateCommand
             ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
-            $" (compressed: {Units.Bytes(r.BytesZstd)} with zstd, {Units.Bytes(r.BytesLz4)} with LZ4)");
+            $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
@@ -219,8 +233,7 @@ public static class MigrateCommand
             w.WriteNumber("bytes_on_wire_after_bulk", r.BytesOnWireAfterBulk);
             w.WriteNumber("bytes_of_data", r.BytesOfData);
             w.WriteNumber("bytes_zero", r.BytesZero);
-            w.WriteNumber("bytes_lz4", r.BytesLz4);
-            w.WriteNumber("bytes_zstd", r.BytesZstd);
+            foreach (var c in BlockCodec.All) w.WriteNumber($"bytes_{c.Name}", r.BytesWith(c));
             w.WriteNumber("bytes_to_send", r.BytesToSend);
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));

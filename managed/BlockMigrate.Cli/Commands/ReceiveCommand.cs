@@ -16,62 +16,37 @@ public static class ReceiveCommand
 {
     private static readonly Logger Log = LogManager.GetLogger("receive");
 
-    /// <summary>A yes/no config value: true/yes/1, false/no/0 or absent; anything else is an error.</summary>
-    private static bool Flag(string? value, string key) => value switch
-    {
-        null or "false" or "no" or "0" => false,
-        "true" or "yes" or "1" => true,
-        _ => throw new UsageException($"{key} = {value}: expected true or false"),
-    };
+    private static readonly ReceiverOptions Defaults = new() { ImageDir = "" };
+
+    // Every option of receive, each once: flag, config key, default, help.
+    internal static readonly Setting<string?> Listen = new("--listen", "listen",
+        $"ADDR[:PORT] to listen on (port 0 picks one)", t => t, null, $"0.0.0.0:{Engine.MigrationOptions.DefaultPort}");
+    internal static readonly Setting<string?> ImageDir = new("--image-dir", "image-dir", "directory the disks are written into (NAME.img)", t => t, null);
+    internal static readonly Setting<string?> Key = new("--key", "key", "this receiver's key (from 'blockmigrate keygen')", t => t, null);
+    internal static readonly Setting<string?> Trusted = new("--trusted", "trusted", "file of source key fingerprints allowed to send (SHA256:... per line)", t => t, null);
+    internal static readonly Switch Plaintext = new("--plaintext", "plaintext", "no TLS, no authentication (only on a trusted network; the source must use it too)");
+    internal static readonly Switch Once = new("--once", null, "exit after one migration: 0 if it committed, 1 if not");
+    internal static readonly Setting<string> GateMapDir = new("--gate-map-dir", "gate-map-dir", "where destination shims keep their maps",
+        t => t, Defaults.GateMapDir, Defaults.GateMapDir);
+    internal static readonly Switch Overwrite = new("--overwrite", "overwrite",
+        "let a fresh copy replace an image that is handed over, committed, gated or foreign (a VM may run on it); off by default");
+    internal static readonly Setting<double> HandshakeTimeout = new("--handshake-timeout", "handshake-timeout",
+        "seconds a connection has to authenticate (opening + TLS) before it is closed",
+        t => Setting.Number(t, double.MinValue, double.MaxValue), Defaults.HandshakeTimeout.TotalSeconds, $"{Defaults.HandshakeTimeout.TotalSeconds:0}");
+    internal static readonly Setting<int> MaxPendingHandshakes = new("--max-pending-handshakes", "max-pending-handshakes",
+        "connections not yet authenticated, at most; more are closed at once", t => Setting.Int(t), Defaults.MaxPendingHandshakes, $"{Defaults.MaxPendingHandshakes}");
+
+    internal static IReadOnlyList<Setting> Settings { get; } =
+        [Listen, ImageDir, Key, Trusted, Plaintext, Once, GateMapDir, Overwrite, HandshakeTimeout, MaxPendingHandshakes];
 
     public static Command Create()
     {
-        var config = new Option<string?>("--config") { Description = "a 'key = value' file: listen, image-dir, key, trusted, plaintext, gate-map-dir, overwrite, handshake-timeout, max-pending-handshakes" };
-        var listen = new Option<string?>("--listen") { Description = $"ADDR[:PORT] to listen on (default 0.0.0.0:{Engine.MigrationOptions.DefaultPort}; port 0 picks one)" };
-        var imageDir = new Option<string?>("--image-dir") { Description = "directory the disks are written into (NAME.img)" };
-        var key = new Option<string?>("--key") { Description = "this receiver's key (from 'blockmigrate keygen')" };
-        var trusted = new Option<string?>("--trusted") { Description = "file of source key fingerprints allowed to send (SHA256:... per line)" };
-        var plaintext = new Option<bool>("--plaintext") { Description = "no TLS, no authentication (only on a trusted network; the source must use it too)" };
-        var once = new Option<bool>("--once") { Description = "exit after one migration: 0 if it committed, 1 if not" };
-        var gateDir = new Option<string?>("--gate-map-dir") { Description = "where destination shims keep their maps (default /dev/shm/blockmigrate)" };
-        var overwrite = new Option<bool>("--overwrite")
-        {
-            Description = "let a fresh copy replace an image that is handed over, committed, gated or foreign (a VM may run on it); off by default",
-        };
-        var handshakeTimeout = new Option<double?>("--handshake-timeout")
-        {
-            Description = $"seconds a connection has to authenticate (opening + TLS) before it is closed (default {ReceiverOptions.DefaultHandshakeTimeout.TotalSeconds:0})",
-        };
-        var maxPending = new Option<int?>("--max-pending-handshakes")
-        {
-            Description = $"connections not yet authenticated, at most; more are closed at once (default {ReceiverOptions.DefaultMaxPendingHandshakes})",
-        };
-        var command = new Command("receive", "Receive migrated disks (the destination side)") { config, listen, imageDir, key, trusted, plaintext, once, gateDir, overwrite };
-        command.Options.Add(handshakeTimeout);
-        command.Options.Add(maxPending);
+        var config = new Option<string?>("--config") { Description = $"a 'key = value' file: {string.Join(", ", Settings.Select(s => s.Key).OfType<string>())}" };
+        var command = new Command("receive", "Receive migrated disks (the destination side)") { config };
+        foreach (var s in Settings) command.Options.Add(s.Option);
         command.SetAction(async (r, ct) =>
         {
-            var file = r.GetValue(config) is { } path ? KeyValueFile.Load(path) : new KeyValueFile();
-            KeyValueFile.CheckKeys(r.GetValue(config) ?? "", file.Global, "listen", "image-dir", "key", "trusted", "plaintext", "gate-map-dir", "overwrite",
-                "handshake-timeout", "max-pending-handshakes");
-            string? Get(Option<string?> o, string name) => r.GetValue(o) ?? file.Global.GetValueOrDefault(name);
-            var dir = Get(imageDir, "image-dir") ?? throw new BlockMigrateException("no image directory (--image-dir DIR or image-dir in the config file)");
-            var options = new ReceiverOptions
-            {
-                ImageDir = Path.GetFullPath(dir),
-                Listen = Endpoint.ParseListen(Get(listen, "listen") ?? "*", Engine.MigrationOptions.DefaultPort),
-                KeyPath = Get(key, "key"),
-                TrustedPath = Get(trusted, "trusted"),
-                Plaintext = r.GetValue(plaintext) || file.Global.GetValueOrDefault("plaintext") is "true" or "yes" or "1",
-                Once = r.GetValue(once),
-                GateMapDir = Get(gateDir, "gate-map-dir") ?? "/dev/shm/blockmigrate",
-                Overwrite = r.GetValue(overwrite) || Flag(file.Global.GetValueOrDefault("overwrite"), "overwrite"),
-                HandshakeTimeout = TimeSpan.FromSeconds(r.GetValue(handshakeTimeout)
-                    ?? Number(file, "handshake-timeout", 0.1, 3600) ?? ReceiverOptions.DefaultHandshakeTimeout.TotalSeconds),
-                MaxPendingHandshakes = r.GetValue(maxPending) ?? (int?)Number(file, "max-pending-handshakes", 1, 100000) ?? ReceiverOptions.DefaultMaxPendingHandshakes,
-            };
-            if (options.HandshakeTimeout.TotalSeconds is < 0.1 or > 3600) throw new UsageException("--handshake-timeout: expected 0.1 to 3600 seconds");
-            if (options.MaxPendingHandshakes is < 1 or > 100000) throw new UsageException("--max-pending-handshakes: expected 1 to 100000");
+            var options = Bind(new Binder(r, config));
             if (options.Overwrite) Log.Warn("--overwrite: a fresh copy may replace a handed-over, committed, gated or foreign image");
             var receiver = new ReceiverServer(options, new Logging.NLogLogger(Log));
             receiver.Listening += ep =>
@@ -104,9 +79,32 @@ public static class ReceiveCommand
         return command;
     }
 
-    /// <summary>A number from the config file, within [min, max]; null when absent.</summary>
-    private static double? Number(KeyValueFile file, string key, double min, double max) =>
-        file.Global.GetValueOrDefault(key) is not { } v ? null
-        : double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var n) && n >= min && n <= max ? n
-        : throw new UsageException($"{key} = {v}: expected a number from {min} to {max}");
+    /// <summary>Binds and validates the receiver's options; every problem is a <see cref="UsageException"/>.</summary>
+    internal static ReceiverOptions Bind(Binder b)
+    {
+        b.CheckKeys(b.File.Global, Settings);
+        var dir = b.Get(ImageDir) ?? throw new UsageException("no image directory (--image-dir DIR or image-dir in the config file)");
+        try
+        {
+            var options = new ReceiverOptions
+            {
+                ImageDir = Path.GetFullPath(dir),
+                Listen = Endpoint.ParseListen(b.Get(Listen) ?? "*", Engine.MigrationOptions.DefaultPort),
+                KeyPath = b.Get(Key),
+                TrustedPath = b.Get(Trusted),
+                Plaintext = b.Get(Plaintext),
+                Once = b.Get(Once),
+                GateMapDir = b.Get(GateMapDir),
+                Overwrite = b.Get(Overwrite),
+                HandshakeTimeout = TimeSpan.FromSeconds(Math.Clamp(b.Get(HandshakeTimeout), -1e6, 1e6)),
+                MaxPendingHandshakes = b.Get(MaxPendingHandshakes),
+            };
+            if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);
+            return options;
+        }
+        catch (BlockMigrateException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
 }

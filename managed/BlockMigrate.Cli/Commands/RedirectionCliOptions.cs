@@ -16,32 +16,34 @@ public static class RedirectionCliOptions
     /// <summary>The VM file's section, written <c>[network]</c>.</summary>
     public const string Section = "network";
 
-    /// <summary>Keys of the [network] section.</summary>
-    public static readonly string[] Keys =
-    [
-        "name", "zone", "dns-server", "key-file", "dns-ttl", "dns-prepare-ttl", "dns-command", "old-address", "new-address",
-        "tunnel", "tunnel-remote", "tunnel-local", "tunnel-id", "destination-command", "destination-vm-device", "tunnel-timeout",
-        "vm-name",
-    ];
+    private static Setting<string?> Text(string flag, string key, string help, string? defaultText = null) =>
+        new(flag, key, help, t => t, null, defaultText, Section);
 
-    static readonly Option<string?> DnsName = new("--dns-name") { Description = "the VM's DNS name to point at its new address (enables the DNS update)" };
-    static readonly Option<string?> DnsServer = new("--dns-server") { Description = "the zone's primary server, HOST[:PORT]" };
-    static readonly Option<string?> DnsZone = new("--dns-zone") { Description = "the zone the name is in" };
-    static readonly Option<string?> DnsKey = new("--dns-key") { Description = "TSIG key file (tsig-keygen -a hmac-sha256; mode 0600)" };
-    static readonly Option<string?> OldAddress = new("--old-address") { Description = "the VM's address on the source host (tunnelled for open connections)" };
+    // Each flag once, with its key in [network]; the values are checked below, all problems together.
+    static readonly Setting<string?> DnsName = Text("--dns-name", "name", "the VM's DNS name to point at its new address (enables the DNS update)");
+    static readonly Setting<string?> DnsServer = Text("--dns-server", "dns-server", "the zone's primary server, HOST[:PORT]");
+    static readonly Setting<string?> DnsZone = Text("--dns-zone", "zone", "the zone the name is in");
+    static readonly Setting<string?> DnsKey = Text("--dns-key", "key-file", "TSIG key file (tsig-keygen -a hmac-sha256; mode 0600)");
+    static readonly Setting<string?> OldAddress = Text("--old-address", "old-address", "the VM's address on the source host (tunnelled for open connections)");
+    /// <summary>Repeatable, so a plain option; its key is <c>new-address</c> (comma-separated).</summary>
     static readonly Option<string[]> NewAddress = new("--new-address") { Description = "the VM's address at the destination (repeatable or comma-separated; A/AAAA records)" };
-    static readonly Option<string?> Tunnel = new("--tunnel") { Description = "tunnel for open connections: vxlan, gre, ipip, wireguard or none (default vxlan when old-address is given, else none)" };
-    static readonly Option<string?> TunnelRemote = new("--tunnel-remote") { Description = "the destination host's IPv4 address, the tunnel's far end" };
-    static readonly Option<string?> DestinationCommand = new("--destination-command") { Description = "command prefix that runs a command as root on the destination host, e.g. \"ssh -o BatchMode=yes root@dst\"" };
-    static readonly Option<string?> TunnelTimeout = new("--tunnel-timeout") { Description = "remove the tunnel after this long even if connections remain: seconds, or 90s, 30m, 2h (default 30m)" };
-    static readonly Option<int?> DnsPrepareTtl = new("--dns-prepare-ttl") { Description = "before migrating, lower the record's TTL to this many seconds" };
+    static readonly Setting<string?> Tunnel = Text("--tunnel", "tunnel", "tunnel for open connections: vxlan, gre, ipip, wireguard or none", "vxlan when old-address is given, else none");
+    static readonly Setting<string?> TunnelRemote = Text("--tunnel-remote", "tunnel-remote", "the destination host's IPv4 address, the tunnel's far end");
+    static readonly Setting<string?> DestinationCommand = Text("--destination-command", "destination-command", "command prefix that runs a command as root on the destination host, e.g. \"ssh -o BatchMode=yes root@dst\"");
+    static readonly Setting<string?> TunnelTimeout = Text("--tunnel-timeout", "tunnel-timeout", "remove the tunnel after this long even if connections remain: seconds, or 90s, 30m, 2h", "30m");
+    static readonly Setting<string?> DnsPrepareTtl = Text("--dns-prepare-ttl", "dns-prepare-ttl", "before migrating, lower the record's TTL to this many seconds");
+
+    /// <summary>The flags with a key, in --help order (then --new-address).</summary>
+    static readonly IReadOnlyList<Setting> Settings = [DnsName, DnsServer, DnsZone, DnsKey, OldAddress, Tunnel, TunnelRemote, DestinationCommand, TunnelTimeout, DnsPrepareTtl];
+
+    /// <summary>Keys of the [network] section with no flag.</summary>
+    static readonly string[] FileOnlyKeys = ["new-address", "dns-ttl", "dns-command", "tunnel-local", "tunnel-id", "destination-vm-device", "vm-name"];
+
+    /// <summary>Keys of the [network] section.</summary>
+    public static IReadOnlyList<string> Keys { get; } = [.. Settings.Select(s => s.Key!), .. FileOnlyKeys];
 
     /// <summary>Every flag, in --help order.</summary>
-    public static IReadOnlyList<Option> All { get; } =
-    [
-        DnsName, DnsServer, DnsZone, DnsKey, OldAddress, NewAddress, Tunnel, TunnelRemote, DestinationCommand, TunnelTimeout,
-        DnsPrepareTtl,
-    ];
+    public static IReadOnlyList<Option> All { get; } = [.. Settings.Take(5).Select(s => s.Option), NewAddress, .. Settings.Skip(5).Select(s => s.Option)];
 
     /// <summary>Adds the flags to <paramref name="command"/>.</summary>
     public static void AddTo(Command command)
@@ -53,21 +55,17 @@ public static class RedirectionCliOptions
     /// The redirection asked for by the flags and the [network] section; null when neither asks for any.
     /// Throws <see cref="UsageException"/> with one line per problem.
     /// </summary>
-    public static RedirectionOptions? Bind(ParseResult r, KeyValueFile file, string configName, IReadOnlyList<DiskSpec> disks)
+    public static RedirectionOptions? Bind(Binder b, IReadOnlyList<DiskSpec> disks)
     {
+        var (file, configName, r) = (b.File, b.FileName, b.Parse);
         var sections = file.Sections.Where(s => s.Kind == Section).ToList();
         if (sections.Count > 1) throw new UsageException($"{configName}: more than one [network] section");
         var values = sections.Count == 1 ? sections[0].Values : new Dictionary<string, string>();
-        if (sections.Count == 1)
-        {
-            var unknown = values.Keys.Where(k => !Keys.Contains(k, StringComparer.OrdinalIgnoreCase)).ToList();
-            if (unknown.Count > 0)
-                throw new UsageException($"{configName}: [network]: unknown key '{unknown[0]}' (known: {string.Join(", ", Keys)})");
-        }
+        if (sections.Count == 1) b.CheckKeys(values, Settings, "[network]", FileOnlyKeys);
         if (sections.Count == 0 && All.All(o => r.GetResult(o) is null)) return null;
 
         var errors = new List<string>();
-        string? Get(Option<string?> o, string key) => r.GetValue(o) ?? values.GetValueOrDefault(key);
+        string? Get(Setting<string?> s) => b.Get(s, values);
         IPAddress? Address(string? text, string what)
         {
             if (text is null) return null;
@@ -88,32 +86,32 @@ public static class RedirectionCliOptions
         var newTexts = (r.GetValue(NewAddress) is { Length: > 0 } flags ? flags : values.GetValueOrDefault("new-address") is { } v ? [v] : [])
             .SelectMany(t => t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         var newAddresses = newTexts.Select(t => Address(t, "new-address")).OfType<IPAddress>().ToList();
-        var old = Address(Get(OldAddress, "old-address"), "old-address");
-        var tunnelText = Get(Tunnel, "tunnel");
+        var old = Address(Get(OldAddress), "old-address");
+        var tunnelText = Get(Tunnel);
         var tunnel = tunnelText is null ? (old is null ? TunnelKind.None : TunnelKind.Vxlan) : ParseTunnel(tunnelText, errors);
-        var timeoutText = Get(TunnelTimeout, "tunnel-timeout");
+        var timeoutText = Get(TunnelTimeout);
         var timeout = timeoutText is null ? (TimeSpan?)null : ParseDuration(timeoutText, "tunnel-timeout", errors);
-        var keyFile = Get(DnsKey, "key-file");
+        var keyFile = Get(DnsKey);
         var vmName = values.GetValueOrDefault("vm-name")
             ?? (configName.Length > 0 ? Path.GetFileNameWithoutExtension(configName) : disks.FirstOrDefault()?.Name ?? "vm");
 
         var options = new RedirectionOptions
         {
             VmName = vmName,
-            DnsName = Get(DnsName, "name"),
-            Zone = Get(DnsZone, "zone"),
-            DnsServer = Get(DnsServer, "dns-server"),
+            DnsName = Get(DnsName),
+            Zone = Get(DnsZone),
+            DnsServer = Get(DnsServer),
             KeyFile = keyFile is null ? null : Path.GetFullPath(keyFile),
             DnsTtl = Int(values.GetValueOrDefault("dns-ttl"), "dns-ttl") ?? 60,
-            DnsPrepareTtl = r.GetValue(DnsPrepareTtl) ?? Int(values.GetValueOrDefault("dns-prepare-ttl"), "dns-prepare-ttl"),
+            DnsPrepareTtl = Int(Get(DnsPrepareTtl), "dns-prepare-ttl"),
             DnsCommand = values.GetValueOrDefault("dns-command") ?? "",
             OldAddress = old,
             NewAddresses = newAddresses,
             Tunnel = tunnel,
-            TunnelRemote = Address(Get(TunnelRemote, "tunnel-remote"), "tunnel-remote"),
+            TunnelRemote = Address(Get(TunnelRemote), "tunnel-remote"),
             TunnelLocal = Address(values.GetValueOrDefault("tunnel-local"), "tunnel-local"),
             TunnelId = Int(values.GetValueOrDefault("tunnel-id"), "tunnel-id"),
-            DestinationCommand = Get(DestinationCommand, "destination-command"),
+            DestinationCommand = Get(DestinationCommand),
             DestinationVmDevice = values.GetValueOrDefault("destination-vm-device"),
         };
         if (timeout is { } t)

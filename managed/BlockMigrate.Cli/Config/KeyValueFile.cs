@@ -2,7 +2,8 @@ namespace BlockMigrate.Cli.Config;
 
 /// <summary>
 /// A <c>key = value</c> file with optional <c>[section NAME]</c> or <c>[section]</c> headers (e.g. <c>[disk vda]</c>, <c>[network]</c>).
-/// '#' starts a comment line; keys are lower-case with dashes, as the flags they stand for.
+/// '#' starts a comment line; keys are lower-case with dashes, as the flags they stand for (<see cref="Setting.Key"/>).
+/// A file that cannot be read or parsed is a usage error (exit 2).
 /// </summary>
 public sealed class KeyValueFile
 {
@@ -18,7 +19,7 @@ public sealed class KeyValueFile
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new BlockMigrateException($"cannot read config file {path}: {e.Message}");
+            throw new Commands.UsageException($"cannot read config file {path}: {e.Message}");
         }
         var file = new KeyValueFile();
         var current = file.Global;
@@ -29,22 +30,15 @@ public sealed class KeyValueFile
             if (t.StartsWith('[') && t.EndsWith(']'))
             {
                 var parts = t[1..^1].Split((char[]?)null, 2, StringSplitOptions.RemoveEmptyEntries);
-                if (parts.Length == 0) throw new BlockMigrateException($"{path}:{i + 1}: expected a section like [disk NAME] or [network]");
+                if (parts.Length == 0) throw new Commands.UsageException($"{path}:{i + 1}: expected a section like [disk NAME] or [network]");
                 current = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
                 file.Sections.Add((parts[0].ToLowerInvariant(), parts.Length == 2 ? parts[1] : "", current));
                 continue;
             }
             var eq = t.IndexOf('=');
-            if (eq <= 0) throw new BlockMigrateException($"{path}:{i + 1}: expected 'key = value'");
+            if (eq <= 0) throw new Commands.UsageException($"{path}:{i + 1}: expected 'key = value'");
             current[t[..eq].Trim()] = t[(eq + 1)..].Trim();
         }
         return file;
-    }
-
-    public static void CheckKeys(string path, IReadOnlyDictionary<string, string> values, params string[] known)
-    {
-        foreach (var k in values.Keys)
-            if (!known.Contains(k, StringComparer.OrdinalIgnoreCase))
-                throw new BlockMigrateException($"{path}: unknown key '{k}' (known: {string.Join(", ", known)})");
     }
 }

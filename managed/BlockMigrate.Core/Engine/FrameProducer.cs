@@ -20,7 +20,7 @@ internal sealed class FrameProducer(DataEncoding codec)
 {
     public long DataBytes;  // uncompressed bytes of data frames (Interlocked)
     public long ZeroBytes;  // bytes sent as zero ranges (Interlocked)
-    public long Lz4Bytes, ZstdBytes; // uncompressed bytes sent with each codec (Interlocked)
+    private readonly long[] _codecBytes = new long[BlockCodec.All.Count]; // uncompressed bytes sent with each row of the codec table (Interlocked)
     private volatile int _codec = (int)codec;
 
     /// <summary>The codec of the frames produced from now on (Raw = no compression); the engine may change it at any time.</summary>
@@ -29,6 +29,10 @@ internal sealed class FrameProducer(DataEncoding codec)
         get => (DataEncoding)_codec;
         set => _codec = (int)value;
     }
+
+    /// <summary>Data bytes (before compression) sent with each codec of the table so far, by its name; every row present.</summary>
+    public IReadOnlyDictionary<string, long> CodecBytes() =>
+        BlockCodec.All.Select((c, i) => (c.Name, Bytes: Interlocked.Read(ref _codecBytes[i]))).ToDictionary(x => x.Name, x => x.Bytes);
 
     public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, ulong[] Taken)> work, ChannelWriter<OutgoingFrame> output,
         CancellationToken cancellationToken)
@@ -135,8 +139,8 @@ internal sealed class FrameProducer(DataEncoding codec)
         Interlocked.Add(ref DataBytes, data.Length);
         var scratch = ArrayPool<byte>.Shared.Rent(BlockCodec.ScratchSize(data.Length));
         var (encoding, body) = BlockCodec.Encode(data, scratch, Codec);
-        if (encoding == DataEncoding.Lz4) Interlocked.Add(ref Lz4Bytes, data.Length);
-        if (encoding == DataEncoding.Zstd) Interlocked.Add(ref ZstdBytes, data.Length);
+        for (var i = 0; i < _codecBytes.Length; i++)
+            if (BlockCodec.All[i].Encoding == encoding) Interlocked.Add(ref _codecBytes[i], data.Length);
         if (encoding == DataEncoding.Raw)
         {
             // the read buffer is reused for the next run: the frame keeps its own copy

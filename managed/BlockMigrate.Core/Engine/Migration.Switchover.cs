@@ -251,7 +251,6 @@ public sealed partial class Migration
         Switchover = _state.Plan == SwitchoverPlan.Gate ? SwitchoverMode.Gate : SwitchoverMode.Commit,
         FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
-        BytesLz4 = Interlocked.Read(ref _producer.Lz4Bytes),
-        BytesZstd = Interlocked.Read(ref _producer.ZstdBytes),
+        BytesByCodec = _producer.CodecBytes(),
     };
 }

@@ -43,4 +43,19 @@ public sealed record MigrationOptions
     public TimeSpan FreezeTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Bytes sent and not yet acknowledged, at most (fills a long fat pipe: 32 MiB ≈ 1 Gbit/s × 250 ms).</summary>
     public long WindowBytes { get; init; } = 32L << 20;
+
+    /// <summary>Every problem, one line each, named as the CLI's options (none: usable).</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var e = new List<string>();
+        if (Port is < 1 or > 65535) e.Add($"port {Port}: expected 1 to 65535");
+        if (BandwidthBytesPerSecond is { } bw && !(bw > 0)) e.Add("--bandwidth: expected a positive rate");
+        if (MaxDowntime <= TimeSpan.Zero) e.Add($"--max-downtime {MaxDowntime.TotalMilliseconds:0}: expected a positive number of ms");
+        if (MaxRounds < 1) e.Add($"--max-rounds {MaxRounds}: expected at least 1");
+        if (ConnectTimeout <= TimeSpan.Zero) e.Add("--connect-timeout: expected a positive number of seconds");
+        if (Timeout is { } t && t <= TimeSpan.Zero) e.Add($"--timeout {t.TotalSeconds:0}: expected a positive number of seconds");
+        if (!Plaintext && PeerFingerprint is null)
+            e.Add($"receiver {Host}:{Port} has no pinned key: give --peer-fingerprint or list it in --known-hosts");
+        return e;
+    }
 }

@@ -38,9 +38,14 @@ public sealed record MigrationReport(
     /// <summary>"gate", "commit", or "finish": the report's <c>switchover</c> field.</summary>
     public string SwitchoverName => FinishedHandOver ? "finish" : Switchover == SwitchoverMode.Gate ? "gate" : "commit";
 
-    /// <summary>Data bytes (before compression) sent LZ4- and zstd-compressed; the rest went raw.</summary>
-    public long BytesLz4 { get; init; }
-    public long BytesZstd { get; init; }
+    /// <summary>
+    /// Data bytes (before compression) sent with each codec of <see cref="Protocol.BlockCodec.All"/>, by its name
+    /// (every row present); the rest went raw.
+    /// </summary>
+    public IReadOnlyDictionary<string, long> BytesByCodec { get; init; } = new Dictionary<string, long>();
+
+    /// <summary>The bytes sent with <paramref name="codec"/> (0 if none).</summary>
+    public long BytesWith(Protocol.BlockCodec codec) => BytesByCodec.GetValueOrDefault(codec.Name);
 
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }

@@ -13,6 +13,14 @@ public sealed record HypervisorOptions
     public QemuOptions? Qemu { get; init; }
     public XenOptions? Xen { get; init; }
 
+    /// <summary>Every problem, one line each: the settings of the kind chosen must be there and sound.</summary>
+    public IReadOnlyList<string> Validate() => Kind switch
+    {
+        HypervisorKind.Qemu => Qemu?.Validate() ?? ["--hypervisor qemu without its settings"],
+        HypervisorKind.Xen => Xen is null ? ["--hypervisor xen without its settings"] : [],
+        _ => [],
+    };
+
     /// <summary>Parses <c>--hypervisor</c>: qemu, kvm (same as qemu), xen or none.</summary>
     public static HypervisorKind ParseKind(string text) => text.Trim().ToLowerInvariant() switch
     {

@@ -1,6 +1,6 @@
 namespace BlockMigrate.Protocol;
 
-/// <summary>How a data frame's bytes are carried.</summary>
+/// <summary>How a data frame's bytes are carried: the wire id. Compressed encodings have a row in <see cref="BlockCodec.All"/>.</summary>
 public enum DataEncoding : byte
 {
     Raw = 0,

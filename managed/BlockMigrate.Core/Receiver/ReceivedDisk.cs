@@ -175,7 +175,7 @@ internal sealed class ReceivedDisk : IDisposable
         var count = (h.Length + Offer.BlockSize - 1) / Offer.BlockSize;
         try
         {
-            if (h.Encoding is DataEncoding.Lz4 or DataEncoding.Zstd)
+            if (BlockCodec.Of(h.Encoding) is not null)
             {
                 var target = _buffer.AsSpan(0, (int)h.Length);
                 BlockCodec.Decode(h.Encoding, body, target);

@@ -29,4 +29,14 @@ public sealed record ReceiverOptions
     /// <summary>Connections still in their opening (not authenticated yet), at most; one more is closed at once.</summary>
     public int MaxPendingHandshakes { get; init; } = DefaultMaxPendingHandshakes;
     public const int DefaultMaxPendingHandshakes = 32;
+
+    /// <summary>Every problem, one line each, named as the CLI's options (none: usable).</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var e = new List<string>();
+        if (HandshakeTimeout.TotalSeconds is < 0.1 or > 3600) e.Add("--handshake-timeout: expected 0.1 to 3600 seconds");
+        if (MaxPendingHandshakes is < 1 or > 100000) e.Add("--max-pending-handshakes: expected 1 to 100000");
+        if (string.IsNullOrEmpty(ImageDir)) e.Add("no image directory (--image-dir DIR or image-dir in the config file)");
+        return e;
+    }
 }

@@ -147,7 +147,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             _memoryKeyDir = MemoryKey.WriteDirectory(hello.MemoryKey);
             log.Line($"memory stream key for the destination QEMU in {_memoryKeyDir} (until this session ends)");
         }
-        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, [WelcomeMessage.Zstd], _memoryKeyDir), ProtocolJson.Default.WelcomeMessage), default, ct);
+        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, BlockCodec.Advertised, _memoryKeyDir), ProtocolJson.Default.WelcomeMessage), default, ct);
     }
 
     private async Task FramesAsync(CancellationToken ct)

@@ -33,13 +33,7 @@ public sealed partial class QemuHypervisor : IHypervisor
 
     public QemuHypervisor(QemuOptions options)
     {
-        if (options.MultifdCompression is not ("none" or "zlib" or "zstd"))
-            throw new HypervisorException($"qemu: memory compression '{options.MultifdCompression}': use none, zlib or zstd");
-        if (options.MultifdChannels is < 1 or > 255)
-            throw new HypervisorException($"qemu: {options.MultifdChannels} multifd channels: use 1 to 255");
-        foreach (var uri in new[] { options.MigrationUri, options.IncomingUri })
-            if (uri != null && !(uri.StartsWith("tcp:", StringComparison.Ordinal) || uri.StartsWith("unix:", StringComparison.Ordinal)))
-                throw new HypervisorException($"qemu: migration URI '{uri}': use tcp:HOST:PORT or unix:PATH");
+        if (options.Validate() is [var problem, ..]) throw new HypervisorException(problem);
         _options = options;
         if (!options.MemoryPlaintext) _memoryKey = Transport.MemoryKey.New();
     }

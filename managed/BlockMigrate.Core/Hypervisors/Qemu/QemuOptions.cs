@@ -44,8 +44,11 @@ public sealed record QemuOptions
     /// <summary>Number of multifd channels (QEMU's default is 2).</summary>
     public int MultifdChannels { get; init; } = 2;
 
-    /// <summary>multifd compression: <c>none</c>, <c>zlib</c> or <c>zstd</c> (<c>--memory-compression</c>).</summary>
+    /// <summary>multifd compression: one of <see cref="MultifdCompressions"/> (<c>--memory-compression</c>).</summary>
     public string MultifdCompression { get; init; } = "zstd";
+
+    /// <summary>What QEMU's multifd-compression takes.</summary>
+    public static readonly IReadOnlyList<string> MultifdCompressions = ["none", "zlib", "zstd"];
 
     /// <summary>
     /// QEMU's <c>auto-converge</c>: slow the guest's vCPUs down while its memory is dirtied faster than
@@ -64,4 +67,25 @@ public sealed record QemuOptions
 
     /// <summary>How long to retry connecting to a monitor that is not there yet.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Every problem, one line each (none: usable). The one check of these settings: the CLI turns the
+    /// lines into a usage error, <see cref="QemuHypervisor"/> refuses options that fail it.
+    /// </summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var e = new List<string>();
+        if (!MultifdCompressions.Contains(MultifdCompression))
+            e.Add($"qemu: memory compression '{MultifdCompression}': use none, zlib or zstd");
+        if (MultifdChannels is < 1 or > 255)
+            e.Add($"qemu: {MultifdChannels} multifd channels: use 1 to 255");
+        if (DowntimeLimit is { } d && d <= TimeSpan.Zero)
+            e.Add($"qemu: downtime limit {d.TotalMilliseconds:0} ms: a positive number of ms");
+        if (MaxBandwidth is <= 0)
+            e.Add($"qemu: memory bandwidth {MaxBandwidth}: a positive number of bytes per second");
+        foreach (var uri in new[] { MigrationUri, IncomingUri })
+            if (uri != null && !(uri.StartsWith("tcp:", StringComparison.Ordinal) || uri.StartsWith("unix:", StringComparison.Ordinal)))
+                e.Add($"qemu: migration URI '{uri}': use tcp:HOST:PORT or unix:PATH");
+        return e;
+    }
 }

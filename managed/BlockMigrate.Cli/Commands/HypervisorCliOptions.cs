@@ -4,6 +4,7 @@ using System.Text.Json;
 using BlockMigrate.Cli.Config;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Hypervisors.Qemu;
 using BlockMigrate.Hypervisors.Xen;
 
@@ -18,7 +19,7 @@ namespace BlockMigrate.Cli.Commands;
 /// </summary>
 public sealed class HypervisorCliOptions
 {
-    public Option<string?> Kind { get; } = new("--hypervisor") { Description = "who moves memory and devices: qemu (or kvm), xen, or none (disk only; the default)" };
+    public Option<string?> Kind { get; } = new("--hypervisor") { Description = "who moves memory and devices: qemu (or kvm), libvirt, xen, or none (disk only; the default)" };
     public Option<string?> QmpSource { get; } = new("--qmp-source") { Description = "qemu: the source QEMU's QMP monitor, a unix socket path or tcp:HOST:PORT" };
     public Option<string?> QmpDestination { get; } = new("--qmp-destination") { Description = "qemu: the destination QEMU's QMP monitor (started with -incoming defer -S)" };
     public Option<string?> MigrationUri { get; } = new("--migration-uri") { Description = "qemu: where the source sends memory, e.g. tcp:DSTHOST:4444" };
@@ -37,6 +38,13 @@ public sealed class HypervisorCliOptions
     public Option<string?> Xl { get; } = new("--xl") { Description = "xen: the xl executable on the source (default xl)" };
     public Option<string?> XenRemote { get; } = new("--xen-remote") { Description = "xen: how to run xl on the destination (default: the --xen-ssh command or ssh, then the host)" };
     public Option<string?> XenConfig { get; } = new("--xen-config") { Description = "xen: xl migrate -C FILE" };
+    public Option<string?> Domain { get; } = new("--domain") { Description = "libvirt: the domain to migrate" };
+    public Option<string?> Connect { get; } = new("--connect") { Description = "libvirt: the source's libvirt URI (default: virsh's, qemu:///system as root)" };
+    public Option<string?> DestinationConnect { get; } = new("--destination-connect") { Description = "libvirt: the destination's libvirt URI, e.g. qemu+ssh://dst/system" };
+    public Option<string?> DestinationSocket { get; } = new("--destination-socket") { Description = "libvirt: TARGET=PATH[,TARGET=PATH...]: the destination shim's socket for each disk (default: the source's path)" };
+    public Option<bool> Persistent { get; } = new("--persistent") { Description = "libvirt: define the domain at the destination and undefine it at the source" };
+    public Option<bool> MemoryTunnelled { get; } = new("--memory-tunnelled") { Description = "libvirt: send memory inside the libvirt connection (virsh migrate --p2p --tunnelled)" };
+    public Option<string?> Virsh { get; } = new("--virsh") { Description = "libvirt: the virsh executable (default virsh)" };
 
     /// <summary>The config-file section kind: <c>[hypervisor qemu]</c>, <c>[hypervisor xen]</c>.</summary>
     public const string Section = "hypervisor";
@@ -45,6 +53,7 @@ public sealed class HypervisorCliOptions
     [
         Kind, QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit,
         Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext, XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig,
+        Domain, Connect, DestinationConnect, DestinationSocket, Persistent, MemoryTunnelled, Virsh,
     ];
 
     public void AddTo(Command command)
@@ -68,12 +77,16 @@ public sealed class HypervisorCliOptions
         {
             case HypervisorKind.Qemu:
                 KeyValueFile.CheckKeys(cfgName, values, QemuOptionsList.Select(o => o.Name[2..]).ToArray());
-                Refuse(given.Intersect(XenOptionsList.Select(o => o.Name)), "qemu");
+                Refuse(given.Intersect(XenOptionsList.Concat(LibvirtOnlyList).Select(o => o.Name)), "qemu");
                 return new HypervisorOptions { Kind = kind, Qemu = BindQemu(r, values) };
             case HypervisorKind.Xen:
                 KeyValueFile.CheckKeys(cfgName, values, XenOptionsList.Select(o => o.Name[2..]).ToArray());
-                Refuse(given.Intersect(QemuOptionsList.Select(o => o.Name)), "xen");
+                Refuse(given.Intersect(QemuOptionsList.Concat(LibvirtOnlyList).Select(o => o.Name)), "xen");
                 return new HypervisorOptions { Kind = kind, Xen = BindXen(r, values) };
+            case HypervisorKind.Libvirt:
+                KeyValueFile.CheckKeys(cfgName, values, LibvirtOptionsList.Select(o => o.Name[2..]).ToArray());
+                Refuse(given.Except(LibvirtOptionsList.Select(o => o.Name)), "libvirt");
+                return new HypervisorOptions { Kind = kind, Libvirt = BindLibvirt(r, values) };
             default:
                 Refuse(given, "none");
                 return new HypervisorOptions { Kind = HypervisorKind.None };
@@ -84,6 +97,11 @@ public sealed class HypervisorCliOptions
         [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext];
 
     private IEnumerable<Option> XenOptionsList => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
+
+    private IEnumerable<Option> LibvirtOnlyList => [Domain, Connect, DestinationConnect, DestinationSocket, Persistent, MemoryTunnelled, Virsh];
+
+    /// <summary>What --hypervisor libvirt takes: its own options and the qemu ones it maps onto virsh migrate.</summary>
+    private IEnumerable<Option> LibvirtOptionsList => [.. LibvirtOnlyList, MigrationUri, MemoryBandwidth, AutoConverge, MemoryPlaintext];
 
     private static void Refuse(IEnumerable<string> options, string kind)
     {
@@ -139,6 +157,44 @@ public sealed class HypervisorCliOptions
             RemoteCommand = Get(XenRemote) is { } remote ? remote.Split(' ', StringSplitOptions.RemoveEmptyEntries) : null,
             ConfigFile = Get(XenConfig),
         };
+    }
+
+    private LibvirtOptions BindLibvirt(ParseResult r, IReadOnlyDictionary<string, string> file)
+    {
+        string? Get(Option<string?> o) => r.GetValue(o) ?? file.GetValueOrDefault(o.Name[2..]);
+        bool Flag(Option<bool> o) => r.GetValue(o) || Bool(file, o.Name[2..]);
+        string Need(Option<string?> o) => Get(o) ?? throw new BlockMigrateException(
+            $"--hypervisor libvirt needs {o.Name} (or '{o.Name[2..]} = ...' under [hypervisor libvirt] in --config)");
+        return new LibvirtOptions
+        {
+            Domain = Need(Domain),
+            Connect = Get(Connect),
+            DestinationConnect = Need(DestinationConnect),
+            MigrationUri = Get(MigrationUri),
+            DestinationSockets = ParseSockets(Get(DestinationSocket)),
+            Persistent = Flag(Persistent),
+            MemoryPlaintext = Flag(MemoryPlaintext),
+            MemoryTunnelled = Flag(MemoryTunnelled),
+            MaxBandwidth = Get(MemoryBandwidth) is { } bw ? ParseBytes(bw) : null,
+            AutoConverge = Flag(AutoConverge),
+            Virsh = Get(Virsh) ?? "virsh",
+        };
+    }
+
+    /// <summary><c>vda=/run/a.sock,vdb=/run/b.sock</c> → target → absolute socket path.</summary>
+    public static IReadOnlyDictionary<string, string> ParseSockets(string? text)
+    {
+        var map = new Dictionary<string, string>();
+        if (string.IsNullOrWhiteSpace(text)) return map;
+        foreach (var item in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = item.IndexOf('=');
+            if (eq < 1 || eq == item.Length - 1 || item[(eq + 1)] != '/')
+                throw new BlockMigrateException($"bad --destination-socket '{item}': expected TARGET=/absolute/path.sock");
+            if (!map.TryAdd(item[..eq], item[(eq + 1)..]))
+                throw new BlockMigrateException($"bad --destination-socket: disk {item[..eq]} named twice");
+        }
+        return map;
     }
 
     /// <summary>Bytes per second: a number with an optional K, M or G (powers of 1024) and optional "B/s".</summary>

@@ -1,3 +1,4 @@
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Hypervisors.Qemu;
 using BlockMigrate.Hypervisors.Xen;
 
@@ -12,13 +13,15 @@ public sealed record HypervisorOptions
     public HypervisorKind Kind { get; init; } = HypervisorKind.None;
     public QemuOptions? Qemu { get; init; }
     public XenOptions? Xen { get; init; }
+    public LibvirtOptions? Libvirt { get; init; }
 
     /// <summary>Parses <c>--hypervisor</c>: qemu, kvm (same as qemu), xen or none.</summary>
     public static HypervisorKind ParseKind(string text) => text.Trim().ToLowerInvariant() switch
     {
         "qemu" or "kvm" => HypervisorKind.Qemu,
         "xen" => HypervisorKind.Xen,
+        "libvirt" => HypervisorKind.Libvirt,
         "none" or "" => HypervisorKind.None,
-        _ => throw new HypervisorException($"unknown hypervisor '{text}': use qemu, xen or none"),
+        _ => throw new HypervisorException($"unknown hypervisor '{text}': use qemu, libvirt, xen or none"),
     };
 }

@@ -28,7 +28,7 @@ public sealed class LibvirtEvents : IAsyncDisposable
     {
         try
         {
-            await cmd.ExecuteAsync(CancellationToken.None, _stop.Token);
+            await cmd.ExecuteAsync(_stop.Token);
         }
         catch (OperationCanceledException) { }
         catch (Exception) { } // no events: the figures stay null

@@ -145,7 +145,8 @@ public sealed class LibvirtMigrationTests
         Assert.That(report.GetProperty("hypervisor_downtime_ms").GetDouble(), Is.GreaterThan(0));
         Assert.That(report.GetProperty("switchover_ms").GetDouble(), Is.GreaterThan(0));
         Assert.That(report.GetProperty("memory_bytes").GetInt64(), Is.GreaterThan(1 << 20));
-        Assert.That(report.GetProperty("bytes_of_data").GetInt64(), Is.GreaterThanOrEqualTo(LibvirtTestbed.FillBytes));
+        if (format == "raw" && !report.GetProperty("resumed").GetBoolean()) // a qcow2's fill is in its backing file, which does not move
+            Assert.That(report.GetProperty("bytes_of_data").GetInt64(), Is.GreaterThanOrEqualTo(LibvirtTestbed.FillBytes));
 
         Assert.That(await bed.StateAsync(bed.DestinationUri), Is.EqualTo("running"));
         Assert.That(await bed.StateAsync(bed.SourceUri), Is.AnyOf("absent", "shut off"), "the source must never run again");

@@ -17,6 +17,8 @@ packages=(
   libclang-rt-14-dev
   # misc (libzstd1: the engine's zstd codec, loaded through P/Invoke)
   xxd zstd lz4 libzstd1
+  # libvirt adapter tests: two libvirtd in namespaces (tests/BlockMigrate.Hypervisor.Tests/Libvirt*)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 )
 
 missing=()

@@ -17,6 +17,8 @@ public static class Program
             MigrateCommand.Create(),
             VerifyCommand.Create(),
             StatusCommand.Create(),
+            AdoptCommand.Create(),
+            AdoptCommand.CreateRelease(),
         };
         LogOptions.AddTo(root);
         return CommandRunner.Invoke(root, args);

@@ -16,7 +16,7 @@ public sealed class HypervisorFactoryTests
 
     [Test]
     public void Unknown_hypervisor_is_refused_with_the_choices() =>
-        Assert.That(() => HypervisorOptions.ParseKind("vmware"), Throws.TypeOf<HypervisorException>().With.Message.Contains("qemu, xen or none"));
+        Assert.That(() => HypervisorOptions.ParseKind("vmware"), Throws.TypeOf<HypervisorException>().With.Message.Contains("qemu, libvirt, xen or none"));
 
     [Test]
     public void Each_kind_makes_its_adapter()

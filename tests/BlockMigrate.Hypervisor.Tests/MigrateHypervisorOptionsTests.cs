@@ -27,7 +27,7 @@ public sealed class MigrateHypervisorOptionsTests
 
     [Test]
     public async Task Unknown_hypervisor_lists_the_choices() =>
-        Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "vmware"]), Does.Contain("qemu, xen or none"));
+        Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "vmware"]), Does.Contain("qemu, libvirt, xen or none"));
 
     [Test]
     public async Task Options_of_another_hypervisor_are_refused() =>

@@ -64,7 +64,7 @@ public partial class DocsChecks
             t blockmigrate ma; t blockmigrate -v migrate --peer; t blockmigrate migrate --hypervisor ""
             """;
         var r = Tool.Run("bash", ["-c", script, "bash", Path.Combine(Tool.Top, "packaging/completion/blockmigrate")], TimeSpan.FromMinutes(1));
-        Assert.That(r.Stdout.Split('\n')[..3], Is.EqualTo(new[] { "map", "--peer-fingerprint", "qemu xen none" }), r.ToString());
+        Assert.That(r.Stdout.Split('\n')[..3], Is.EqualTo(new[] { "map", "--peer-fingerprint", "qemu libvirt xen none" }), r.ToString());
     }
 
     [TestCase("blockmigrate.1")]

@@ -4,6 +4,7 @@ using System.Text.Json;
 using BlockMigrate.Cli.Config;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Hypervisors.Qemu;
 using BlockMigrate.Hypervisors.Xen;
 
@@ -33,7 +34,7 @@ public sealed class HypervisorCliOptions
     private static Switch Flag(string flag, string help) => new(flag, flag[2..], help, Section);
 
     /// <summary>The global key <c>hypervisor</c>; the kind may also follow from a lone [hypervisor KIND] section.</summary>
-    public Setting<string?> Kind { get; } = new("--hypervisor", "hypervisor", "who moves memory and devices: qemu (or kvm), xen, or none (disk only; the default)", t => t, null);
+    public Setting<string?> Kind { get; } = new("--hypervisor", "hypervisor", "who moves memory and devices: qemu (or kvm), libvirt, xen, or none (disk only; the default)", t => t, null);
     public Setting<string?> QmpSource { get; } = Text("--qmp-source", "qemu: the source QEMU's QMP monitor, a unix socket path or tcp:HOST:PORT");
     public Setting<string?> QmpDestination { get; } = Text("--qmp-destination", "qemu: the destination QEMU's QMP monitor (started with -incoming defer -S)");
     public Setting<string?> MigrationUri { get; } = Text("--migration-uri", "qemu: where the source sends memory, e.g. tcp:DSTHOST:4444");
@@ -58,13 +59,25 @@ public sealed class HypervisorCliOptions
     public Setting<string?> Xl { get; } = Text("--xl", "xen: the xl executable on the source", XenDefaults.XlPath);
     public Setting<string?> XenRemote { get; } = Text("--xen-remote", "xen: how to run xl on the destination", "the --xen-ssh command or ssh, then the host");
     public Setting<string?> XenConfig { get; } = Text("--xen-config", "xen: xl migrate -C FILE");
+    public Setting<string?> Domain { get; } = Text("--domain", "libvirt: the domain to migrate");
+    public Setting<string?> Connect { get; } = Text("--connect", "libvirt: the source's libvirt URI", "virsh's, qemu:///system as root");
+    public Setting<string?> DestinationConnect { get; } = Text("--destination-connect", "libvirt: the destination's libvirt URI, e.g. qemu+ssh://dst/system");
+    public Setting<string?> DestinationSocket { get; } = Text("--destination-socket", "libvirt: TARGET=PATH[,TARGET=PATH...]: the destination shim's socket for each disk", "the source's path");
+    public Switch Persistent { get; } = Flag("--persistent", "libvirt: define the domain at the destination and undefine it at the source");
+    public Switch MemoryTunnelled { get; } = Flag("--memory-tunnelled", "libvirt: send memory inside the libvirt connection (virsh migrate --p2p --tunnelled)");
+    public Setting<string?> Virsh { get; } = Text("--virsh", "libvirt: the virsh executable", "virsh");
 
-    public IEnumerable<Setting> All => [Kind, .. QemuSettings, .. XenSettings];
+    public IEnumerable<Setting> All => [Kind, .. QemuSettings, .. XenSettings, .. LibvirtOnlySettings];
 
     internal IEnumerable<Setting> QemuSettings =>
         [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext];
 
     internal IEnumerable<Setting> XenSettings => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
+
+    internal IEnumerable<Setting> LibvirtOnlySettings => [Domain, Connect, DestinationConnect, DestinationSocket, Persistent, MemoryTunnelled, Virsh];
+
+    /// <summary>What --hypervisor libvirt takes: its own settings and the qemu ones it maps onto virsh migrate.</summary>
+    internal IEnumerable<Setting> LibvirtSettings => [.. LibvirtOnlySettings, MigrationUri, MemoryBandwidth, AutoConverge, MemoryPlaintext];
 
     public void AddTo(Command command)
     {
@@ -84,9 +97,10 @@ public sealed class HypervisorCliOptions
         var given = All.Where(o => o != Kind && b.IsGiven(o)).Select(o => o.Flag).ToList();
         var options = kind switch
         {
-            HypervisorKind.Qemu => Check(b, values, QemuSettings, given, XenSettings, "qemu") with { Kind = kind, Qemu = BindQemu(b, values) },
-            HypervisorKind.Xen => Check(b, values, XenSettings, given, QemuSettings, "xen") with { Kind = kind, Xen = BindXen(b, values) },
-            _ => Check(b, values, [], given, [.. QemuSettings, .. XenSettings], "none"),
+            HypervisorKind.Qemu => Check(b, values, QemuSettings, given, [.. XenSettings, .. LibvirtOnlySettings], "qemu") with { Kind = kind, Qemu = BindQemu(b, values) },
+            HypervisorKind.Xen => Check(b, values, XenSettings, given, [.. QemuSettings, .. LibvirtOnlySettings], "xen") with { Kind = kind, Xen = BindXen(b, values) },
+            HypervisorKind.Libvirt => Check(b, values, LibvirtSettings, given, All.Except([Kind, .. LibvirtSettings]), "libvirt") with { Kind = kind, Libvirt = BindLibvirt(b, values) },
+            _ => Check(b, values, [], given, [.. QemuSettings, .. XenSettings, .. LibvirtOnlySettings], "none"),
         };
         if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);
         return options;
@@ -150,6 +164,41 @@ public sealed class HypervisorCliOptions
             RemoteCommand = b.Get(XenRemote, file) is { } remote ? remote.Split(' ', StringSplitOptions.RemoveEmptyEntries) : null,
             ConfigFile = b.Get(XenConfig, file),
         };
+    }
+
+    private LibvirtOptions BindLibvirt(Binder b, IReadOnlyDictionary<string, string> file)
+    {
+        string Need(Setting<string?> s) => HypervisorCliOptions.Need(b, s, file, "libvirt");
+        return new LibvirtOptions
+        {
+            Domain = Need(Domain),
+            Connect = b.Get(Connect, file),
+            DestinationConnect = Need(DestinationConnect),
+            MigrationUri = b.Get(MigrationUri, file),
+            DestinationSockets = Usage(() => ParseSockets(b.Get(DestinationSocket, file))),
+            Persistent = b.Get(Persistent, file),
+            MemoryPlaintext = b.Get(MemoryPlaintext, file),
+            MemoryTunnelled = b.Get(MemoryTunnelled, file),
+            MaxBandwidth = b.Get(MemoryBandwidth, file),
+            AutoConverge = b.Get(AutoConverge, file),
+            Virsh = b.Get(Virsh, file) ?? "virsh",
+        };
+    }
+
+    /// <summary><c>vda=/run/a.sock,vdb=/run/b.sock</c> → target → absolute socket path.</summary>
+    public static IReadOnlyDictionary<string, string> ParseSockets(string? text)
+    {
+        var map = new Dictionary<string, string>();
+        if (string.IsNullOrWhiteSpace(text)) return map;
+        foreach (var item in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = item.IndexOf('=');
+            if (eq < 1 || eq == item.Length - 1 || item[(eq + 1)] != '/')
+                throw new BlockMigrateException($"bad --destination-socket '{item}': expected TARGET=/absolute/path.sock");
+            if (!map.TryAdd(item[..eq], item[(eq + 1)..]))
+                throw new BlockMigrateException($"bad --destination-socket: disk {item[..eq]} named twice");
+        }
+        return map;
     }
 
     /// <summary>Bytes per second: a number with an optional K, M or G (powers of 1024) and optional "B/s".</summary>

@@ -1,3 +1,4 @@
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Hypervisors.Qemu;
 using BlockMigrate.Hypervisors.Xen;
 
@@ -13,6 +14,8 @@ public static class HypervisorFactory
             ?? throw new HypervisorException("--hypervisor qemu needs --qmp-source, --qmp-destination and --migration-uri")),
         HypervisorKind.Xen => new XenHypervisor(options.Xen
             ?? throw new HypervisorException("--hypervisor xen needs --xen-domain and --xen-host")),
+        HypervisorKind.Libvirt => new LibvirtHypervisor(options.Libvirt
+            ?? throw new HypervisorException("--hypervisor libvirt needs --domain and --destination-connect")),
         _ => throw new HypervisorException($"unknown hypervisor kind {options.Kind}"),
     };
 }

@@ -7,4 +7,6 @@ public enum HypervisorKind
     None,
     Qemu,
     Xen,
+    /// <summary>libvirt's own live migration through virsh.</summary>
+    Libvirt,
 }

@@ -1,3 +1,4 @@
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Hypervisors.Qemu;
 using BlockMigrate.Hypervisors.Xen;
 
@@ -12,12 +13,14 @@ public sealed record HypervisorOptions
     public HypervisorKind Kind { get; init; } = HypervisorKind.None;
     public QemuOptions? Qemu { get; init; }
     public XenOptions? Xen { get; init; }
+    public LibvirtOptions? Libvirt { get; init; }
 
     /// <summary>Every problem, one line each: the settings of the kind chosen must be there and sound.</summary>
     public IReadOnlyList<string> Validate() => Kind switch
     {
         HypervisorKind.Qemu => Qemu?.Validate() ?? ["--hypervisor qemu without its settings"],
         HypervisorKind.Xen => Xen is null ? ["--hypervisor xen without its settings"] : [],
+        HypervisorKind.Libvirt => Libvirt is null ? ["--hypervisor libvirt without its settings"] : [],
         _ => [],
     };
 
@@ -26,7 +29,8 @@ public sealed record HypervisorOptions
     {
         "qemu" or "kvm" => HypervisorKind.Qemu,
         "xen" => HypervisorKind.Xen,
+        "libvirt" => HypervisorKind.Libvirt,
         "none" or "" => HypervisorKind.None,
-        _ => throw new HypervisorException($"unknown hypervisor '{text}': use qemu, xen or none"),
+        _ => throw new HypervisorException($"unknown hypervisor '{text}': use qemu, libvirt, xen or none"),
     };
 }

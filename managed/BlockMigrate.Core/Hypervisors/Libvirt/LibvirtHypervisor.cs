@@ -1,0 +1,246 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using CliWrap;
+using CliWrap.Buffered;
+
+namespace BlockMigrate.Hypervisors.Libvirt;
+
+/// <summary>
+/// libvirt: memory and device state move with libvirt's own live migration
+/// (<c>virsh migrate --live --suspend</c>), so libvirt keeps owning the QEMU monitor (no pass-through,
+/// no tainted domain). <c>--suspend</c> leaves the domain PAUSED at the destination when the memory copy
+/// has finished; by then the source QEMU has stopped the guest for good and libvirt has removed the source
+/// domain. That is where the switchover callback runs (as for Xen); then <c>virsh resume</c> at the
+/// destination. The destination domain's XML is the source's with each shim disk's socket replaced by
+/// the destination shim's (<see cref="LibvirtOptions.DestinationSockets"/>), sent with <c>--xml</c>.
+///
+/// Before <c>virsh migrate</c> returns, an abort leaves the VM running at the source: libvirt cancels the
+/// job itself when its client (virsh, which dies with us) goes away, and <see cref="AbortAsync"/> also
+/// sends <c>domjobabort</c> and resumes a source left paused. After it returned, the only copy of the VM's
+/// memory is the paused destination domain: it is never destroyed by us (see docs/hypervisors.md).
+/// </summary>
+public sealed class LibvirtHypervisor : IHypervisor
+{
+    private static readonly Regex DomainName = new("^[A-Za-z0-9][A-Za-z0-9_.+-]*$");
+    private readonly LibvirtOptions _options;
+    private readonly Virsh _source;
+    private readonly Virsh _destination;
+    private Phase _phase = Phase.Idle;
+    private string? _tempDir;
+    private string? _destinationXml;
+    private string? _persistentXml;
+
+    private enum Phase { Idle, Prepared, Resuming, Migrating, Arrived, HandingOver, HandedOver, Done, Aborted }
+
+    public LibvirtHypervisor(LibvirtOptions options)
+    {
+        if (!DomainName.IsMatch(options.Domain) || options.Domain.Length > 200)
+            throw new HypervisorException($"libvirt: '{options.Domain}' is not a usable domain name (letters, digits, _ . + -)");
+        if (options.MemoryPlaintext && options.MemoryTunnelled)
+            throw new HypervisorException("libvirt: --memory-plaintext and --memory-tunnelled exclude each other");
+        if (!options.MemoryPlaintext && !options.MemoryTunnelled)
+            throw new HypervisorException(
+                "libvirt: say how the memory stream is protected: --memory-tunnelled (inside the libvirt connection, e.g. qemu+ssh://) " +
+                "or --memory-plaintext (QEMU's stream in the clear: a trusted link only)");
+        if (options.MemoryTunnelled && options.MigrationUri != null)
+            throw new HypervisorException("libvirt: --migration-uri does not apply with --memory-tunnelled (the memory goes through the libvirt connection)");
+        _options = options;
+        _source = new Virsh(options.Virsh, options.Connect, options.CommandTimeout);
+        _destination = new Virsh(options.Virsh, options.DestinationConnect, options.CommandTimeout);
+    }
+
+    public string Name => "libvirt";
+
+    public event Action<string>? Log;
+
+    private string Domain => _options.Domain;
+
+    private void Say(string line) => Log?.Invoke(line);
+
+    public async Task PrepareAsync(CancellationToken cancellationToken)
+    {
+        if (_phase != Phase.Idle)
+            throw new HypervisorException($"libvirt: Prepare called twice (phase {_phase})");
+        var here = await _source.StateAsync(Domain, cancellationToken);
+        var there = await _destination.StateAsync(Domain, cancellationToken);
+        if (here is null or "shut off" && there == "paused")
+        {
+            // an earlier run died after libvirt's memory copy and before the hand-over: the VM's memory is in
+            // the paused destination domain, nothing writes the source disks any more. Finish the disks, resume there.
+            Say($"'{Domain}' is paused at the destination and not running here: an earlier run moved its memory; finishing the disks, then resuming it there");
+            _phase = Phase.Resuming;
+            return;
+        }
+        if (here == null)
+            throw new HypervisorException($"libvirt: no domain '{Domain}' at the source ({_source.Describe(["domstate", Domain])})");
+        if (here != "running")
+            throw new HypervisorException($"libvirt: domain '{Domain}' is '{here}' at the source, not running; start or resume it before migrating");
+        if (there != null)
+            throw new HypervisorException($"libvirt: the destination ({_options.DestinationConnect}) already has a domain '{Domain}' ({there}); remove it first");
+        var job = await _source.RunAsync(["domjobinfo", Domain], cancellationToken);
+        if (job.ExitCode == 0 && Regex.Match(job.StandardOutput, @"Job type:\s+(\S+)") is { Success: true } m && m.Groups[1].Value is not ("None" or "Completed"))
+            throw new HypervisorException($"libvirt: domain '{Domain}' already has a job running ({m.Groups[1].Value}): wait for it or abort it (virsh domjobabort {Domain})");
+
+        var live = LibvirtDomainXml.Parse(await _source.CheckAsync(["dumpxml", "--migratable", Domain], cancellationToken));
+        var disks = LibvirtDomainXml.ShimDisks(live, Domain);
+        foreach (var target in _options.DestinationSockets.Keys)
+            if (disks.All(d => d.Target != target))
+                throw new HypervisorException($"libvirt: --destination-socket names disk {target}, which domain '{Domain}' has not behind the shim ({string.Join(", ", disks.Select(d => d.Target))})");
+        foreach (var d in disks)
+            Say($"disk {d.Target}: {d.Description}{(d.Format is { } f ? $" ({f})" : "")} -> destination {_options.DestinationSockets.GetValueOrDefault(d.Target, d.Socket!)}");
+
+        _tempDir = Directory.CreateTempSubdirectory("blockmigrate-libvirt-").FullName; // 0700
+        _destinationXml = Path.Combine(_tempDir, "domain.xml");
+        await File.WriteAllTextAsync(_destinationXml, LibvirtDomainXml.WithSockets(live, _options.DestinationSockets), cancellationToken);
+        if (_options.Persistent)
+        {
+            // the destination's persistent definition must point at its shim too, not at the source's socket
+            var inactive = await _source.RunAsync(["dumpxml", "--inactive", "--migratable", Domain], cancellationToken);
+            var xml = inactive.ExitCode == 0 ? LibvirtDomainXml.Parse(inactive.StandardOutput) : live;
+            _persistentXml = Path.Combine(_tempDir, "persistent.xml");
+            await File.WriteAllTextAsync(_persistentXml, LibvirtDomainXml.WithSockets(xml, _options.DestinationSockets), cancellationToken);
+        }
+        _phase = Phase.Prepared;
+    }
+
+    private List<string> MigrateArguments()
+    {
+        var args = new List<string> { "migrate", "--live", "--suspend", "--xml", _destinationXml! };
+        if (_options.MemoryTunnelled) args.AddRange(["--p2p", "--tunnelled"]);
+        if (_options.Persistent) args.AddRange(["--persistent", "--undefinesource", "--persistent-xml", _persistentXml!]);
+        if (_options.MigrationUri != null) args.AddRange(["--migrateuri", _options.MigrationUri]);
+        if (_options.MaxBandwidth is { } bw) args.AddRange(["--bandwidth", Math.Max(1, (bw + (1 << 20) - 1) >> 20).ToString(CultureInfo.InvariantCulture)]);
+        if (_options.AutoConverge) args.Add("--auto-converge");
+        args.AddRange([Domain, _options.DestinationConnect]);
+        return args;
+    }
+
+    public async Task<HypervisorReport> MigrateAsync(Func<CancellationToken, Task> switchover, CancellationToken cancellationToken)
+    {
+        if (_phase is not (Phase.Prepared or Phase.Resuming))
+            throw new HypervisorException($"libvirt: Migrate needs a prepared hypervisor (phase {_phase})");
+        var total = Stopwatch.StartNew();
+        await using var sourceEvents = new LibvirtEvents(_source, Domain);
+        await using var destinationEvents = new LibvirtEvents(_destination, Domain);
+        await Task.Delay(300, cancellationToken); // let both watchers register before anything happens
+        string? stats = null;
+        if (_phase == Phase.Prepared)
+        {
+            var args = MigrateArguments();
+            Say($"memory: {_source.Describe(args)}");
+            _phase = Phase.Migrating;
+            var r = await _source.Command(args, dieWithUs: true).WithValidation(CommandResultValidation.None)
+                .ExecuteBufferedAsync(System.Text.Encoding.UTF8, cancellationToken);
+            if (r.ExitCode != 0)
+                throw new HypervisorException($"libvirt: virsh migrate failed: {Virsh.LastLine(r.StandardError)}");
+            _phase = Phase.Arrived;
+            Say($"memory moved in {total.Elapsed.TotalSeconds:0.00} s; '{Domain}' paused at the destination");
+            var c = await _destination.RunAsync(["domjobinfo", "--completed", "--rawstats", Domain], cancellationToken);
+            if (c.ExitCode == 0) stats = c.StandardOutput;
+        }
+        var state = await _destination.StateAsync(Domain, cancellationToken);
+        if (state != "paused")
+            throw new HypervisorException($"libvirt: after the memory copy '{Domain}' is '{state ?? "absent"}' at the destination, not paused; the disks were not handed over");
+        var source = await _source.StateAsync(Domain, cancellationToken);
+        if (source is "running" or "paused")
+            throw new HypervisorException($"libvirt: '{Domain}' is still '{source}' at the source after the memory copy; refusing to hand the disks over");
+
+        _phase = Phase.HandingOver;
+        var sw = Stopwatch.StartNew();
+        await switchover(cancellationToken);
+        var switchoverTime = sw.Elapsed;
+        _phase = Phase.HandedOver;
+        Say($"disks handed over in {switchoverTime.TotalMilliseconds:0} ms; resuming '{Domain}' at the destination");
+        await ResumeDestinationAsync(CancellationToken.None);
+        _phase = Phase.Done;
+
+        var stopped = sourceEvents.First("Suspended");
+        var resumed = await destinationEvents.WaitForAsync("Resumed", TimeSpan.FromSeconds(3));
+        TimeSpan? guest = stopped is { } a && resumed is { } b && b > a ? b - a : null;
+        var report = new HypervisorReport(Name, total.Elapsed, Stat(stats, "downtime") is { } ms ? TimeSpan.FromMilliseconds(ms) : null,
+            guest, Stat(stats, "memory_processed") ?? 0) { Switchover = switchoverTime };
+        Say($"guest paused {(guest is { } g ? $"{g.TotalMilliseconds:0} ms" : "(no events)")} (source 'Suspended' -> destination 'Resumed'), libvirt's downtime {report.HypervisorDowntime?.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms");
+        return report;
+    }
+
+    /// <summary>A figure of <c>domjobinfo --completed --rawstats</c> (<c>downtime: 330</c>).</summary>
+    internal static long? Stat(string? rawstats, string key)
+    {
+        if (rawstats == null) return null;
+        var m = Regex.Match(rawstats, $@"^\s*{Regex.Escape(key)}\s*:\s*(\d+)\s*$", RegexOptions.Multiline);
+        return m.Success ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : null;
+    }
+
+    private async Task ResumeDestinationAsync(CancellationToken cancellationToken)
+    {
+        var state = await _destination.StateAsync(Domain, cancellationToken);
+        if (state == "running") return;
+        if (state != "paused")
+            throw new HypervisorException($"libvirt: '{Domain}' is '{state ?? "absent"}' at the destination after the hand-over; the disks are there: start it there from them");
+        await _destination.CheckAsync(["resume", Domain], cancellationToken);
+    }
+
+    public async Task ContinueAfterHandOverAsync(CancellationToken cancellationToken)
+    {
+        Say($"an earlier run handed the disks over; resuming '{Domain}' at the destination if it is paused");
+        await ResumeDestinationAsync(cancellationToken);
+        _phase = Phase.Done;
+    }
+
+    public async Task AbortAsync(CancellationToken cancellationToken)
+    {
+        switch (_phase)
+        {
+            case Phase.Idle or Phase.Prepared or Phase.Aborted or Phase.Resuming:
+                _phase = Phase.Aborted;
+                return;
+            case Phase.HandedOver or Phase.Done:
+                throw new HypervisorException("libvirt: the disks were handed over; the VM must not run at the source again");
+            case Phase.Arrived or Phase.HandingOver:
+                throw new HypervisorException(
+                    $"libvirt: '{Domain}' is paused at the destination with the only copy of its memory (libvirt removed it at the source); " +
+                    "it was not destroyed. Re-run the same migrate command to finish the disks and resume it there");
+        }
+        // Migrating: virsh died with the cancellation (or failed); libvirt cancels the job of a client that went away
+        _phase = Phase.Aborted;
+        var abort = await _source.RunAsync(["domjobabort", Domain], cancellationToken);
+        Say($"domjobabort: {(abort.ExitCode == 0 ? "sent" : Virsh.LastLine(abort.StandardError))}");
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            var here = await _source.StateAsync(Domain, cancellationToken);
+            var there = await _destination.StateAsync(Domain, cancellationToken);
+            if (here == null && there == "paused")
+                throw new HypervisorException(
+                    $"libvirt: the memory copy finished as we aborted: '{Domain}' is paused at the destination and gone at the source; " +
+                    "it was not destroyed. Re-run the same migrate command to finish the disks and resume it there");
+            if (here == "running" && there == null)
+            {
+                Say($"'{Domain}' runs at the source");
+                return;
+            }
+            if (here == "paused" && there == null)
+            {
+                var job = await _source.RunAsync(["domjobinfo", Domain], cancellationToken);
+                if (!Regex.IsMatch(job.StandardOutput, @"Job type:\s+Unbounded"))
+                {
+                    Say($"'{Domain}' was left paused at the source; resuming it");
+                    await _source.CheckAsync(["resume", Domain], cancellationToken);
+                    continue;
+                }
+            }
+            if (DateTime.UtcNow > until)
+                throw new HypervisorException($"libvirt: after the abort '{Domain}' is '{here ?? "absent"}' at the source and '{there ?? "absent"}' at the destination; check both hosts");
+            await Task.Delay(250, cancellationToken);
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        if (_tempDir != null)
+            try { Directory.Delete(_tempDir, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        _tempDir = null;
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,47 @@
+namespace BlockMigrate.Hypervisors.Libvirt;
+
+/// <summary>
+/// How to move a libvirt domain (<c>--hypervisor libvirt</c>): libvirt's own live migration, driven
+/// through <c>virsh</c> on the source host. See docs/hypervisors.md, "libvirt".
+/// </summary>
+public sealed record LibvirtOptions
+{
+    /// <summary>The domain's name (<c>--domain</c>).</summary>
+    public required string Domain { get; init; }
+
+    /// <summary>libvirt URI of the source host (<c>--connect</c>); null = virsh's default (<c>qemu:///system</c> as root).</summary>
+    public string? Connect { get; init; }
+
+    /// <summary>libvirt URI of the destination host (<c>--destination-connect</c>, e.g. <c>qemu+ssh://dst/system</c>).</summary>
+    public required string DestinationConnect { get; init; }
+
+    /// <summary><c>virsh migrate --migrateuri</c> (<c>--migration-uri</c>, e.g. <c>tcp://10.0.0.2</c>): where QEMU sends memory.</summary>
+    public string? MigrationUri { get; init; }
+
+    /// <summary>
+    /// The destination shim's socket per disk target (<c>--destination-socket vda=/run/vm0-dst.sock</c>);
+    /// a target not named keeps the source's socket path (the same path on the destination host).
+    /// </summary>
+    public IReadOnlyDictionary<string, string> DestinationSockets { get; init; } = new Dictionary<string, string>();
+
+    /// <summary><c>--persistent</c>: define the domain at the destination and undefine it at the source (<c>virsh migrate --persistent --undefinesource</c>).</summary>
+    public bool Persistent { get; init; }
+
+    /// <summary><c>--memory-plaintext</c>: QEMU's memory stream in the clear over <see cref="MigrationUri"/> (a trusted link).</summary>
+    public bool MemoryPlaintext { get; init; }
+
+    /// <summary><c>--memory-tunnelled</c>: the memory stream inside libvirt's own connection (<c>virsh migrate --p2p --tunnelled</c>), protected as <see cref="DestinationConnect"/> is (ssh, TLS).</summary>
+    public bool MemoryTunnelled { get; init; }
+
+    /// <summary><c>--memory-bandwidth</c>: <c>virsh migrate --bandwidth</c> (bytes per second, rounded up to MiB/s).</summary>
+    public long? MaxBandwidth { get; init; }
+
+    /// <summary><c>--auto-converge</c>: <c>virsh migrate --auto-converge</c>.</summary>
+    public bool AutoConverge { get; init; }
+
+    /// <summary>The virsh executable (<c>--virsh</c>).</summary>
+    public string Virsh { get; init; } = "virsh";
+
+    /// <summary>Time allowed for one short virsh command (domstate, dumpxml, resume).</summary>
+    public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}

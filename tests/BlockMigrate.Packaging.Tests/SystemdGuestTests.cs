@@ -40,7 +40,9 @@ public class SystemdGuestTests
         var image = SystemdGuest.Image(deb);
         TestContext.Progress.WriteLine($"systemd guest: image {image} ready after {clock.Elapsed.TotalSeconds:0}s ({File.ReadAllText(Path.Combine(image, "info")).Replace('\n', ' ')})");
 
-        work = Directory.CreateTempSubdirectory("bm-systemd-guest-").FullName; // 0700: the map directory checks
+        // 0700: the map directory checks; under build/ so that the results can be kept (below)
+        work = Path.Combine(Tool.Top, "build/systemd-guest", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..24]);
+        Directory.CreateDirectory(work, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         results = Path.Combine(work, "results");
         var cli = Path.Combine(Package.StagedRoot, "usr/bin/blockmigrate");
         var libDir = Path.GetDirectoryName(Directory.GetFiles(Package.StagedRoot, "libblockmigrate.so.*", SearchOption.AllDirectories)[0])!;
@@ -97,6 +99,7 @@ public class SystemdGuestTests
             finally
             {
                 TestContext.Out.WriteLine("--- guest console (tail)\n" + guest.ConsoleTail(200));
+                File.Copy(guest.ConsoleLog, Path.Combine(Tool.Top, "build/systemd-guest/last-console.log"), overwrite: true);
             }
         }
         finally
@@ -113,7 +116,14 @@ public class SystemdGuestTests
     public void Cleanup()
     {
         TestContext.Progress.WriteLine($"systemd guest: {clock.Elapsed.TotalSeconds:0}s in all");
-        if (work.Length > 0 && Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        if (work.Length > 0 && Directory.Exists(work))
+        {
+            // the guest's records of the last run stay for a look after a failure
+            var keep = Path.Combine(Tool.Top, "build/systemd-guest/last-results");
+            if (Directory.Exists(keep)) Directory.Delete(keep, recursive: true);
+            if (Directory.Exists(results)) Directory.Move(results, keep);
+            Directory.Delete(work, recursive: true);
+        }
     }
 
     [Test]

@@ -197,8 +197,6 @@ public class SystemdGuestTests
         {
             Assert.That(Result("image-sha256"), Does.StartWith(sourceSha + " "), "the received image is the source image");
             Assert.That(Result("image-state"), Does.Contain("\"committed\""), "the receiver's state file");
-            // QEMU's view: the image read through the gate-mode shim's socket equals the file
-            Assert.That(Result("verify-through-shim"), Does.EndWith("exit=0\n"), Result("verify-through-shim"));
         });
     }
 

@@ -54,6 +54,9 @@ public sealed class ReceiverServer(ReceiverOptions options, ILogger? logger = nu
         }
         using var dir = SparseFile.OpenDirectory(options.ImageDir);
         var listener = new TcpListener(options.Listen);
+        // "[::]" means every address, IPv4 too (receiver.conf's default): .NET opens IPv6 sockets
+        // with IPV6_V6ONLY, so without this the shipped configuration refused every IPv4 source
+        if (options.Listen.Address.Equals(IPAddress.IPv6Any)) listener.Server.DualMode = true;
         try
         {
             listener.Start();

@@ -124,7 +124,7 @@ public class OptionBindingTests
     [TestCase("--codec", "brotli", "--codec 'brotli': expected auto, lz4 or zstd")]
     [TestCase("--bandwidth", "fast", "--bandwidth 'fast': bad rate 'fast'")]
     [TestCase("--peer-fingerprint", "MD5:xx", "--peer-fingerprint 'MD5:xx': expected SHA256:")]
-    [TestCase("--hypervisor", "vmware", "qemu, xen or none")]
+    [TestCase("--hypervisor", "vmware", "qemu, libvirt, xen or none")]
     public async Task A_bad_flag_value_is_a_usage_error(string flag, string value, string message) =>
         await UsageErrorAsync([.. Base, flag, value], message);
 

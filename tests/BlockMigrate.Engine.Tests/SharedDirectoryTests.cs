@@ -35,7 +35,7 @@ public class SharedDirectoryTests
         File.WriteAllText(_dir["victim"], VictimText);
         File.CreateSymbolicLink(_dir["vda.map.outstanding"], _dir["victim"]);
         using var disk = NewDisk();
-        disk.Cookie = new ResumeCookie(ResumeCookie.NewLineage(), new byte[12], ResumeCookie.Running);
+        disk.Cookie = new ResumeCookie(ResumeCookie.NewLineage(), new byte[12], CookieState.Running);
         disk.Map.MarkBlocks(0, 5);
         disk.Take(out var taken);
         Assert.That(taken, Is.EqualTo(5UL));

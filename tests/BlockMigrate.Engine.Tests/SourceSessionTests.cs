@@ -111,7 +111,7 @@ public class SourceSessionTests
         using (var f = File.Create(dir["vda.img"])) f.SetLength(4 << 20);
         using (DirtyMap.Create(dir["vda.map"], 4 << 20, 64 * 1024)) { }
         var disk = new SourceDisk(0, new DiskSpec("vda", dir["vda.img"], dir["vda.map"]));
-        disk.Cookie = new ResumeCookie(ResumeCookie.NewLineage(), new byte[12], ResumeCookie.Running);
+        disk.Cookie = new ResumeCookie(ResumeCookie.NewLineage(), new byte[12], CookieState.Running);
         disk.Map.MarkBlocks(0, 10);
         disk.Take(out _);
         return disk;

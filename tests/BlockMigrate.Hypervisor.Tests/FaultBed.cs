@@ -173,8 +173,8 @@ public sealed partial class FaultBed : ShimBed
     [LibraryImport("libc", SetLastError = true)]
     private static partial int kill(int pid, int signal);
 
-    /// <summary>The state byte of the source map's resume cookie (<see cref="ResumeCookie"/>).</summary>
-    public byte SourceCookieState()
+    /// <summary>The state of the source map's resume cookie (<see cref="ResumeCookie"/>).</summary>
+    public CookieState SourceCookieState()
     {
         using var map = DirtyMap.Open(SourceMap);
         return ResumeCookie.Decode(map.GetCookie()).State;

@@ -141,7 +141,7 @@ public sealed partial class FaultMatrixTests
         // orphaned migration may hold it paused until the re-run cancels it).
         if (firstExit == 1)
         {
-            Assert.That(cookie, Is.Not.EqualTo(ResumeCookie.HandedOver));
+            Assert.That(cookie, Is.Not.EqualTo(CookieState.HandedOver));
             Assert.That(await StatusAsync(bed.Source, ct), Is.EqualTo("running"), "an abort before the hand-over leaves the VM running at the source");
             await bed.Source.Serial.WaitForProgressBeyondAsync(bed.Source.Serial.LastProgress() + 50, Long);
             Say("VM runs at the source after the abort");
@@ -149,7 +149,7 @@ public sealed partial class FaultMatrixTests
 
         // The admin's re-run, as the docs say: whatever is left to do.
         var rerunLog = "";
-        var rerunNeeded = firstExit != 0 && !(firstExit == 4 && cookie == ResumeCookie.None);
+        var rerunNeeded = firstExit != 0 && !(firstExit == 4 && cookie == CookieState.None);
         if (rerunNeeded)
         {
             foreach (var r in bed.Receivers.Where(r => !r.HasExited))
@@ -157,7 +157,7 @@ public sealed partial class FaultMatrixTests
                 var code = await r.WaitForExitAsync(TimeSpan.FromSeconds(90));
                 Assert.That(code, Is.EqualTo(1), $"a --once receiver whose session failed exits 1 (not committed):\n{r.Stderr}");
             }
-            if (cookie != ResumeCookie.HandedOver)
+            if (cookie != CookieState.HandedOver)
                 bed.StartDestination(); // the old one cannot take a second incoming migration (docs/hypervisors.md)
             await bed.StartReceiverAsync();
             // the same command, less the 2 MB/s memory cap that only made the memory phase long enough to
@@ -172,7 +172,7 @@ public sealed partial class FaultMatrixTests
                 Assert.That(rerunExit, Is.Zero, Context(rerun, bed));
                 var report = FaultReport(rerun);
                 Say($"re-run report: switchover {report.Switchover}, resumed {report.Resumed}, {report.DataBytes} bytes of data");
-                if (cookie == ResumeCookie.HandedOver)
+                if (cookie == CookieState.HandedOver)
                     Assert.That(report.Switchover, Is.EqualTo("finish"), "a handed-over migration is finished, not redone");
             }
         }
@@ -181,7 +181,7 @@ public sealed partial class FaultMatrixTests
 
         foreach (var r in bed.Receivers.Where(r => !r.HasExited))
             Assert.That(await r.WaitForExitAsync(TimeSpan.FromSeconds(90)), Is.Zero, "the last receiver committed: " + r.Stderr);
-        Assert.That(bed.SourceCookieState(), Is.EqualTo(ResumeCookie.None), "nothing left to finish");
+        Assert.That(bed.SourceCookieState(), Is.EqualTo(CookieState.None), "nothing left to finish");
 
         await CheckWhereTheVmRunsAsync(bed, expected, first.Stderr + rerunLog, ct);
     }
@@ -260,12 +260,12 @@ public sealed partial class FaultMatrixTests
 
     private static string LastLine(string log) => log.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
 
-    private static string CookieName(byte state) => state switch
+    private static string CookieName(CookieState state) => state switch
     {
-        ResumeCookie.None => "none",
-        ResumeCookie.Running => "running",
-        ResumeCookie.Resumable => "resumable",
-        ResumeCookie.HandedOver => "handed over",
+        CookieState.None => "none",
+        CookieState.Running => "running",
+        CookieState.Resumable => "resumable",
+        CookieState.HandedOver => "handed over",
         _ => state.ToString(),
     };
 

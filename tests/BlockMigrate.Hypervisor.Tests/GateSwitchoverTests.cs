@@ -104,7 +104,7 @@ public class GateSwitchoverTests
         var held = bed.Gate.Info().GatedBlocks;
         Assert.That(held, Is.GreaterThan(0ul), "the blocks that did not land stay held at the destination");
         Assert.That(bed.SourceMap.Info().State & MapState.Frozen, Is.EqualTo(MapState.Frozen), "the source never runs again");
-        Assert.That(ResumeCookie.Decode(bed.SourceMap.GetCookie()).State, Is.EqualTo(ResumeCookie.HandedOver));
+        Assert.That(ResumeCookie.Decode(bed.SourceMap.GetCookie()).State, Is.EqualTo(CookieState.HandedOver));
         if (!keepRecord) File.Delete(bed.SourceMapPath + ".outstanding");
 
         // the admin runs the same command again, against the receiver restarted
@@ -117,7 +117,7 @@ public class GateSwitchoverTests
         Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
         Assert.That(receiver.Stderr, Does.Contain("hand-over finished"));
         Assert.That(bed.Gate.Info().GatedBlocks, Is.Zero);
-        Assert.That(ResumeCookie.Decode(bed.SourceMap.GetCookie()).State, Is.EqualTo(ResumeCookie.None));
+        Assert.That(ResumeCookie.Decode(bed.SourceMap.GetCookie()).State, Is.EqualTo(CookieState.None));
         Assert.That(bed.SourceMap.Info().State & MapState.Frozen, Is.EqualTo(MapState.Frozen), "still frozen: the VM lives at the destination");
         // the destination VM's write survived the re-sent data; everything else is the source's
         bed.AssertDestinationIsSourceExcept(FirstFinal, 0x66);

@@ -17,7 +17,7 @@ public sealed class LibvirtOptionsTests
     private static async Task<string> FailsWithAsync(params string[] args)
     {
         var r = await Tool.BlockMigrateAsync(args);
-        Assert.That(r.ExitCode, Is.EqualTo(1), r.StandardError);
+        Assert.That(r.ExitCode, Is.EqualTo(2), "a usage error: " + r.StandardError);
         var lines = r.StandardError.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.That(lines, Has.Length.EqualTo(1), "one line: " + r.StandardError);
         return lines[0];

@@ -41,9 +41,9 @@ public sealed partial class Migration
                     d.Map.Thaw();
                     d.Frozen = false;
                 }
-                if (d.Cookie is { State: ResumeCookie.Running } c)
+                if (d.Cookie is { State: CookieState.Running } c)
                 {
-                    d.Cookie = c with { State = ResumeCookie.Resumable };
+                    d.Cookie = c with { State = CookieState.Resumable };
                     d.Map.SetCookie(d.Cookie.Encode());
                 }
                 d.Map.SetState(Maps.MapState.None, Maps.MapState.Tracking);

@@ -65,7 +65,7 @@ public sealed partial class Migration
         {
             var identity = ResumeCookie.IdentityOf(_channel.Peer, d.Name, d.Size, d.BlockSize);
             var old = ResumeCookie.Decode(d.Map.GetCookie());
-            if (old.State == ResumeCookie.HandedOver)
+            if (old.State == CookieState.HandedOver)
             {
                 // an earlier run handed the VM over and its last blocks did not all land: finish that.
                 // Past the point of no return already: no failure from here gives anything back or thaws.
@@ -80,16 +80,16 @@ public sealed partial class Migration
                     (recovered ? $"{d.Map.DirtyCount()} blocks were out" : "no record of the blocks that were out: sending every block") +
                     "; the receiver writes only those its gate still holds");
             }
-            else if (old.State == ResumeCookie.Running)
+            else if (old.State == CookieState.Running)
             {
                 // the previous run died without giving its bits back (SIGKILL, power to the process)
                 var recovered = d.RecoverOutstanding(old.Lineage);
-                if (recovered) old = old with { State = ResumeCookie.Resumable };
+                if (recovered) old = old with { State = CookieState.Resumable };
                 if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
                 Say($"disk {d.Name}: the previous run of lineage {old.LineageHex} died; {(recovered ? "its outstanding blocks are dirty again: resuming" : "no record of its outstanding blocks: copying afresh")}");
             }
             var resume = old.AllowsResume(identity);
-            d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, ResumeCookie.None);
+            d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, CookieState.None);
             offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing, ImageExtents.AllocatedBlockBytes(d.Image, d.Size, d.BlockSize)));
         }
         var finishOnly = _disks.All(d => d.Finishing);
@@ -131,7 +131,7 @@ public sealed partial class Migration
                     d.Map.MarkBlocks(0, d.Map.Blocks);
                     Say($"disk {d.Name}: full copy of {d.Size} bytes in {d.Map.Blocks} blocks of {d.BlockSize}");
                 }
-                d.Cookie = d.Cookie! with { State = ResumeCookie.Running };
+                d.Cookie = d.Cookie! with { State = CookieState.Running };
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.Map.SetState(Maps.MapState.Tracking);
             }

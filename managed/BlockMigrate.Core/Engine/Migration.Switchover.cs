@@ -140,7 +140,7 @@ public sealed partial class Migration
             foreach (var d in _disks)
             {
                 // a re-run must finish this hand-over, never copy afresh or give the VM back
-                d.Cookie = d.Cookie! with { State = ResumeCookie.HandedOver };
+                d.Cookie = d.Cookie! with { State = CookieState.HandedOver };
                 d.Map.SetCookie(d.Cookie.Encode());
                 d.SyncOutstanding();
             }

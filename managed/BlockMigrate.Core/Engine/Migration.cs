@@ -64,7 +64,7 @@ public sealed partial class Migration : IAsyncDisposable
         _options = options;
         _hypervisor = hypervisor;
         _log = logger ?? NullLogger.Instance;
-        _hypervisor.Log += line => Say($"{_hypervisor.Name}: {line}");
+        _hypervisor.Log += (level, line) => _log.HypervisorLine(level, _hypervisor.Name, line);
     }
 
     /// <summary>Raised a few times a second and at each phase change (from a worker thread).</summary>

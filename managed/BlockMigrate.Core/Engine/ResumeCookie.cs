@@ -16,10 +16,8 @@ namespace BlockMigrate.Engine;
 /// outstanding record, or copies afresh. State 3 is never copied afresh: a re-run only finishes the
 /// hand-over (the map stays frozen, the source VM never runs again).
 /// </summary>
-public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, byte State)
+public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, CookieState State)
 {
-    public const byte None = 0, Running = 1, Resumable = 2, HandedOver = 3;
-
     public static byte[] IdentityOf(string peer, string disk, ulong size, uint blockSize) =>
         SHA256.HashData(Encoding.UTF8.GetBytes($"blockmigrate-resume-v1\n{peer}\n{disk}\n{size}\n{blockSize}"))[..12];
 
@@ -30,14 +28,26 @@ public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, byte State)
         var c = new byte[32];
         Lineage.CopyTo(c, 0);
         Identity.CopyTo(c, 16);
-        c[31] = State;
+        c[31] = (byte)State;
         return c;
     }
 
-    public static ResumeCookie Decode(byte[] c) => new(c[..16], c[16..28], c[31]);
+    public static ResumeCookie Decode(byte[] c) => new(c[..16], c[16..28], (CookieState)c[31]);
 
     /// <summary>True when this cookie lets a run to the peer of <paramref name="identity"/> continue from the map's bits.</summary>
-    public bool AllowsResume(byte[] identity) => State is Resumable or HandedOver && Identity.AsSpan().SequenceEqual(identity);
+    public bool AllowsResume(byte[] identity) => State is CookieState.Resumable or CookieState.HandedOver && Identity.AsSpan().SequenceEqual(identity);
 
     public string LineageHex => Convert.ToHexString(Lineage).ToLowerInvariant();
+}
+
+/// <summary>Byte 31 of the cookie (the values are on disk: never renumber). A byte outside these is kept
+/// as read and allows nothing (<see cref="ResumeCookie.AllowsResume"/> is false for it).</summary>
+public enum CookieState : byte
+{
+    None = 0,
+    /// <summary>A migration is running: bits may be out with it (the outstanding record has them).</summary>
+    Running = 1,
+    Resumable = 2,
+    /// <summary>The destination owns the VM; the final blocks not yet acknowledged are out.</summary>
+    HandedOver = 3,
 }

@@ -320,7 +320,7 @@ internal sealed class SourceDisk : IDisposable
             {
                 _writer.Wait(TimeSpan.FromSeconds(5));
             }
-            catch (AggregateException) { }
+            catch (AggregateException e) { _log.Ignored($"disk {Name}: the record writer", e.InnerException?.Message ?? e.Message); }
             try
             {
                 lock (_fileLock) WriteCurrent(onlyIfChanged: true); // the last state, whatever ended the run

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 namespace BlockMigrate.Hypervisors;
 
 /// <summary>
@@ -15,8 +16,10 @@ public interface IHypervisor : IAsyncDisposable
     /// <summary>"qemu", "xen" or "none".</summary>
     string Name { get; }
 
-    /// <summary>One line per step of the hypervisor's migration, for the log (the engine forwards them).</summary>
-    event Action<string>? Log
+    /// <summary>One line per step of the hypervisor's migration, with its level (Information for the admin's
+    /// steps, Warning, Debug for a failure deliberately ignored); the engine forwards them to its logger
+    /// as "NAME: line".</summary>
+    event Action<LogLevel, string>? Log
     {
         add { }
         remove { }

@@ -23,6 +23,10 @@ public static partial class CoreLog
     [LoggerMessage(EventId = 3, Level = LogLevel.Debug, Message = "{What} failed (ignored): {Reason}")]
     public static partial void Ignored(this ILogger logger, string what, string reason);
 
+    /// <summary>A hypervisor adapter's line (<see cref="Hypervisors.IHypervisor.Log"/>), at the level it gave.</summary>
+    [LoggerMessage(EventId = 5, Message = "{Hypervisor}: {Line}")]
+    public static partial void HypervisorLine(this ILogger logger, LogLevel level, string hypervisor, string line);
+
     /// <summary>What one round of sending measured, and the rates after it.</summary>
     [LoggerMessage(EventId = 4, Level = LogLevel.Debug,
         Message = "round {Round} sent: {BlockBytes} bytes of blocks, {DataBytes} of data, {WireBytes} on the wire in {Milliseconds:0.0} ms " +

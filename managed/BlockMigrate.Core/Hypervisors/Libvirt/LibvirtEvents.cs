@@ -15,9 +15,12 @@ public sealed class LibvirtEvents : IAsyncDisposable
     private readonly Task _run;
     private readonly List<(DateTimeOffset At, string What)> _events = [];
     private readonly string _needle;
+    private readonly Action<string, Exception>? _ignored;
 
-    public LibvirtEvents(Virsh virsh, string domain)
+    /// <param name="ignored">told of a failure that is not acted on (no events: the figures stay null)</param>
+    public LibvirtEvents(Virsh virsh, string domain, Action<string, Exception>? ignored = null)
     {
+        _ignored = ignored;
         _needle = $"for domain '{domain}': ";
         var cmd = virsh.Command(["event", "--loop", "--timestamp", "--event", "lifecycle"], dieWithUs: true)
             | PipeTarget.ToDelegate(OnLine);
@@ -31,7 +34,7 @@ public sealed class LibvirtEvents : IAsyncDisposable
             await cmd.ExecuteAsync(_stop.Token);
         }
         catch (OperationCanceledException) { }
-        catch (Exception) { } // no events: the figures stay null
+        catch (Exception e) { _ignored?.Invoke("virsh event", e); } // no events: the figures stay null
     }
 
     private void OnLine(string line)
@@ -70,7 +73,7 @@ public sealed class LibvirtEvents : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _stop.Cancel();
-        try { await _run; } catch { }
+        try { await _run; } catch (Exception e) { _ignored?.Invoke("virsh event", e); }
         _stop.Dispose();
     }
 }

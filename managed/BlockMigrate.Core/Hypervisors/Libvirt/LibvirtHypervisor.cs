@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
@@ -52,11 +53,13 @@ public sealed class LibvirtHypervisor : IHypervisor
 
     public string Name => "libvirt";
 
-    public event Action<string>? Log;
+    public event Action<LogLevel, string>? Log;
 
     private string Domain => _options.Domain;
 
-    private void Say(string line) => Log?.Invoke(line);
+    private void Say(string line) => Log?.Invoke(LogLevel.Information, line);
+
+    private void Ignored(string what, Exception e) => Log?.Invoke(LogLevel.Debug, $"{what} failed (ignored): {e.Message}");
 
     public async Task PrepareAsync(CancellationToken cancellationToken)
     {
@@ -121,8 +124,8 @@ public sealed class LibvirtHypervisor : IHypervisor
         if (_phase is not (Phase.Prepared or Phase.Resuming))
             throw new HypervisorException($"libvirt: Migrate needs a prepared hypervisor (phase {_phase})");
         var total = Stopwatch.StartNew();
-        await using var sourceEvents = new LibvirtEvents(_source, Domain);
-        await using var destinationEvents = new LibvirtEvents(_destination, Domain);
+        await using var sourceEvents = new LibvirtEvents(_source, Domain, Ignored);
+        await using var destinationEvents = new LibvirtEvents(_destination, Domain, Ignored);
         await Task.Delay(300, cancellationToken); // let both watchers register before anything happens
         string? stats = null;
         if (_phase == Phase.Prepared)
@@ -239,7 +242,7 @@ public sealed class LibvirtHypervisor : IHypervisor
     public ValueTask DisposeAsync()
     {
         if (_tempDir != null)
-            try { Directory.Delete(_tempDir, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            try { Directory.Delete(_tempDir, true); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Ignored($"removing {_tempDir}", e); }
         _tempDir = null;
         return ValueTask.CompletedTask;
     }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 
@@ -18,7 +19,11 @@ public sealed partial class QemuHypervisor
 {
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(200);
 
-    public event Action<string>? Log;
+    public event Action<LogLevel, string>? Log;
+
+    private void Say(string line) => Log?.Invoke(LogLevel.Information, line);
+
+    private void Ignored(string what, Exception e) => Log?.Invoke(LogLevel.Debug, $"{what} failed (ignored): {e.Message}");
 
     public async Task<HypervisorReport> MigrateAsync(Func<CancellationToken, Task> switchover, CancellationToken cancellationToken)
     {
@@ -37,7 +42,7 @@ public sealed partial class QemuHypervisor
         DateTimeOffset? stoppedAt = null;
         await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e => stoppedAt ??= e, cancellationToken);
         stoppedAt ??= DateTimeOffset.UtcNow; // STOP precedes pre-switchover; this only covers a lost event
-        Log?.Invoke($"source stopped at {stoppedAt.Value:HH:mm:ss.fff} (STOP), in pre-switchover {Since(stoppedAt.Value)} later");
+        Say($"source stopped at {stoppedAt.Value:HH:mm:ss.fff} (STOP), in pre-switchover {Since(stoppedAt.Value)} later");
 
         // The source is stopped for good (finish-migrate) and the destination has not received the
         // final device state, so it cannot run: the one moment the disks may switch over.
@@ -52,10 +57,10 @@ public sealed partial class QemuHypervisor
         var ct = finishing.Token;
         try
         {
-            Log?.Invoke($"disks handed over {Since(stoppedAt.Value)} after STOP; migrate-continue");
+            Say($"disks handed over {Since(stoppedAt.Value)} after STOP; migrate-continue");
             await ContinueFromPreSwitchoverAsync(source, sourceEvents, ct);
-            Log?.Invoke($"source completed {Since(stoppedAt.Value)} after STOP");
-            await ResumeDestinationAsync(destination, () => Log?.Invoke($"destination loaded {Since(stoppedAt.Value)} after STOP; cont"), ct);
+            Say($"source completed {Since(stoppedAt.Value)} after STOP");
+            await ResumeDestinationAsync(destination, () => Say($"destination loaded {Since(stoppedAt.Value)} after STOP; cont"), ct);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -66,7 +71,7 @@ public sealed partial class QemuHypervisor
                 "the destination QEMU from its disk, or retry the memory migration. Cause: " + e.Message, e);
         }
         var resumedAt = await TryWaitAsync(destinationEvents, "RESUME", TimeSpan.FromSeconds(5)) ?? DateTimeOffset.UtcNow;
-        Log?.Invoke($"destination resumed at {resumedAt:HH:mm:ss.fff} (RESUME), {(resumedAt - stoppedAt.Value).TotalMilliseconds:0} ms after STOP");
+        Say($"destination resumed at {resumedAt:HH:mm:ss.fff} (RESUME), {(resumedAt - stoppedAt.Value).TotalMilliseconds:0} ms after STOP");
         _phase = QemuPhase.Resumed;
         var total = Stopwatch.GetElapsedTime(started);
         if (_memoryKey != null)
@@ -166,7 +171,7 @@ public sealed partial class QemuHypervisor
         var status = (string?)(await source.ExecuteObjectAsync("query-migrate", null, cancellationToken))["status"];
         if (status == "pre-switchover")
         {
-            Log?.Invoke("the source still waits at the hand-over (pre-switchover): migrate-continue");
+            Say("the source still waits at the hand-over (pre-switchover): migrate-continue");
             await ContinueFromPreSwitchoverAsync(source, sourceEvents, cancellationToken);
         }
         else if (status != "completed")
@@ -175,7 +180,7 @@ public sealed partial class QemuHypervisor
             throw new HypervisorException($"qemu: the source's migration is '{status ?? "none"}', neither waiting at the hand-over nor completed; " +
                                           "the disks are at the destination: restart the VM there from its disk");
         }
-        await ResumeDestinationAsync(destination, () => Log?.Invoke("destination loaded; cont unless it runs"), cancellationToken);
+        await ResumeDestinationAsync(destination, () => Say("destination loaded; cont unless it runs"), cancellationToken);
         _phase = QemuPhase.Resumed;
     }
 
@@ -201,14 +206,14 @@ public sealed partial class QemuHypervisor
             var stop = source.ExecuteAsync("stop", null, bounded.Token);
             _ = stop.ContinueWith(t => t.Exception, TaskScheduler.Default); // observed; it may never be answered
             var stopped = await TryWaitAsync(events, "STOP", TimeSpan.FromSeconds(10)) != null;
-            Log?.Invoke(!stopped
+            Say(!stopped
                 ? "QEMU restarted the source VM after the failed migration and it did not stop: kill the source QEMU (its disk is at the destination)"
                 : "QEMU restarted the source VM after the failed migration; stopped it again (its disk is at the destination)" +
                   (stop.IsCompleted ? "" : "; that QEMU now waits for a disk write the frozen source map holds: kill it"));
         }
         catch (Exception e) // best effort, see above
         {
-            Log?.Invoke($"could not make sure the source VM stays stopped: {e.Message}");
+            Say($"could not make sure the source VM stays stopped: {e.Message}");
         }
     }
 
@@ -246,7 +251,7 @@ public sealed partial class QemuHypervisor
         var cap = (long)(link * 0.9 * (compressed ? 2 : 1));
         if (cap >= QemuOptions.QemuDefaultMaxBandwidth || cap <= 0) return;
         await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, cancellationToken);
-        Log?.Invoke($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s the disk copy measured{(compressed ? ", times 2 for multifd compression (counted before compressing)" : "")}");
+        Say($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s the disk copy measured{(compressed ? ", times 2 for multifd compression (counted before compressing)" : "")}");
     }
 
     private static string Since(DateTimeOffset t) => $"{(DateTimeOffset.UtcNow - t).TotalMilliseconds:0} ms";

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.Text.Json.Nodes;
 
 namespace BlockMigrate.Hypervisors.Qemu;
@@ -135,7 +136,7 @@ public sealed partial class QemuHypervisor : IHypervisor
             await DropMemoryTlsAsync(qmp, cancellationToken); // an earlier run's, killed before it cleaned up
         if (_memoryKey == null)
         {
-            Log?.Invoke("memory stream in PLAINTEXT (--memory-plaintext): anyone on the path can read the guest's memory");
+            Say("memory stream in PLAINTEXT (--memory-plaintext): anyone on the path can read the guest's memory");
             return;
         }
         if (_destinationKeyDir == null)
@@ -164,22 +165,22 @@ public sealed partial class QemuHypervisor : IHypervisor
                                               "QEMU must run as root to read them, or pass --memory-plaintext", e);
             }
         }
-        Log?.Invoke("memory stream: TLS with a pre-shared key made for this migration (delivered to the receiver over the pinned channel)");
+        Say("memory stream: TLS with a pre-shared key made for this migration (delivered to the receiver over the pinned channel)");
     }
 
     /// <summary>Clears <c>tls-creds</c> and removes our credentials object; errors (none there, QEMU gone) are ignored.</summary>
-    private static async Task DropMemoryTlsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    private async Task DropMemoryTlsAsync(QmpClient qmp, CancellationToken cancellationToken)
     {
         try
         {
             await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["tls-creds"] = "" }, cancellationToken);
         }
-        catch (QmpException) { }
+        catch (QmpException e) { Ignored("clearing tls-creds", e); }
         try
         {
             await qmp.ExecuteAsync("object-del", new JsonObject { ["id"] = TlsObjectId }, cancellationToken);
         }
-        catch (QmpException) { }
+        catch (QmpException e) { Ignored("removing the TLS credentials object", e); }
     }
 
     private async Task CheckMultifdAsync(CancellationToken cancellationToken)

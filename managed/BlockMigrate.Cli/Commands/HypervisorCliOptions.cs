@@ -64,7 +64,7 @@ public sealed class HypervisorCliOptions
     public Setting<string?> DestinationConnect { get; } = Text("--destination-connect", "libvirt: the destination's libvirt URI, e.g. qemu+ssh://dst/system");
     public Setting<string?> DestinationSocket { get; } = Text("--destination-socket", "libvirt: TARGET=PATH[,TARGET=PATH...]: the destination shim's socket for each disk", "the source's path");
     public Switch Persistent { get; } = Flag("--persistent", "libvirt: define the domain at the destination and undefine it at the source");
-    public Switch MemoryTunnelled { get; } = Flag("--memory-tunnelled", "libvirt: send memory inside the libvirt connection (virsh migrate --p2p --tunnelled)");
+    public Switch MemoryTunnelled { get; } = Flag("--memory-tunnelled", "libvirt: send memory inside the libvirt connection (virsh migrate in p2p tunnelled mode)");
     public Setting<string?> Virsh { get; } = Text("--virsh", "libvirt: the virsh executable", "virsh");
 
     public IEnumerable<Setting> All => [Kind, .. QemuSettings, .. XenSettings, .. LibvirtOnlySettings];

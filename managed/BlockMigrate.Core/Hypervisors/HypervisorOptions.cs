@@ -20,7 +20,7 @@ public sealed record HypervisorOptions
     {
         HypervisorKind.Qemu => Qemu?.Validate() ?? ["--hypervisor qemu without its settings"],
         HypervisorKind.Xen => Xen is null ? ["--hypervisor xen without its settings"] : [],
-        HypervisorKind.Libvirt => Libvirt is null ? ["--hypervisor libvirt without its settings"] : [],
+        HypervisorKind.Libvirt => Libvirt?.Validate() ?? ["--hypervisor libvirt without its settings"],
         _ => [],
     };
 

@@ -23,7 +23,6 @@ namespace BlockMigrate.Hypervisors.Libvirt;
 /// </summary>
 public sealed class LibvirtHypervisor : IHypervisor
 {
-    private static readonly Regex DomainName = new("^[A-Za-z0-9][A-Za-z0-9_.+-]*$");
     private readonly LibvirtOptions _options;
     private readonly Virsh _source;
     private readonly Virsh _destination;
@@ -36,16 +35,7 @@ public sealed class LibvirtHypervisor : IHypervisor
 
     public LibvirtHypervisor(LibvirtOptions options)
     {
-        if (!DomainName.IsMatch(options.Domain) || options.Domain.Length > 200)
-            throw new HypervisorException($"libvirt: '{options.Domain}' is not a usable domain name (letters, digits, _ . + -)");
-        if (options.MemoryPlaintext && options.MemoryTunnelled)
-            throw new HypervisorException("libvirt: --memory-plaintext and --memory-tunnelled exclude each other");
-        if (!options.MemoryPlaintext && !options.MemoryTunnelled)
-            throw new HypervisorException(
-                "libvirt: say how the memory stream is protected: --memory-tunnelled (inside the libvirt connection, e.g. qemu+ssh://) " +
-                "or --memory-plaintext (QEMU's stream in the clear: a trusted link only)");
-        if (options.MemoryTunnelled && options.MigrationUri != null)
-            throw new HypervisorException("libvirt: --migration-uri does not apply with --memory-tunnelled (the memory goes through the libvirt connection)");
+        if (options.Validate() is [var problem, ..]) throw new HypervisorException(problem);
         _options = options;
         _source = new Virsh(options.Virsh, options.Connect, options.CommandTimeout);
         _destination = new Virsh(options.Virsh, options.DestinationConnect, options.CommandTimeout);

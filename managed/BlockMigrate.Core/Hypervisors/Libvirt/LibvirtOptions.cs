@@ -44,4 +44,22 @@ public sealed record LibvirtOptions
 
     /// <summary>Time allowed for one short virsh command (domstate, dumpxml, resume).</summary>
     public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    private static readonly System.Text.RegularExpressions.Regex DomainName = new("^[A-Za-z0-9][A-Za-z0-9_.+-]*$");
+
+    /// <summary>Every problem, one line each (the CLI makes them usage errors; the adapter refuses them too).</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var e = new List<string>();
+        if (!DomainName.IsMatch(Domain) || Domain.Length > 200)
+            e.Add($"libvirt: '{Domain}' is not a usable domain name (letters, digits, _ . + -)");
+        if (MemoryPlaintext && MemoryTunnelled)
+            e.Add("libvirt: --memory-plaintext and --memory-tunnelled exclude each other");
+        if (!MemoryPlaintext && !MemoryTunnelled)
+            e.Add("libvirt: say how the memory stream is protected: --memory-tunnelled (inside the libvirt connection, e.g. qemu+ssh://) " +
+                  "or --memory-plaintext (QEMU's stream in the clear: a trusted link only)");
+        if (MemoryTunnelled && MigrationUri != null)
+            e.Add("libvirt: --migration-uri does not apply with --memory-tunnelled (the memory goes through the libvirt connection)");
+        return e;
+    }
 }

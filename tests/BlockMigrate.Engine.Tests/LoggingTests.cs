@@ -19,22 +19,27 @@ public class LoggingTests
         Assert.That(receiver.Process.Stderr, Does.Match(@"(?m) INFO  receive: listening on "), "information lines stay information");
     }
 
-    /// <summary>An 8 MiB disk, no writer, to a receiver with --once.</summary>
-    private static async Task<MigrateRun> MigrateAsync(params string[] extra)
+    /// <summary>An 8 MiB disk, no writer, to a receiver with --once; with <paramref name="delayMs"/>, through
+    /// wanem.py delaying each direction that long.</summary>
+    private static async Task<MigrateRun> MigrateAsync(int delayMs, params string[] extra)
     {
         using var dir = new TempDir("logging");
         var keys = new KeyPair(dir.Path);
         using var source = SourceShim.Start(dir.Path, 8L << 20, randomBytes: 1 << 20);
         using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
-        return await MigrateRun.RunAsync(source, receiver.Address, keys, extra);
+        if (delayMs == 0) return await MigrateRun.RunAsync(source, receiver.Address, keys, extra);
+        using var wan = BackgroundProcess.Python("wanem.py", "--listen", "127.0.0.1:0", "--to", receiver.Address, "--delay", $"{delayMs}");
+        var port = (await wan.WaitForLineAsync(@"^listening on [^\s]+:(\d+)$", TimeSpan.FromSeconds(20))).Groups[1].Value;
+        return await MigrateRun.RunAsync(source, $"127.0.0.1:{port}", keys, extra);
     }
 
     [Test]
     public async Task Verbose_adds_a_debug_line_per_round_and_warnings_keep_their_level()
     {
-        // a downtime target of 1 ms (0 is refused as a usage error): no round trip through TLS, the
-        // receiver's group-commit fsync and back fits in half of it, so the warning about it, at warning level
-        var run = await MigrateAsync("--verbose", "--max-downtime", "1");
+        // a downtime target of 8 ms over a path delayed 5 ms each way: the round trip (>= 10 ms) does not fit
+        // in half of it, so the warning about it, at warning level (on plain loopback the round trip can be
+        // under 0.5 ms: no target a usage check accepts would be sure to warn)
+        var run = await MigrateAsync(5, "--verbose", "--max-downtime", "8");
 
         Assert.That(run.ExitCode, Is.Zero, run.ToString());
         Assert.That(run.Stderr, Does.Match(@"(?m) DEBUG migrate: round 0 sent: \d+ bytes of blocks"), run.Stderr);
@@ -45,7 +50,7 @@ public class LoggingTests
     [Test]
     public async Task Without_verbose_no_debug_line()
     {
-        var run = await MigrateAsync();
+        var run = await MigrateAsync(0);
         Assert.That(run.ExitCode, Is.Zero, run.ToString());
         Assert.That(run.Stderr, Does.Not.Contain(" DEBUG "), run.Stderr);
         Assert.That(run.Stderr, Does.Match(@"(?m) INFO  migrate: round 0: "), run.Stderr);

@@ -91,9 +91,11 @@ public partial class InstallChecks
         var start = root.Run($"umask {UnitValue(unit, "UMask")} && exec {execStart}", Short, user);
         try
         {
-            // forking: when ExecStart returns, nbdkit listens and the PID file is written
+            // forking: when ExecStart returns, nbdkit listens; its daemonised child writes the PID file
+            // just after the parent returns (systemd waits for it the same way), so allow it a moment
             Assert.That(start.ExitCode, Is.Zero, start.ToString());
-            Assert.That(File.Exists(root.HostPath(pidFile)), Is.True, "PID file " + pidFile);
+            for (var i = 0; i < 200 && !File.Exists(root.HostPath(pidFile)); i++) Thread.Sleep(50);
+            Assert.That(File.Exists(root.HostPath(pidFile)), Is.True, "PID file " + pidFile + " within 10 s");
             Assert.That(start.Stderr, Does.Not.Contain("filter is incompatible"), start.ToString());
 
             // QEMU's side, from the host: write 64 KiB at 1 MiB through the socket

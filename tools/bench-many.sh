@@ -168,6 +168,8 @@ if cap:
 if failed:
     out.append(f"Failed migrations: {len(failed)} (" + ", ".join(f"run {r[0]} {r[1]} #{r[3]}" for r in failed) + ").")
 out.append("Throughput includes the connect, the handshake and the switchover, so a migration's figure sits a little below its share.")
+if cap:
+    out.append("The caps add up to the whole link (10+20+30+40 = 100 Mbit), so the largest one also competes with the other three's TCP flows at the tbf queue and ends a little below its cap.")
 print("\n".join(out))
 PY
 )

@@ -51,6 +51,8 @@ public class ConvergenceTests
         Assert.That(report.GetProperty("verified").GetBoolean(), Is.True);
         Assert.That(report.GetProperty("throttled_seconds").GetDouble(), Is.GreaterThan(0));
         Assert.That(report.GetProperty("writes_delayed_seconds").GetDouble(), Is.GreaterThan(0), "the shim really held writes");
+        Assert.That(report.GetProperty("throttle_tightest_bytes_per_second").GetInt64(), Is.GreaterThan(0).And.LessThan(64L << 20),
+            "how hard: the tightest cap, below the writer's unthrottled rate");
         Assert.That(report.GetProperty("downtime_ms").GetDouble(), Is.LessThan(2000));
         Assert.That(source.Map.Info().ThrottleBytesPerSecond, Is.Zero, "the throttle is released at the end");
         source.Map.Thaw();

@@ -215,7 +215,8 @@ public static class MigrateCommand
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
             $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
         HypervisorCliOptions.WriteText(o, r);
-        o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
+        o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; " + (r.ThrottleTightestBytesPerSecond == 0 ? "never throttled"
+            : $"throttled {r.ThrottledSeconds:0.0} s, writes capped down to {Units.Bytes((long)r.ThrottleTightestBytesPerSecond)}/s (writes delayed {r.WritesDelayedSeconds:0.0} s)"));
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
         if (net.Redirector != "none") o.WriteLine($"  network:      {NetworkSummary.Describe(net)}");
     }
@@ -238,6 +239,7 @@ public static class MigrateCommand
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));
             w.WriteNumber("writes_delayed_seconds", Math.Round(r.WritesDelayedSeconds, 3));
+            w.WriteNumber("throttle_tightest_bytes_per_second", r.ThrottleTightestBytesPerSecond);
             if (r.Verified is { } v) w.WriteBoolean("verified", v);
             else w.WriteNull("verified");
             w.WriteBoolean("resumed", r.Resumed);

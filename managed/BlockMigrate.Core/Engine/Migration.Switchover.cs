@@ -251,6 +251,7 @@ public sealed partial class Migration
         Switchover = _state.Plan == SwitchoverPlan.Gate ? SwitchoverMode.Gate : SwitchoverMode.Commit,
         FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
+        ThrottleTightestBytesPerSecond = _throttleTightest,
         BytesByCodec = _producer.CodecBytes(),
     };
 }

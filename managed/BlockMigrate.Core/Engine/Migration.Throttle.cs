@@ -7,6 +7,7 @@ public sealed partial class Migration
     private ulong _throttle;             // bytes/s of guest writes allowed; 0 = off
     private long _throttleSince;         // Stopwatch timestamp when it was last switched on
     private TimeSpan _throttledTotal;    // wall time spent throttled, closed spans
+    private ulong _throttleTightest;     // the lowest cap applied so far (bytes/s); 0 = never throttled
     private ulong _writtenAtRound;       // the maps' bytes_written at the previous adjustment
     private TimeSpan _delayedAtStart;    // the maps' throttled_ns when the migration began
 
@@ -30,6 +31,7 @@ public sealed partial class Migration
         if (_throttle == 0 && bytesPerSecond > 0) _throttleSince = Stopwatch.GetTimestamp();
         if (_throttle > 0 && bytesPerSecond == 0) _throttledTotal += Stopwatch.GetElapsedTime(_throttleSince);
         _throttle = bytesPerSecond;
+        if (bytesPerSecond > 0 && (_throttleTightest == 0 || bytesPerSecond < _throttleTightest)) _throttleTightest = bytesPerSecond;
         foreach (var d in _disks) d.Map.SetThrottle(bytesPerSecond);
     }
 

@@ -49,4 +49,9 @@ public sealed record MigrationReport(
 
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }
+
+    /// <summary>How hard the guest was throttled: the lowest write cap applied (bytes/s of guest writes); 0 = never
+    /// throttled. With <see cref="ThrottledSeconds"/> (how long) and <see cref="WritesDelayedSeconds"/> (what the
+    /// guest's writes waited in all).</summary>
+    public ulong ThrottleTightestBytesPerSecond { get; init; }
 }

@@ -26,6 +26,10 @@ public class MigrationUnderWriterTests
         Assert.That(run.ExitCode, Is.Zero, run.ToString());
         var report = run.Report;
         Assert.That(report.GetProperty("verified").GetBoolean(), Is.True, "SHA-256 of the frozen source equals the committed destination");
+        Assert.That(report.GetProperty("downtime_estimate_ms").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Number),
+            "the prediction the engine switched over on is reported beside the measured downtime");
+        Assert.That(report.GetProperty("downtime_estimate_ms").GetDouble(), Is.GreaterThanOrEqualTo(0).And.LessThanOrEqualTo(300),
+            "it switched over on an estimate within --max-downtime (300 ms)");
         Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(20)), Is.Zero, receiver.Process.Stderr);
 
         // every write acknowledged before the freeze is on the destination, and the destination is

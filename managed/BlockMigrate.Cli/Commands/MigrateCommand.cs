@@ -210,8 +210,8 @@ public static class MigrateCommand
         var o = Console.Out;
         o.WriteLine($"migrated {string.Join(", ", r.Disks)} to {target} in {r.TotalSeconds:0.00} s{(r.Resumed ? " (resumed)" : "")}");
         o.WriteLine(r.Switchover == SwitchoverMode.Gate && !r.FinishedHandOver
-            ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze)"
-            : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
+            ? $"  downtime:     {r.DowntimeMs:0} ms (freeze to hand-over: {r.FinalBlocks} blocks in the final set, gated at the destination; committed {r.CommitMs:0} ms after the freeze{Estimated(r)})"
+            : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set{Estimated(r)})");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
             $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
         HypervisorCliOptions.WriteText(o, r);
@@ -220,6 +220,8 @@ public static class MigrateCommand
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
         if (net.Redirector != "none") o.WriteLine($"  network:      {NetworkSummary.Describe(net)}");
     }
+
+    private static string Estimated(MigrationReport r) => r.DowntimeEstimateMs is { } e ? $"; estimated {e:0} ms" : "";
 
     private static void WriteJson(MigrationReport r, RedirectionReport net)
     {
@@ -230,6 +232,8 @@ public static class MigrateCommand
             w.WriteStartObject();
             w.WriteNumber("total_seconds", Math.Round(r.TotalSeconds, 3));
             w.WriteNumber("downtime_ms", Math.Round(r.DowntimeMs, 1));
+            if (r.DowntimeEstimateMs is { } est) w.WriteNumber("downtime_estimate_ms", Math.Round(est, 1));
+            else w.WriteNull("downtime_estimate_ms");
             w.WriteNumber("bytes_on_wire", r.BytesOnWire);
             w.WriteNumber("bytes_on_wire_after_bulk", r.BytesOnWireAfterBulk);
             w.WriteNumber("bytes_of_data", r.BytesOfData);

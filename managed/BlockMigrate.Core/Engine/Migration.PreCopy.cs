@@ -9,6 +9,7 @@ public sealed partial class Migration
 {
     private long _bulkWireBytes; // socket bytes when the bulk copy ended
     private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
+    private TimeSpan? _downtimeEstimate; // the last round's prediction of the switchover (reported beside the measured one)
 
 
     /// <summary>
@@ -37,6 +38,7 @@ public sealed partial class Migration
             var (dirtyBlocks, dirtyBytes) = Dirty();
             var dirtyRate = dirtyBytes / Math.Max(stats.Elapsed.TotalSeconds, 1e-3);
             var estimate = _rates.SwitchoverEstimate(dirtyBytes, fixedCost);
+            _downtimeEstimate = estimate;
             Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, switchover would take {estimate.TotalMilliseconds:0} ms");
             if (dirtyBlocks == 0 || estimate <= _options.MaxDowntime) return;
             if (_round >= _options.MaxRounds)

@@ -252,6 +252,7 @@ public sealed partial class Migration
         FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
         ThrottleTightestBytesPerSecond = _throttleTightest,
+        DowntimeEstimateMs = _downtimeEstimate?.TotalMilliseconds,
         BytesByCodec = _producer.CodecBytes(),
     };
 }

@@ -54,4 +54,8 @@ public sealed record MigrationReport(
     /// throttled. With <see cref="ThrottledSeconds"/> (how long) and <see cref="WritesDelayedSeconds"/> (what the
     /// guest's writes waited in all).</summary>
     public ulong ThrottleTightestBytesPerSecond { get; init; }
+
+    /// <summary>What the engine predicted for <see cref="DowntimeMs"/> when it decided to switch over (dirty bytes / drain
+    /// rate + the fixed cost); null when no round was judged (finishing an earlier hand-over).</summary>
+    public double? DowntimeEstimateMs { get; init; }
 }

@@ -20,11 +20,16 @@ public class MigrationUnderWriterTests
         using var writer = BackgroundProcess.Python("seqwriter.py", "write", source.Uri, "--blocks", SeqBlocks.ToString(), "--log", log, "--rate", "3000");
         await Task.Delay(1000);
 
-        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify", "--keep-source-frozen");
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify", "--keep-source-frozen", "--timeline", dir["timeline.svg"]);
         writer.Kill();
 
         Assert.That(run.ExitCode, Is.Zero, run.ToString());
         var report = run.Report;
+        // the picture: its marks where the report's times are, the switchover shaded (no hypervisor: STOP to the hand-over)
+        var timeline = report.GetProperty("timeline");
+        TimelinePicture.Load(dir["timeline.svg"]).AssertMatchesReport(timeline);
+        Assert.That(TimelinePicture.ReportMarks(timeline), Does.Not.ContainKey("RESUME"), "no hypervisor, no RESUME");
+        Assert.That(timeline.GetProperty("pause").GetProperty("guest").GetBoolean(), Is.False);
         Assert.That(report.GetProperty("verified").GetBoolean(), Is.True, "SHA-256 of the frozen source equals the committed destination");
         Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(20)), Is.Zero, receiver.Process.Stderr);
 

@@ -21,7 +21,7 @@ public class OptionBindingTests
         ["--to"] = "dst.example:7500", ["--key"] = "/etc/blockmigrate/host.key",
         ["--peer-fingerprint"] = "SHA256:" + new string('A', 43), ["--known-hosts"] = "/etc/blockmigrate/known_hosts",
         ["--bandwidth"] = "20M", ["--max-downtime"] = "150", ["--max-rounds"] = "7", ["--timeout"] = "600",
-        ["--connect-timeout"] = "9", ["--codec"] = "zstd", ["--switchover"] = "commit",
+        ["--connect-timeout"] = "9", ["--codec"] = "zstd", ["--switchover"] = "commit", ["--timeline"] = "/tmp/timeline.svg",
         ["--hypervisor"] = "xen",
         ["--qmp-source"] = "/run/src.qmp", ["--qmp-destination"] = "/run/dst.qmp", ["--migration-uri"] = "tcp:dst:4444",
         ["--incoming-uri"] = "tcp:0.0.0.0:4444", ["--memory-bandwidth"] = "100M", ["--downtime-limit"] = "200",

@@ -22,15 +22,15 @@ public static class TimelineJson
         {
             w.WriteStartObject();
             w.WriteString("name", m.Name);
-            w.WriteNumber("t", Math.Round(m.T, 4));
+            w.WriteNumber("t", Math.Round(m.T, 6));
             w.WriteEndObject();
         }
         w.WriteEndArray();
         if (t.Pause is { } p)
         {
             w.WriteStartObject("pause");
-            w.WriteNumber("from", Math.Round(p.From, 4));
-            w.WriteNumber("to", Math.Round(p.To, 4));
+            w.WriteNumber("from", Math.Round(p.From, 6));
+            w.WriteNumber("to", Math.Round(p.To, 6));
             w.WriteBoolean("guest", p.GuestPause);
             w.WriteEndObject();
         }

@@ -85,7 +85,7 @@ public static class TimelineSvg
             DrawRates(close, t, new Scale(from, to, Left, Right), 432, 96, ticks: true, tickScale: 1000, tickUnit: "ms from STOP", tickOrigin: pause.From);
             root.Add(close);
         }
-        DrawLegend(root, t, 584);
+        DrawLegend(root, t, 578);
         return new XDocument(new XDeclaration("1.0", "utf-8", null), root).ToString();
     }
 
@@ -238,6 +238,12 @@ public static class TimelineSvg
         var px = Left;
         foreach (var (colour, label, kind) in items)
         {
+            var width = 22 + label.Length * 5.9;
+            if (px + width > Right + 20 && px > Left)
+            {
+                px = Left;
+                y += 16;
+            }
             switch (kind)
             {
                 case "area": g.Add(E("rect", ("x", F(px)), ("y", F(y - 9)), ("width", 12), ("height", 10), ("fill", colour), ("fill-opacity", colour == "#7f7f7f" ? 0.3 : 0.75))); break;
@@ -245,7 +251,7 @@ public static class TimelineSvg
                 case "dot": g.Add(E("circle", ("cx", F(px + 6)), ("cy", F(y - 4)), ("r", 3), ("fill", colour))); break;
             }
             g.Add(Text(px + 16, y, label, ("class", "legend-item")));
-            px += 22 + label.Length * 5.9;
+            px += width;
         }
         root.Add(g);
     }
@@ -303,7 +309,7 @@ public static class TimelineSvg
 
     private static string Superscript(int k) => string.Concat(k.ToString(Inv).Select(c => "⁰¹²³⁴⁵⁶⁷⁸⁹"[c - '0']));
 
-    private static string Num(double v) => v.ToString(Math.Abs(v) >= 100 || v == Math.Round(v) ? "0" : "0.###", Inv);
+    private static string Num(double v) => Math.Abs(v) < 1e-9 ? "0" : v.ToString(Math.Abs(v) >= 100 || v == Math.Round(v) ? "0" : "0.###", Inv);
 
     private static string F(double v, string format = "0.##") => v.ToString(format, Inv);
 

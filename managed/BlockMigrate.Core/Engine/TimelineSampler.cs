@@ -8,7 +8,7 @@ namespace BlockMigrate.Engine;
 /// the guest's writes, read every <see cref="Every"/> by its own task once <see cref="Start"/>ed; the
 /// engine tells it phases, rounds and marks as they happen. Rates are the counters' change over the last
 /// <see cref="Window"/> of samples (a frame of the disk copy is up to 1 MiB, more than a 100 ms tick
-/// carries on a slow link). Thread-safe: every method may be called from any thread.
+/// carries on a slow link), centred on the sample. Thread-safe: every method may be called from any thread.
 /// </summary>
 public sealed class TimelineSampler : IAsyncDisposable
 {
@@ -141,37 +141,41 @@ public sealed class TimelineSampler : IAsyncDisposable
         }
     }
 
-    /// <summary>Each sample's rates over the samples of the last <see cref="Window"/> before it. Memory before the
-    /// hypervisor reported any (null) counts as 0 bytes sent: its copy had not started.</summary>
+    /// <summary>Each sample's rates over the samples within half a <see cref="Window"/> either side of it (centred, so
+    /// that a rate is drawn where it happened). Memory before the hypervisor reported any (null) counts as 0 bytes
+    /// sent: its copy had not started.</summary>
     private List<TimelineSample> Rates()
     {
         var samples = new List<TimelineSample>(_raw.Count);
-        var window = Window.TotalSeconds + 1e-6;
-        var j = 0;
+        var half = Window.TotalSeconds / 2 + 1e-6;
+        int lo = 0, hi = 0;
         for (var i = 0; i < _raw.Count; i++)
         {
             var s = _raw[i];
-            while (j < i && s.T - _raw[j].T > window) j++;
-            var b = _raw[j];
-            var dt = s.T - b.T;
-            double disk = 0;
+            while (lo < i && s.T - _raw[lo].T > half) lo++;
+            if (hi < i) hi = i;
+            while (hi + 1 < _raw.Count && _raw[hi + 1].T - s.T <= half) hi++;
+            var (a, b) = (_raw[lo], _raw[hi]);
+            var dt = b.T - a.T;
+            var disk = dt > 0 ? Math.Max(0, b.Wire - a.Wire) / dt : 0;
             double? memory = null;
-            if (dt > 0)
+            if (s.Memory != null)
             {
-                disk = Math.Max(0, s.Wire - b.Wire) / dt;
-                if (s.Memory is { } m) memory = Math.Max(0, m - (LastMemory(j) ?? 0)) / dt;
+                // a reading missed (null) uses the last one before it, at its own time: a gap is not a reset
+                var (ta, ma) = LastMemory(lo) ?? (a.T, 0);
+                var (tb, mb) = LastMemory(hi) ?? (b.T, 0);
+                memory = tb > ta ? Math.Max(0, mb - ma) / (tb - ta) : 0;
             }
-            else if (s.Memory != null) memory = 0;
             samples.Add(new TimelineSample(s.T, disk, memory, s.Throttle, s.Phase));
         }
         return samples;
     }
 
-    /// <summary>The memory counter at sample <paramref name="j"/>, or the last one before it that was read (a gap is not a reset).</summary>
-    private long? LastMemory(int j)
+    /// <summary>The memory counter at sample <paramref name="j"/>, or the last one read before it, with its time; null if none was.</summary>
+    private (double T, long M)? LastMemory(int j)
     {
         for (var k = j; k >= 0; k--)
-            if (_raw[k].Memory is { } m) return m;
+            if (_raw[k].Memory is { } m) return (_raw[k].T, m);
         return null;
     }
 

@@ -14,8 +14,8 @@ public sealed class TimelineSampler : IAsyncDisposable
 {
     public static readonly TimeSpan Every = TimeSpan.FromMilliseconds(100);
     public static readonly TimeSpan Window = TimeSpan.FromMilliseconds(500);
-    /// <summary>A memory reading that takes longer (a busy monitor) leaves a gap in the memory series, not a stalled sampler.</summary>
-    public static readonly TimeSpan MemoryReadTimeout = TimeSpan.FromSeconds(1);
+    /// <summary>A memory reading that takes longer (a busy monitor, a virsh call) leaves a gap in the memory series, not a late sample.</summary>
+    public static readonly TimeSpan MemoryReadWait = TimeSpan.FromMilliseconds(40);
 
     private readonly Func<long> _wireBytes;
     private readonly Func<CancellationToken, Task<long?>> _memoryBytes;
@@ -55,9 +55,11 @@ public sealed class TimelineSampler : IAsyncDisposable
         {
             while (await timer.WaitForNextTickAsync(_stop.Token))
             {
+                // the reading started at this tick (or one still under way) if it answers within a little while;
+                // else this sample has no memory figure and the reading goes on (a busy monitor delays no sample)
                 pending ??= ReadMemoryAsync();
                 long? memory = null;
-                if (await Task.WhenAny(pending, Task.Delay(MemoryReadTimeout, _stop.Token)) == pending)
+                if (await Task.WhenAny(pending, Task.Delay(MemoryReadWait, _stop.Token)) == pending)
                 {
                     memory = await pending;
                     pending = null;

@@ -8,7 +8,8 @@ namespace BlockMigrate.Cli.Report;
 /// Draws a <see cref="Timeline"/> as a self-contained SVG, 880 × 600 px (readable at README width):
 /// <list type="bullet">
 /// <item>a strip of the phases, colour by phase;</item>
-/// <item>the link (MB/s, 10⁶ bytes): disk bytes per second, memory stacked on it, the throttle on the guest's writes;</item>
+/// <item>the link (MB/s, 10⁶ bytes): disk bytes per second as the engine wrote them to its socket, memory as the hypervisor counts
+/// what it sent, stacked on it, the throttle on the guest's writes;</item>
 /// <item>the blocks each round of the disk copy took (log scale; round 0 is the bulk copy);</item>
 /// <item>a close-up of the switchover (ms from STOP), where the guest's pause is a few pixels of the whole;</item>
 /// <item>STOP, hand-over, RESUME and commit as vertical lines through every panel; the pause (STOP to
@@ -115,7 +116,7 @@ public static class TimelineSvg
         g.Add(E("clipPath", ("id", $"clip-{g.Attribute("id")!.Value}")).With(E("rect", ("x", F(x.Lo)), ("y", F(top)), ("width", F(x.Hi - x.Lo)), ("height", F(height)))));
         var clip = $"url(#clip-{g.Attribute("id")!.Value})";
         DrawPause(g, t, x, top, height);
-        YAxis(g, y, x, "link, MB/s");
+        YAxis(g, y, x, "sent, MB/s");
         if (inside.Count > 0)
         {
             var disk = inside.Select(s => (s.T, Lo: 0.0, Hi: s.DiskBytesPerSecond / 1e6)).ToList();
@@ -227,8 +228,8 @@ public static class TimelineSvg
     {
         var items = new List<(string Colour, string Label, string Kind)>
         {
-            (DiskColour, "disk (the engine's socket)", "area"),
-            (MemoryColour, t.HasMemory ? "memory (the hypervisor's count)" : "memory: not reported by this hypervisor", t.HasMemory ? "area" : "none"),
+            (DiskColour, "disk (bytes the engine sent)", "area"),
+            (MemoryColour, t.HasMemory ? "memory (bytes the hypervisor sent)" : "memory: not reported by this hypervisor", t.HasMemory ? "area" : "none"),
             (ThrottleColour, "throttle on guest writes", "dash"),
             (RoundColour, "blocks per round", "dot"),
         };

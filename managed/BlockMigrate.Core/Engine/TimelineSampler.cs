@@ -143,13 +143,24 @@ public sealed class TimelineSampler : IAsyncDisposable
         }
     }
 
-    /// <summary>Each sample's rates over the samples within half a <see cref="Window"/> either side of it (centred, so
-    /// that a rate is drawn where it happened). Memory before the hypervisor reported any (null) counts as 0 bytes
-    /// sent: its copy had not started.</summary>
+    /// <summary>
+    /// Each sample's rates over the half <see cref="Window"/> either side of it (centred, so that a rate is drawn
+    /// where it happened). The memory counter between two readings is taken as growing evenly (a monitor too busy
+    /// to answer, as QEMU's is while it sends the last of the memory with the VM stopped, leaves a gap that gets
+    /// the average rate across it, not zero); before the first reading it was 0 (the copy had not started) from the
+    /// sample before; after the last reading it is unknown (null).
+    /// </summary>
     private List<TimelineSample> Rates()
     {
         var samples = new List<TimelineSample>(_raw.Count);
         var half = Window.TotalSeconds / 2 + 1e-6;
+        var readings = new List<(double T, long M)>();
+        for (var i = 0; i < _raw.Count; i++)
+            if (_raw[i].Memory is { } m)
+            {
+                if (readings.Count == 0 && i > 0) readings.Add((_raw[i - 1].T, 0));
+                readings.Add((_raw[i].T, m));
+            }
         int lo = 0, hi = 0;
         for (var i = 0; i < _raw.Count; i++)
         {
@@ -161,24 +172,24 @@ public sealed class TimelineSampler : IAsyncDisposable
             var dt = b.T - a.T;
             var disk = dt > 0 ? Math.Max(0, b.Wire - a.Wire) / dt : 0;
             double? memory = null;
-            if (s.Memory != null)
+            if (readings.Count > 0 && s.T >= readings[0].T && s.T <= readings[^1].T)
             {
-                // a reading missed (null) uses the last one before it, at its own time: a gap is not a reset
-                var (ta, ma) = LastMemory(lo) ?? (a.T, 0);
-                var (tb, mb) = LastMemory(hi) ?? (b.T, 0);
-                memory = tb > ta ? Math.Max(0, mb - ma) / (tb - ta) : 0;
+                var from = Math.Max(s.T - half, readings[0].T);
+                var to = Math.Min(s.T + half, readings[^1].T);
+                memory = to > from ? Math.Max(0, Counter(readings, to) - Counter(readings, from)) / (to - from) : 0;
             }
             samples.Add(new TimelineSample(s.T, disk, memory, s.Throttle, s.Phase));
         }
         return samples;
     }
 
-    /// <summary>The memory counter at sample <paramref name="j"/>, or the last one read before it, with its time; null if none was.</summary>
-    private (double T, long M)? LastMemory(int j)
+    /// <summary>The counter at <paramref name="t"/>, linear between the readings around it (<paramref name="t"/> within them).</summary>
+    private static double Counter(List<(double T, long M)> readings, double t)
     {
-        for (var k = j; k >= 0; k--)
-            if (_raw[k].Memory is { } m) return (_raw[k].T, m);
-        return null;
+        var k = readings.FindIndex(r => r.T >= t);
+        if (k <= 0) return readings[Math.Max(k, 0)].M;
+        var (p, n) = (readings[k - 1], readings[k]);
+        return n.T > p.T ? p.M + (n.M - p.M) * (t - p.T) / (n.T - p.T) : n.M;
     }
 
     private async Task StopLoopAsync()

@@ -1,3 +1,4 @@
+using BlockMigrate.Cli.Commands;
 using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
@@ -70,5 +71,23 @@ public class MigrationUnderWriterTests
         await Task.Delay(500);
         Assert.That(source.Map.Info().Writes, Is.GreaterThan(writes), "the writer is not held after the commit");
         Assert.That(run.Report.GetProperty("verified").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null), "not asked to verify, not claimed");
+    }
+
+    [Test]
+    public async Task A_timeline_that_cannot_be_written_after_the_commit_is_exit_4_with_the_migration_done()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, 8L << 20);
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
+
+        // /proc exists (the option is accepted before anything starts) but no file can be made there
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--timeline", "/proc/blockmigrate-timeline.svg");
+
+        Assert.That(run.ExitCode, Is.EqualTo(MigrateCommand.AfterCommitFailed), run.ToString());
+        Assert.That(run.ToString(), Does.Contain("committed, but the timeline was not written"));
+        Assert.That(run.Report.GetProperty("timeline").GetProperty("samples").GetProperty("t").GetArrayLength(), Is.GreaterThan(0),
+            "the report (and its series) came out all the same");
+        Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(20)), Is.Zero, receiver.Process.Stderr);
     }
 }

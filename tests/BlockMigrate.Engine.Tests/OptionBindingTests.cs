@@ -125,6 +125,8 @@ public class OptionBindingTests
     [TestCase("--bandwidth", "fast", "--bandwidth 'fast': bad rate 'fast'")]
     [TestCase("--peer-fingerprint", "MD5:xx", "--peer-fingerprint 'MD5:xx': expected SHA256:")]
     [TestCase("--hypervisor", "vmware", "qemu, libvirt, xen or none")]
+    [TestCase("--timeline", "/nonexistent-dir/migration.svg", "--timeline '/nonexistent-dir/migration.svg': no directory /nonexistent-dir")]
+    [TestCase("--timeline", "/tmp", "--timeline '/tmp': is a directory")]
     public async Task A_bad_flag_value_is_a_usage_error(string flag, string value, string message) =>
         await UsageErrorAsync([.. Base, flag, value], message);
 

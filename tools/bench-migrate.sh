@@ -87,7 +87,7 @@ run() { # table name rate_bits delay_ms blocksize master writer_offset writer_bl
   sleep 1
   echo "bench-migrate: $name, block size $bs ..." >&2
   if "$bm" migrate --disk vda="$dir/src.img:$dir/src.map" --to "$to" --key "$bench/source.key" \
-       --peer-fingerprint "$(cat "$bench/receiver.fp")" --hypervisor none --verify --json --timeout 1800 \
+       --peer-fingerprint "$(cat "$bench/receiver.fp")" --hypervisor none --verify --json --timeout 1800 --timeline "$dir/timeline.svg" \
        > "$dir/report.json" 2> "$dir/migrate.log"; then
     python3 - "$dir/report.json" "$table" "$name" "$rate" "$delay" "$bs" "$alloc" >> "$results" <<'PY'
 import json, sys
@@ -102,7 +102,7 @@ PY
   mkdir -p "$bench/logs"
   local tag
   tag=$(echo "$table-$name-$bs" | tr -c 'A-Za-z0-9.\n-' '_')
-  for f in migrate.log receiver.log report.json; do [ -f "$dir/$f" ] && cp "$dir/$f" "$bench/logs/$tag.$f"; done
+  for f in migrate.log receiver.log report.json timeline.svg; do [ -f "$dir/$f" ] && cp "$dir/$f" "$bench/logs/$tag.$f"; done
   cleanup
 }
 

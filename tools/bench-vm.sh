@@ -18,6 +18,8 @@
 #   BENCH_VM_SMALL=1                    small disks and a 32 MiB heavy region (a quick smoke run)
 #   BENCH_VM_TIMEOUT=MIN                a run still going after MIN minutes (default 6) is a failed row
 #   BENCH_DOC=FILE                      write elsewhere than docs/BENCHMARKS.md
+#   BENCH_VM_TIMELINE_DIR=DIR           each BlockMigrate run's picture (migrate --timeline) goes to
+#                                       DIR/SCENARIO/METHOD-RUN.svg (default build/bench-vm/timelines)
 #   BENCH_VM_JSON_DIR=DIR               keep every run's JSON there (NAME.json per scenario; the report
 #                                       can be made again: tools/bench-vm-report.py, see its usage)
 # The tool is tools/bench-qemu/ (tools/bench-qemu-baseline runs it directly).
@@ -29,6 +31,7 @@ scenarios=${BENCH_VM_SCENARIOS:-light100,light20,heavy20}
 memories=${BENCH_VM_MEMORY:-defaults,zstd}
 ours=${BENCH_VM_OURS:-blockmigrate-memplain}
 doc=${BENCH_DOC:-$top/docs/BENCHMARKS.md}
+timelines=${BENCH_VM_TIMELINE_DIR:-$top/build/bench-vm/timelines}
 dll=$top/build/managed/bin/BlockMigrate.Bench.Qemu/${CONFIG:-Release}/net10.0/bench-qemu.dll
 [ -f "$dll" ] || { echo "bench-vm: $dll missing: run ./build.sh first" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "bench-vm: needs root (network namespaces)" >&2; exit 1; }
@@ -71,7 +74,9 @@ for c in "${configs[@]}"; do
   echo "bench-vm: $1: $2, ${3} ms one-way delay, disk $4 with $5 of OS files, heavy writer ${6} MiB ${7:-}; $runs run(s) of $methods" >&2
   heavy=()
   [ "$6" != 0 ] && heavy=(--heavy "$6")
+  mkdir -p "$timelines/$1"
   dotnet "$dll" "$methods" --rate "$2" --delay "$3" --runs "$runs" --disk "$4" --fill "$5" --fill-kind os "${heavy[@]}" ${7:-} \
+    --timeline-dir "$timelines/$1" \
     --timeout "${BENCH_VM_TIMEOUT:-6}" --json "$work/$1.json" >&2 || true
 done
 
@@ -81,4 +86,4 @@ section=$(python3 "$top/tools/bench-vm-report.py" "$when" "$host" "$runs" "$meth
 printf '%s\n' "$section"
 
 python3 "$top/tools/bench-section.py" "$doc" "Whole-VM migration, fair: same memory settings" "$section"
-echo "bench-vm: wrote the \"Whole-VM migration, fair: same memory settings\" section of $doc" >&2
+echo "bench-vm: wrote the \"Whole-VM migration, fair: same memory settings\" section of $doc; each BlockMigrate run's timeline in $timelines" >&2

@@ -76,7 +76,7 @@ echo "writer: $(wc -l < "$work/writer.log") writes so far"
 
 say "4. blockmigrate migrate --hypervisor none"
 "$bm" migrate --disk vda="$img:$work/src.map" --to 127.0.0.1:$port --key "$work/source.key" \
-  --peer-fingerprint "$(cat "$work/receiver.fp")" --hypervisor none --verify --keep-source-frozen --json \
+  --peer-fingerprint "$(cat "$work/receiver.fp")" --hypervisor none --verify --keep-source-frozen --json --timeline "${DEMO_TIMELINE:-$work/timeline.svg}" \
   > "$work/report.json" 2> >(tee "$work/migrate.log" >&2)
 python3 - "$work/report.json" <<'PY'
 import json, sys

@@ -1,3 +1,4 @@
+using BlockMigrate.Cli.Commands;
 using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
@@ -20,11 +21,16 @@ public class MigrationUnderWriterTests
         using var writer = BackgroundProcess.Python("seqwriter.py", "write", source.Uri, "--blocks", SeqBlocks.ToString(), "--log", log, "--rate", "3000");
         await Task.Delay(1000);
 
-        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify", "--keep-source-frozen");
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--verify", "--keep-source-frozen", "--timeline", dir["timeline.svg"]);
         writer.Kill();
 
         Assert.That(run.ExitCode, Is.Zero, run.ToString());
         var report = run.Report;
+        // the picture: its marks where the report's times are, the switchover shaded (no hypervisor: STOP to the hand-over)
+        var timeline = report.GetProperty("timeline");
+        TimelinePicture.Load(dir["timeline.svg"]).AssertMatchesReport(timeline);
+        Assert.That(TimelinePicture.ReportMarks(timeline), Does.Not.ContainKey("RESUME"), "no hypervisor, no RESUME");
+        Assert.That(timeline.GetProperty("pause").GetProperty("guest").GetBoolean(), Is.False);
         Assert.That(report.GetProperty("verified").GetBoolean(), Is.True, "SHA-256 of the frozen source equals the committed destination");
         Assert.That(report.GetProperty("downtime_estimate_ms").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Number),
             "the prediction the engine switched over on is reported beside the measured downtime");
@@ -69,5 +75,23 @@ public class MigrationUnderWriterTests
         await Task.Delay(500);
         Assert.That(source.Map.Info().Writes, Is.GreaterThan(writes), "the writer is not held after the commit");
         Assert.That(run.Report.GetProperty("verified").ValueKind, Is.EqualTo(System.Text.Json.JsonValueKind.Null), "not asked to verify, not claimed");
+    }
+
+    [Test]
+    public async Task A_timeline_that_cannot_be_written_after_the_commit_is_exit_4_with_the_migration_done()
+    {
+        using var dir = new TempDir("engine");
+        var keys = new KeyPair(dir.Path);
+        using var source = SourceShim.Start(dir.Path, 8L << 20);
+        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
+
+        // /proc exists (the option is accepted before anything starts) but no file can be made there
+        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--timeline", "/proc/blockmigrate-timeline.svg");
+
+        Assert.That(run.ExitCode, Is.EqualTo(MigrateCommand.AfterCommitFailed), run.ToString());
+        Assert.That(run.ToString(), Does.Contain("committed, but the timeline was not written"));
+        Assert.That(run.Report.GetProperty("timeline").GetProperty("samples").GetProperty("t").GetArrayLength(), Is.GreaterThan(0),
+            "the report (and its series) came out all the same");
+        Assert.That(await receiver.Process.WaitForExitAsync(TimeSpan.FromSeconds(20)), Is.Zero, receiver.Process.Stderr);
     }
 }

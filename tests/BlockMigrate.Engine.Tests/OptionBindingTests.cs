@@ -21,7 +21,7 @@ public class OptionBindingTests
         ["--to"] = "dst.example:7500", ["--key"] = "/etc/blockmigrate/host.key",
         ["--peer-fingerprint"] = "SHA256:" + new string('A', 43), ["--known-hosts"] = "/etc/blockmigrate/known_hosts",
         ["--bandwidth"] = "20M", ["--max-downtime"] = "150", ["--max-rounds"] = "7", ["--timeout"] = "600",
-        ["--connect-timeout"] = "9", ["--codec"] = "zstd", ["--switchover"] = "commit",
+        ["--connect-timeout"] = "9", ["--codec"] = "zstd", ["--switchover"] = "commit", ["--timeline"] = "/tmp/timeline.svg",
         ["--hypervisor"] = "xen",
         ["--qmp-source"] = "/run/src.qmp", ["--qmp-destination"] = "/run/dst.qmp", ["--migration-uri"] = "tcp:dst:4444",
         ["--incoming-uri"] = "tcp:0.0.0.0:4444", ["--memory-bandwidth"] = "100M", ["--downtime-limit"] = "200",
@@ -125,6 +125,8 @@ public class OptionBindingTests
     [TestCase("--bandwidth", "fast", "--bandwidth 'fast': bad rate 'fast'")]
     [TestCase("--peer-fingerprint", "MD5:xx", "--peer-fingerprint 'MD5:xx': expected SHA256:")]
     [TestCase("--hypervisor", "vmware", "qemu, libvirt, xen or none")]
+    [TestCase("--timeline", "/nonexistent-dir/migration.svg", "--timeline '/nonexistent-dir/migration.svg': no directory /nonexistent-dir")]
+    [TestCase("--timeline", "/tmp", "--timeline '/tmp': is a directory")]
     public async Task A_bad_flag_value_is_a_usage_error(string flag, string value, string message) =>
         await UsageErrorAsync([.. Base, flag, value], message);
 

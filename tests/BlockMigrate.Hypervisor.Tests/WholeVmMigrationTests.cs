@@ -41,7 +41,8 @@ public sealed class WholeVmMigrationTests
     {
         var destination = bed.StartDestination();
         var (receiver, address) = await bed.StartReceiverAsync();
-        var migrate = bed.StartMigrate(address, destination, 1, extra);
+        var picture = bed.Dir["timeline.svg"];
+        var migrate = bed.StartMigrate(address, destination, 1, [.. extra, "--timeline", picture]);
         var exit = await WholeVmTestbed.ExitOfAsync(migrate, TimeSpan.FromSeconds(220));
         Assert.That(exit, Is.Zero, $"migrate: {migrate.Stderr}\nreceiver: {receiver.Stderr}");
         Assert.That(await WholeVmTestbed.ExitOfAsync(receiver, TimeSpan.FromSeconds(30)), Is.Zero, receiver.Stderr);
@@ -62,6 +63,7 @@ public sealed class WholeVmMigrationTests
         Assert.That(report.GetProperty("memory_bytes").GetInt64(), Is.GreaterThan(1 << 20));
         Assert.That(report.GetProperty("bytes_of_data").GetInt64(), Is.GreaterThanOrEqualTo(WholeVmTestbed.FillBytes));
         Assert.That(await WholeVmTestbed.StatusAsync(bed.Source, ct), Is.Not.EqualTo("running"), "the source must never run again");
+        CheckTimeline(report, picture);
 
         var first = await destination.Serial.WaitForProgressBeyondAsync(stoppedAt, TimeSpan.FromSeconds(60));
         await destination.Serial.WaitForProgressBeyondAsync(first + 150, TimeSpan.FromSeconds(60));
@@ -74,6 +76,31 @@ public sealed class WholeVmMigrationTests
         using var gate = DirtyMap.Open(bed.DestinationMap);
         Assert.That(gate.Info().GatedBlocks, Is.Zero, "every gated block was released");
         Assert.That(gate.Info().State & (MapState.GateAll), Is.EqualTo(MapState.None));
+    }
+
+    /// <summary>
+    /// The picture (<c>--timeline</c>) against the JSON report: QEMU's STOP and RESUME marked where the
+    /// report's times put them, the guest's pause shaded between them and as long as the guest downtime
+    /// the report gives; STOP, hand-over, RESUME in that order; memory bytes drawn from QEMU's counter.
+    /// </summary>
+    private static void CheckTimeline(System.Text.Json.JsonElement report, string picture)
+    {
+        var timeline = report.GetProperty("timeline");
+        TestContext.Out.WriteLine($"timeline: {picture}");
+        var svg = TimelinePicture.Load(picture);
+        svg.AssertMatchesReport(timeline);
+        var marks = TimelinePicture.ReportMarks(timeline);
+        Assert.That(marks.Keys, Is.EquivalentTo(new[] { "STOP", "hand-over", "RESUME", "commit" }));
+        Assert.That(marks["STOP"], Is.LessThan(marks["hand-over"]).And.LessThan(marks["RESUME"]));
+        Assert.That(marks["hand-over"], Is.LessThan(marks["RESUME"]), "the destination resumes after the hand-over");
+        Assert.That(timeline.GetProperty("pause").GetProperty("guest").GetBoolean(), Is.True);
+        Assert.That((marks["RESUME"] - marks["STOP"]) * 1000, Is.EqualTo(report.GetProperty("guest_downtime_ms").GetDouble()).Within(1),
+            "the shaded pause is the guest downtime of the report");
+        var memory = timeline.GetProperty("samples").GetProperty("memory_bytes_per_second").EnumerateArray()
+            .Where(v => v.ValueKind == System.Text.Json.JsonValueKind.Number).Select(v => v.GetDouble()).ToList();
+        Assert.That(memory.Max(), Is.GreaterThan(0), "QEMU's memory bytes were sampled during its copy");
+        Assert.That(svg.Series("rates"), Does.ContainKey("memory"));
+        Assert.That(timeline.GetProperty("rounds").GetArrayLength(), Is.GreaterThanOrEqualTo(1), "at least the bulk copy");
     }
 
     [Test, CancelAfter(240_000)]

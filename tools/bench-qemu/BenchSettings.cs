@@ -23,6 +23,8 @@ public sealed record BenchSettings
     /// <summary>Blocks the guest rewrites round-robin (4 KiB each) at the start of the disk.</summary>
     public int GuestBlocks { get; init; } = 4096;
     public string? JsonOut { get; init; }
+    /// <summary>Where each BlockMigrate run writes its picture (<c>migrate --timeline DIR/METHOD-RUN.svg</c>); null: none.</summary>
+    public string? TimelineDir { get; init; }
     /// <summary>Give up on one migration after this long (reported as a failed run).</summary>
     public TimeSpan RunTimeout { get; init; } = TimeSpan.FromMinutes(15);
     /// <summary>

@@ -27,6 +27,7 @@ namespace BlockMigrate.Bench.Qemu;
 public sealed class BlockMigrateMigration(MemoryMode memory = MemoryMode.Defaults, string? switchover = null, bool memoryPlaintext = false) : IMigrationUnderTest
 {
     private const int MemoryPort = 4444;
+    private int _runs; // this method's runs so far: names its timelines
 
     public string Name => (memoryPlaintext ? "blockmigrate-memplain" : switchover == null ? "blockmigrate" : "blockmigrate-" + switchover) + "@" + memory.Label();
     public MemoryMode Memory => memory;
@@ -55,6 +56,8 @@ public sealed class BlockMigrateMigration(MemoryMode memory = MemoryMode.Default
         if (memory == MemoryMode.MultifdZstd)
             args.AddRange(["--multifd", "--multifd-channels", "1", "--memory-compression", "zstd"]);
         if (hosts.Settings.AutoConverge) args.Add("--auto-converge"); // as the baseline, when the link needs it
+        if (hosts.Settings.TimelineDir is { } timelines)
+            args.AddRange(["--timeline", Path.Combine(timelines, $"{Name}-{Interlocked.Increment(ref _runs)}.svg")]);
         var started = Stopwatch.GetTimestamp();
         using var migrate = BackgroundProcess.CliIn(hosts.Net.Source, args.ToArray());
         int exit;

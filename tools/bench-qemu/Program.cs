@@ -7,12 +7,14 @@ using BlockMigrate.TestSupport;
 
 // bench-qemu METHOD[@MEMORY][,METHOD[@MEMORY]...] [--rate 100mbit|none] [--delay MS] [--runs N] [--memory MiB] [--disk 256M]
 //            [--fill 128M] [--fill-kind random|os] [--heavy MiB] [--auto-converge] [--json FILE] [--timeout MINUTES]
+//            [--timeline-dir DIR]
 // METHOD: baseline (QEMU copy-storage), blockmigrate (migrate's default switchover, gate) or
 // blockmigrate-commit (--switchover commit) or blockmigrate-memplain (the default with --memory-plaintext:
 // what the memory stream's TLS costs). MEMORY: defaults (QEMU's, the default) or zstd (multifd, one
 // channel, zstd), set alike for every method (MemoryMode). Runs are interleaved: a1 b1 c1 a2 b2 c2 ...
 // --delay: one-way delay in ms on every migration connection of every method (default 25; 0 = none).
 // --heavy: a second writer in the guest, random 1 MiB writes back to back into that many MiB after the fill.
+// --timeline-dir: every BlockMigrate run also draws itself (migrate --timeline DIR/METHOD-RUN.svg).
 // Every row also gets its physical limit (PhysicalLimit): compressed disk + compressed RAM over the link rate.
 // Prints one markdown row per run. Needs root (network namespaces) and the guest (tools/guest/build-guest.sh).
 var methods = new List<IMigrationUnderTest>();
@@ -30,6 +32,7 @@ for (var i = 0; i < args.Length; i++)
         case "--disk": settings = settings with { DiskBytes = Size(Next()) }; break;
         case "--fill": settings = settings with { FillBytes = Size(Next()) }; break;
         case "--json": settings = settings with { JsonOut = Next() }; break;
+        case "--timeline-dir": settings = settings with { TimelineDir = Path.GetFullPath(Next()) }; break;
         case "--timeout": settings = settings with { RunTimeout = TimeSpan.FromMinutes(double.Parse(Next(), CultureInfo.InvariantCulture)) }; break;
         case "--auto-converge": settings = settings with { AutoConverge = true }; break;
         case "--heavy": settings = settings with { HeavyMiB = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;

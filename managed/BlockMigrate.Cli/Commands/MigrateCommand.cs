@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using BlockMigrate.Cli.Config;
+using BlockMigrate.Cli.Report;
 using BlockMigrate.Cli.Status;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
@@ -49,6 +50,9 @@ public static class MigrateCommand
         "when the destination VM resumes: gate (once the final dirty set is gated there) or commit (after every final block is written and fsynced)",
         t => t switch { "gate" => SwitchoverMode.Gate, "commit" => SwitchoverMode.Commit, _ => throw new FormatException("expected gate or commit") },
         Defaults.Switchover, Defaults.Switchover.ToString().ToLowerInvariant(), choices: ["gate", "commit"]);
+    internal static readonly Setting<string?> Timeline = new("--timeline", "timeline",
+        "after the commit, draw the migration over time to FILE (SVG): link rate (disk, memory), throttle, blocks per round, phases, STOP/hand-over/RESUME/commit, the guest's pause; the same series go into --json",
+        TimelineFile.Parse, null, valueName: "FILE");
     internal static readonly Switch Plaintext = new("--plaintext", "plaintext", "no TLS, no authentication (the receiver must use it too)");
     internal static readonly Switch Json = new("--json", null, "print the report as one JSON object");
     internal static readonly Switch NoThrottle = new("--no-throttle", null, "never slow the guest's writes (the copy may then not converge)");
@@ -59,7 +63,7 @@ public static class MigrateCommand
     /// <summary>The global settings of migrate, in --help order (the hypervisor's and the network's follow).</summary>
     internal static IReadOnlyList<Setting> Settings { get; } =
         [To, Key, PeerFingerprint, KnownHosts, Bandwidth, MaxDowntime, MaxRounds, Json, Plaintext, Timeout, NoThrottle, NoCompress, Codec, Verify,
-         KeepFrozen, Switchover, ConnectTimeout];
+         KeepFrozen, Switchover, ConnectTimeout, Timeline];
 
     internal static readonly HypervisorCliOptions Hypervisor = new();
 
@@ -114,6 +118,17 @@ public static class MigrateCommand
                 await network.FinishAsync(ct);
                 if (r.GetValue(Json.Typed)) WriteJson(report, network.Report);
                 else WriteText(report, target, network.Report);
+                var pictureFailed = false;
+                if (b.Get(Timeline) is { } picture)
+                    try
+                    {
+                        TimelineFile.Write(picture, report, target);
+                    }
+                    catch (BlockMigrateException e)
+                    {
+                        Console.Error.WriteLine($"blockmigrate: committed, but the timeline was not written: {e.Message}");
+                        pictureFailed = true;
+                    }
                 if (report.Verified == false)
                 {
                     Console.Error.WriteLine("blockmigrate: committed, but the destination differs from the source at the freeze");
@@ -125,7 +140,7 @@ public static class MigrateCommand
                         $"{network.Report.Errors.LastOrDefault(e => e.Step.Contains("dns", StringComparison.OrdinalIgnoreCase))?.Message ?? "see the network section of the report"}");
                     return DnsFailed;
                 }
-                return CommandRunner.Ok;
+                return pictureFailed ? AfterCommitFailed : CommandRunner.Ok;
             }
             catch (AfterHandOverException e)
             {
@@ -185,6 +200,7 @@ public static class MigrateCommand
                 Switchover = b.Get(Switchover),
                 Timeout = b.Get(Timeout) is { } s ? TimeSpan.FromSeconds(s) : null,
                 ConnectTimeout = TimeSpan.FromSeconds(b.Get(ConnectTimeout)),
+                RecordTimeline = b.Get(Timeline) != null,
             };
             if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);
             return (options, hypervisor, redirection);
@@ -257,6 +273,11 @@ public static class MigrateCommand
             w.WriteStartArray("disks");
             foreach (var d in r.Disks) w.WriteStringValue(d);
             w.WriteEndArray();
+            if (r.Timeline is { } timeline)
+            {
+                w.WritePropertyName("timeline");
+                TimelineJson.Write(w, timeline);
+            }
             w.WritePropertyName("network");
             JsonSerializer.Serialize(w, net, RedirectionJsonContext.Default.RedirectionReport);
             w.WriteEndObject();

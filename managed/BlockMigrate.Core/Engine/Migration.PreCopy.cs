@@ -68,12 +68,15 @@ public sealed partial class Migration
     {
         var work = new List<(SourceDisk, ulong[])>();
         long blockBytes = 0;
+        ulong blocks = 0;
         foreach (var d in _disks)
         {
             var taken = d.Take(out var n);
+            blocks += n;
             blockBytes += (long)Math.Min(n * d.BlockSize, d.Size);
             work.Add((d, taken));
         }
+        _timeline?.Round(_round, blocks, blockBytes);
         var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct);
         _rates.Observe(stats);
         _log.RoundSent(_round, stats.BlockBytes, stats.DataBytes, stats.WireBytes, stats.Elapsed.TotalMilliseconds,

@@ -120,6 +120,7 @@ public sealed partial class Migration
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
         await _sender.WaitCommittedAsync(ct);
         _commitTime = Stopwatch.GetElapsedTime(started);
+        _timeline?.Mark(TimelineMarks.Commit);
         _state.Commit();
         foreach (var d in _disks)
         {
@@ -145,6 +146,7 @@ public sealed partial class Migration
                 d.SyncOutstanding();
             }
         _state.HandOver();
+        _timeline?.Mark(TimelineMarks.HandOver);
         ReleaseThrottle();
         Say(committed
             ? $"handed over at the commit: downtime {_downtime.TotalMilliseconds:0} ms"

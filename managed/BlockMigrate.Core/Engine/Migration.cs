@@ -56,6 +56,7 @@ public sealed partial class Migration : IAsyncDisposable
     private long _bytesToSend;
 
     private readonly ILogger _log;
+    private readonly TimelineSampler? _timeline; // MigrationOptions.RecordTimeline: Timeline*.cs
 
     /// <param name="logger">Where the migration's lines go (phase changes, rounds, throttle; warnings; debug figures); none: nowhere.</param>
     public Migration(MigrationOptions options, IHypervisor hypervisor, ILogger? logger = null)
@@ -65,6 +66,8 @@ public sealed partial class Migration : IAsyncDisposable
         _hypervisor = hypervisor;
         _log = logger ?? NullLogger.Instance;
         _hypervisor.Log += (level, line) => _log.HypervisorLine(level, _hypervisor.Name, line);
+        if (options.RecordTimeline)
+            _timeline = new TimelineSampler(() => _channel?.Counter.BytesWritten ?? 0, hypervisor.MemoryBytesSentAsync, () => _throttle);
     }
 
     /// <summary>Raised a few times a second and at each phase change (from a worker thread).</summary>
@@ -85,6 +88,7 @@ public sealed partial class Migration : IAsyncDisposable
     public async Task<MigrationReport> RunAsync(CancellationToken cancellationToken)
     {
         _clock.Start();
+        _timeline?.Start();
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         if (_options.Timeout is { } t) deadline.CancelAfter(t);
         var ct = deadline.Token;
@@ -110,7 +114,7 @@ public sealed partial class Migration : IAsyncDisposable
             }
             await AfterCommitAsync();
             SetPhase(MigrationPhase.Done);
-            return BuildReport(hv);
+            return BuildReport(hv) with { Timeline = _timeline == null ? null : await TimelineOfAsync(_timeline, hv) };
         }
         catch (Exception e) when (!_state.IsHandedOver)
         {
@@ -155,6 +159,7 @@ public sealed partial class Migration : IAsyncDisposable
     private void SetPhase(MigrationPhase phase)
     {
         _state.Enter(phase);
+        _timeline?.Phase(phase);
         Say($"phase: {phase}");
         RaiseProgress();
     }
@@ -212,8 +217,17 @@ public sealed partial class Migration : IAsyncDisposable
         }
     }
 
+    /// <summary>The timeline, with the hypervisor's STOP and RESUME times where it reported them.</summary>
+    private static async Task<Timeline> TimelineOfAsync(TimelineSampler sampler, HypervisorReport hv)
+    {
+        if (hv.StoppedAt is { } stop) sampler.Mark(TimelineMarks.Stop, stop);
+        if (hv.ResumedAt is { } resume) sampler.Mark(TimelineMarks.Resume, resume);
+        return await sampler.StopAsync();
+    }
+
     public async ValueTask DisposeAsync()
     {
+        if (_timeline != null) await _timeline.DisposeAsync();
         if (_sender != null) await _sender.DisposeAsync();
         if (_channel != null) await _channel.DisposeAsync();
         foreach (var d in _disks) d.Dispose();

@@ -35,6 +35,8 @@ public sealed record MigrationOptions
     /// </summary>
     public TimeSpan ConnectTimeout { get; init; } = DefaultConnectTimeout;
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(30);
+    /// <summary>Record a <see cref="Timeline"/> (sampled every 100 ms) into the report's <see cref="MigrationReport.Timeline"/>.</summary>
+    public bool RecordTimeline { get; init; }
     /// <summary>Whole-migration deadline; null = none.</summary>
     public TimeSpan? Timeout { get; init; }
     /// <summary>Fail when frames are in flight and nothing is acknowledged for this long.</summary>

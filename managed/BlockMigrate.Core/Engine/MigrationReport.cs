@@ -47,6 +47,9 @@ public sealed record MigrationReport(
     /// <summary>The bytes sent with <paramref name="codec"/> (0 if none).</summary>
     public long BytesWith(Protocol.BlockCodec codec) => BytesByCodec.GetValueOrDefault(codec.Name);
 
+    /// <summary>The migration over time (<see cref="MigrationOptions.RecordTimeline"/>), else null.</summary>
+    public Timeline? Timeline { get; init; }
+
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }
 

@@ -10,4 +10,10 @@ public sealed record HypervisorReport(
 {
     /// <summary>How long the switchover callback ran (disk freeze, final dirty set, commit), if measured here.</summary>
     public TimeSpan? Switchover { get; init; }
+
+    /// <summary>When the source VM stopped (QEMU's STOP event, the source host's clock), where the hypervisor reports it.</summary>
+    public DateTimeOffset? StoppedAt { get; init; }
+
+    /// <summary>When the destination VM resumed (QEMU's RESUME event, the destination host's clock), where the hypervisor reports it.</summary>
+    public DateTimeOffset? ResumedAt { get; init; }
 }

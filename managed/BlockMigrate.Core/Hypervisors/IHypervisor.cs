@@ -55,6 +55,13 @@ public interface IHypervisor : IAsyncDisposable
     /// </summary>
     Task ContinueAfterHandOverAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
+    /// <summary>
+    /// Memory bytes this migration has sent so far (QEMU: <c>query-migrate</c>'s <c>ram.transferred</c>;
+    /// libvirt: <c>domjobinfo</c>'s <c>memory_processed</c>), read a few times a second for the timeline;
+    /// null before the memory copy began or where the hypervisor cannot say (none, xen).
+    /// </summary>
+    Task<long?> MemoryBytesSentAsync(CancellationToken cancellationToken) => Task.FromResult<long?>(null);
+
     /// <summary>Before the hand-over: cancels what was started and leaves the VM running at the source.</summary>
     Task AbortAsync(CancellationToken cancellationToken);
 }

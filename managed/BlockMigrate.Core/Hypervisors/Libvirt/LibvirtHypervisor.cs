@@ -157,6 +157,14 @@ public sealed class LibvirtHypervisor : IHypervisor
         return report;
     }
 
+    /// <summary>While <c>virsh migrate</c> runs: the job's <c>memory_processed</c> (<c>domjobinfo --rawstats</c>, one virsh call).</summary>
+    public async Task<long?> MemoryBytesSentAsync(CancellationToken cancellationToken)
+    {
+        if (_phase != Phase.Migrating) return null;
+        var job = await _source.RunAsync(["domjobinfo", "--rawstats", Domain], cancellationToken);
+        return job.ExitCode == 0 ? Stat(job.StandardOutput, "memory_processed") : null;
+    }
+
     /// <summary>A figure of <c>domjobinfo --completed --rawstats</c> (<c>downtime: 330</c>).</summary>
     internal static long? Stat(string? rawstats, string key)
     {

@@ -88,7 +88,17 @@ public sealed partial class QemuHypervisor
         return new HypervisorReport(Name, total, qemuDowntime, resumedAt - stoppedAt.Value, memoryBytes)
         {
             Switchover = switchoverTime,
+            StoppedAt = stoppedAt,
+            ResumedAt = resumedAt,
         };
+    }
+
+    /// <summary>The source's <c>ram.transferred</c> once the migration started (it counts multifd's bytes, before their compression).</summary>
+    public async Task<long?> MemoryBytesSentAsync(CancellationToken cancellationToken)
+    {
+        if (_phase is QemuPhase.Idle or QemuPhase.Prepared or QemuPhase.Aborted || _source is not { IsConnected: true } source) return null;
+        var info = await source.ExecuteObjectAsync("query-migrate", null, cancellationToken);
+        return (long?)(info["ram"] as JsonObject)?["transferred"];
     }
 
     /// <summary>

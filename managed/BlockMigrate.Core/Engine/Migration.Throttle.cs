@@ -52,4 +52,19 @@ public sealed partial class Migration
         foreach (var d in _disks) total += d.Map.Info().Throttled;
         return total - _delayedAtStart;
     }
+
+    /// <summary>
+    /// The source VM stopped for the switchover (<see cref="Hypervisors.IHypervisor.SourceStopped"/>, raised on the
+    /// hypervisor's event thread): lift the cap on the maps at once. QEMU drains the guest's requests in flight before
+    /// it calls the switchover, and a throttled shim would hold that drain — and so the guest's pause — for as long as
+    /// the backlog takes at the cap (seconds under a heavy writer). The stopped guest issues no new writes; the drained
+    /// ones are recorded in the map and go in the final set. The engine's own bookkeeping (<see cref="ReleaseThrottle"/>)
+    /// still runs at the switchover; AdjustThrottle runs only in the pre-copy, which is over by now.
+    /// </summary>
+    private void LiftThrottleAtStop()
+    {
+        if (_throttle == 0) return;
+        foreach (var d in _disks) TryRun($"disk {d.Name}: lifting the throttle at the source's stop", () => d.Map.SetThrottle(0));
+        Say("throttle: lifted, the source VM stopped (its writes in flight drain at full speed)");
+    }
 }

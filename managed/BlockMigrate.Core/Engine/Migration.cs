@@ -66,6 +66,7 @@ public sealed partial class Migration : IAsyncDisposable
         _hypervisor = hypervisor;
         _log = logger ?? NullLogger.Instance;
         _hypervisor.Log += (level, line) => _log.HypervisorLine(level, _hypervisor.Name, line);
+        _hypervisor.SourceStopped += LiftThrottleAtStop;
         if (options.RecordTimeline)
             _timeline = new TimelineSampler(() => _channel?.Counter.BytesWritten ?? 0, hypervisor.MemoryBytesSentAsync, () => _throttle);
     }

@@ -42,6 +42,18 @@ public interface IHypervisor : IAsyncDisposable
     /// <summary>The directory on the destination host where the receiver wrote <see cref="MemoryKey"/> (QEMU's <c>keys.psk</c>).</summary>
     void MemoryKeyDelivered(string destinationDirectory) { }
 
+    /// <summary>
+    /// Raised once, as soon as the adapter learns the source VM stopped for the switchover (QEMU: the STOP event), which
+    /// can be well before the switchover callback: QEMU first drains the guest's block requests in flight, and any the
+    /// disk throttle holds make the guest's pause longer. The engine lifts the throttle here (the stopped guest issues no
+    /// new writes; the drained ones are in the final set). Adapters that cannot tell never raise it.
+    /// </summary>
+    event Action? SourceStopped
+    {
+        add { }
+        remove { }
+    }
+
     /// <summary>Checks that the VM runs at the source and that the destination is ready to receive it.</summary>
     Task PrepareAsync(CancellationToken cancellationToken);
 

@@ -21,6 +21,9 @@ public sealed partial class QemuHypervisor
 
     public event Action<LogLevel, string>? Log;
 
+    /// <inheritdoc />
+    public event Action? SourceStopped;
+
     private void Say(string line) => Log?.Invoke(LogLevel.Information, line);
 
     private void Ignored(string what, Exception e) => Log?.Invoke(LogLevel.Debug, $"{what} failed (ignored): {e.Message}");
@@ -40,7 +43,12 @@ public sealed partial class QemuHypervisor
         await source.ExecuteAsync("migrate", new JsonObject { ["uri"] = _options.MigrationUri }, cancellationToken);
 
         DateTimeOffset? stoppedAt = null;
-        await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e => stoppedAt ??= e, cancellationToken);
+        await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e =>
+        {
+            if (stoppedAt != null) return;
+            stoppedAt = e;
+            SourceStopped?.Invoke(); // before QEMU's drain of the guest's requests in flight completes
+        }, cancellationToken);
         stoppedAt ??= DateTimeOffset.UtcNow; // STOP precedes pre-switchover; this only covers a lost event
         Say($"source stopped at {stoppedAt.Value:HH:mm:ss.fff} (STOP), in pre-switchover {Since(stoppedAt.Value)} later");
 

@@ -80,7 +80,8 @@ public sealed class LibvirtMigrationTests
         var bed = _bed;
         await bed.StartGuestAsync();
         var (receiver, address) = await bed.StartReceiverAsync();
-        var migrate = bed.StartMigrate(address, "--migration-uri", $"tcp://{bed.Net.DestinationAddress}", "--memory-plaintext", "--memory-bandwidth", "3M");
+        // the first run names its disk, the re-run finds it from the domain's XML: the same disk (it resumes)
+        var migrate = bed.StartMigrateWithDisk(address, "--migration-uri", $"tcp://{bed.Net.DestinationAddress}", "--memory-plaintext", "--memory-bandwidth", "3M");
         await migrate.WaitForStderrLineAsync(@"libvirt: memory: virsh", TimeSpan.FromSeconds(120));
         await WaitForStateAsync(bed, bed.DestinationUri, "paused", TimeSpan.FromSeconds(30));
         await Task.Delay(1500, ct);

@@ -77,6 +77,7 @@ public sealed class LibvirtHypervisor : IHypervisor
 
         var live = LibvirtDomainXml.Parse(await _source.CheckAsync(["dumpxml", "--migratable", Domain], cancellationToken));
         var disks = LibvirtDomainXml.ShimDisks(live, Domain);
+        if (_options.ShimDisks.Count > 0) LibvirtShimDisks.CheckUnchanged(live, Domain, _options.ShimDisks);
         foreach (var target in _options.DestinationSockets.Keys)
             if (disks.All(d => d.Target != target))
                 throw new HypervisorException($"libvirt: --destination-socket names disk {target}, which domain '{Domain}' has not behind the shim ({string.Join(", ", disks.Select(d => d.Target))})");

@@ -84,7 +84,7 @@ public sealed class LibvirtHypervisor : IHypervisor
         foreach (var d in disks)
             Say($"disk {d.Target}: {d.Description}{(d.Format is { } f ? $" ({f})" : "")} -> destination {_options.DestinationSockets.GetValueOrDefault(d.Target, d.Socket!)}");
 
-        _tempDir = Directory.CreateTempSubdirectory("blockmigrate-libvirt-").FullName; // 0700
+        _tempDir = LibvirtTempDir.Create("migrate", Say); // 0700; stale ones of killed runs removed
         _destinationXml = Path.Combine(_tempDir, "domain.xml");
         await File.WriteAllTextAsync(_destinationXml, LibvirtDomainXml.WithSockets(live, _options.DestinationSockets), cancellationToken);
         if (_options.Persistent)
@@ -118,7 +118,7 @@ public sealed class LibvirtHypervisor : IHypervisor
         await using var sourceEvents = new LibvirtEvents(_source, Domain, Ignored);
         await using var destinationEvents = new LibvirtEvents(_destination, Domain, Ignored);
         await Task.Delay(300, cancellationToken); // let both watchers register before anything happens
-        string? stats = null;
+        DateTimeOffset? returned = null;
         if (_phase == Phase.Prepared)
         {
             var args = MigrateArguments();
@@ -128,35 +128,56 @@ public sealed class LibvirtHypervisor : IHypervisor
                 .ExecuteBufferedAsync(System.Text.Encoding.UTF8, cancellationToken);
             if (r.ExitCode != 0)
                 throw new HypervisorException($"libvirt: virsh migrate failed: {Virsh.LastLine(r.StandardError)}");
+            returned = DateTimeOffset.UtcNow;
             _phase = Phase.Arrived;
             Say($"memory moved in {total.Elapsed.TotalSeconds:0.00} s; '{Domain}' paused at the destination");
-            var c = await _destination.RunAsync(["domjobinfo", "--completed", "--rawstats", Domain], cancellationToken);
-            if (c.ExitCode == 0) stats = c.StandardOutput;
         }
-        var state = await _destination.StateAsync(Domain, cancellationToken);
+        // the guest is paused here: both checks at once (each is a virsh process)
+        var destinationState = _destination.StateAsync(Domain, cancellationToken);
+        var sourceState = _source.StateAsync(Domain, cancellationToken);
+        var state = await destinationState;
+        var source = await sourceState;
         if (state != "paused")
             throw new HypervisorException($"libvirt: after the memory copy '{Domain}' is '{state ?? "absent"}' at the destination, not paused; the disks were not handed over");
-        var source = await _source.StateAsync(Domain, cancellationToken);
         if (source is "running" or "paused")
             throw new HypervisorException($"libvirt: '{Domain}' is still '{source}' at the source after the memory copy; refusing to hand the disks over");
 
         _phase = Phase.HandingOver;
+        var handingOver = DateTimeOffset.UtcNow;
         var sw = Stopwatch.StartNew();
         await switchover(cancellationToken);
         var switchoverTime = sw.Elapsed;
         _phase = Phase.HandedOver;
         Say($"disks handed over in {switchoverTime.TotalMilliseconds:0} ms; resuming '{Domain}' at the destination");
-        await ResumeDestinationAsync(CancellationToken.None);
+        var resuming = DateTimeOffset.UtcNow;
+        await ResumeDestinationAsync(CancellationToken.None, checkedPaused: true);
         _phase = Phase.Done;
 
+        // figures after the resume: the guest no longer waits for them
+        var c = await _destination.RunAsync(["domjobinfo", "--completed", "--rawstats", Domain], CancellationToken.None);
+        var stats = c.ExitCode == 0 ? c.StandardOutput : null;
         var stopped = sourceEvents.First("Suspended");
         var resumed = await destinationEvents.WaitForAsync("Resumed", TimeSpan.FromSeconds(3));
         TimeSpan? guest = stopped is { } a && resumed is { } b && b > a ? b - a : null;
         var report = new HypervisorReport(Name, total.Elapsed, Stat(stats, "downtime") is { } ms ? TimeSpan.FromMilliseconds(ms) : null,
             guest, Stat(stats, "memory_processed") ?? 0) { Switchover = switchoverTime };
         Say($"guest paused {(guest is { } g ? $"{g.TotalMilliseconds:0} ms" : "(no events)")} (source 'Suspended' -> destination 'Resumed'), libvirt's downtime {report.HypervisorDowntime?.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms");
+        if (stopped is { } t0)
+        {
+            var marks = sourceEvents.All().Select(e => (e.At, $"source {e.What}"))
+                .Concat(destinationEvents.All().Select(e => (e.At, $"destination {e.What}"))).ToList();
+            if (returned is { } ret) marks.Add((ret, "virsh migrate returned"));
+            marks.Add((handingOver, "hand-over starts"));
+            marks.Add((resuming, "virsh resume"));
+            Say("where the pause went (ms after the source's 'Suspended'): " + Timeline(t0, marks));
+        }
         return report;
     }
+
+    /// <summary><c>name +ms, name +ms, …</c> in time order, relative to <paramref name="zero"/> (events before it left out).</summary>
+    internal static string Timeline(DateTimeOffset zero, IEnumerable<(DateTimeOffset At, string What)> marks) =>
+        string.Join(", ", marks.Where(m => m.At >= zero).OrderBy(m => m.At)
+            .Select(m => $"{m.What} +{(m.At - zero).TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture)}"));
 
     /// <summary>A figure of <c>domjobinfo --completed --rawstats</c> (<c>downtime: 330</c>).</summary>
     internal static long? Stat(string? rawstats, string key)
@@ -166,8 +187,15 @@ public sealed class LibvirtHypervisor : IHypervisor
         return m.Success ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : null;
     }
 
-    private async Task ResumeDestinationAsync(CancellationToken cancellationToken)
+    private async Task ResumeDestinationAsync(CancellationToken cancellationToken, bool checkedPaused = false)
     {
+        if (checkedPaused)
+        {
+            // seen paused just before the hand-over: resume at once (one virsh process while the guest waits)
+            var r = await _destination.RunAsync(["resume", Domain], cancellationToken);
+            if (r.ExitCode == 0) return;
+            Log?.Invoke(LogLevel.Warning, $"libvirt: virsh resume failed ({Virsh.LastLine(r.StandardError)}); checking the domain's state");
+        }
         var state = await _destination.StateAsync(Domain, cancellationToken);
         if (state == "running") return;
         if (state != "paused")

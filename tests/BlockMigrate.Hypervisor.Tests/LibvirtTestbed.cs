@@ -60,13 +60,14 @@ public sealed class LibvirtTestbed : IDisposable
     /// fill) and the source shim serves a blank image of the same format (a preallocated qcow2 over the
     /// same base), for <c>blockmigrate adopt</c>.
     /// </summary>
-    public static async Task<LibvirtTestbed> StartAsync(string tag, string? adopt = null)
+    /// <param name="rate">tbf rate of the veth between the hosts (both ends), e.g. "100mbit"; null = unshaped.</param>
+    public static async Task<LibvirtTestbed> StartAsync(string tag, string? adopt = null, string? rate = null)
     {
         var dir = new TempDir("lv-" + tag);
         NamespacePair? net = null;
         try
         {
-            net = await NamespacePair.CreateAsync("lv" + tag);
+            net = await NamespacePair.CreateAsync("lv" + tag, rate: rate);
             var bed = new LibvirtTestbed(dir, net);
             try
             {

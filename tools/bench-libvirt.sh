@@ -48,8 +48,11 @@ out = [f"## libvirt adapter next to the QEMU adapter", "",
        "writer every 50 ms, 32 MiB disk), receiver and gated destination shim, two network namespaces over one veth",
        f"shaped with tbf at {rate}, memory in plaintext over TCP with QEMU's defaults, runs interleaved libvirt/qemu;",
        "medians (each run's figures below). Guest pause: source STOP/'Suspended' to destination RESUME/'Resumed' from",
-       "QEMU's or libvirt's own events. Its floor is the hypervisor's own downtime (the stop-and-copy of the last",
-       "dirty memory, QEMU's figure); the total's floor is (disk bytes on the wire + memory bytes) / link rate.", "",
+       "QEMU's or libvirt's own events. Its floor is the hypervisor's own downtime figure (QEMU's: the stop-and-copy of",
+       "the last dirty memory; libvirt's `downtime`: from the source's stop to the end of its Finish step at the",
+       "destination); the total's floor is (disk bytes on the wire + memory bytes) / link rate. libvirt's total also",
+       "holds its Confirm step at the source (stopping the source QEMU, ~2 s here), which `migrate` waits for after",
+       "the guest has resumed, and the virsh calls before the copy.", "",
        "| adapter | runs | guest pause ms | floor: hypervisor downtime ms | total s | floor s | memory MB | disk wire MB |",
        "|---|---|---|---|---|---|---|---|"]
 for method in ("libvirt", "qemu"):

@@ -166,7 +166,18 @@ public sealed class LibvirtHypervisor : IHypervisor
         _phase = Phase.HandingOver;
         var handingOver = DateTimeOffset.UtcNow;
         var sw = Stopwatch.StartNew();
-        await switchover(cancellationToken);
+        try
+        {
+            await switchover(cancellationToken);
+        }
+        catch when (confirming != null)
+        {
+            // let libvirt's Confirm finish (the source QEMU stopped, the source domain removed) before the abort
+            // reports the paused destination domain, so that a re-run finds the state it expects
+            try { await confirming.WaitAsync(_options.CommandTimeout, CancellationToken.None); }
+            catch (Exception e) when (e is TimeoutException or OperationCanceledException) { Ignored("waiting for virsh migrate", e); }
+            throw;
+        }
         var switchoverTime = sw.Elapsed;
         _phase = Phase.HandedOver;
         Say($"disks handed over in {switchoverTime.TotalMilliseconds:0} ms; resuming '{Domain}' at the destination");

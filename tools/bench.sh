@@ -5,10 +5,11 @@
 #   part 3  tools/bench-vm.sh        whole-VM migration vs QEMU's own storage migration
 #   part 4  tools/bench-web.sh       a web server guest moved with its clients (prints; docs by hand)
 #   part 5  tools/bench-many.sh      four migrations at once: loopback aggregate, shared 100 Mbit fairness, --bandwidth caps
+#   part 6  tools/bench-libvirt.sh   --hypervisor libvirt next to --hypervisor qemu (skipped without libvirtd)
 # Benchmarks are never timed tests: ratios are measured side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")"
-for part in bench-shim.sh bench-migrate.sh bench-vm.sh bench-web.sh bench-many.sh; do
+for part in bench-shim.sh bench-migrate.sh bench-vm.sh bench-web.sh bench-many.sh bench-libvirt.sh; do
   if [ -x "$part" ]; then
     echo "== $part" >&2
     "./$part"

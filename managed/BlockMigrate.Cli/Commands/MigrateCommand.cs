@@ -5,6 +5,7 @@ using BlockMigrate.Cli.Report;
 using BlockMigrate.Cli.Status;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Network;
 using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
@@ -81,6 +82,13 @@ public static class MigrateCommand
             {
                 var b = new Binder(r, config);
                 var (options, hypervisorOptions, redirection) = Bind(b, r.GetValue(disk) ?? []);
+                if (hypervisorOptions.Libvirt is { } libvirt)
+                {
+                    // the domain's XML says which disks move (and checks any --disk against it)
+                    var shimDisks = await LibvirtShimDisks.ResolveAsync(libvirt, options.Disks, ct);
+                    options = options with { Disks = [.. shimDisks.Select(d => d.Disk)] };
+                    hypervisorOptions = hypervisorOptions with { Libvirt = libvirt with { ShimDisks = shimDisks } };
+                }
                 var target = b.Get(To)!;
                 var hv = HypervisorFactory.Create(hypervisorOptions);
                 var disks = options.Disks;
@@ -174,12 +182,13 @@ public static class MigrateCommand
                 disks.Add(new DiskSpec(name, values.GetValueOrDefault("image") ?? throw new UsageException($"{b.FileName}: [disk {name}] has no image"),
                     values.GetValueOrDefault("map") ?? $"/dev/shm/blockmigrate/{name}.map"));
             }
-            if (disks.Count == 0) throw new UsageException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
+            var hypervisor = Hypervisor.Bind(b);
+            if (disks.Count == 0 && hypervisor.Kind != HypervisorKind.Libvirt) // libvirt: the domain's XML names them
+                throw new UsageException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
             var target = b.Get(To) ?? throw new UsageException("no receiver (--to HOST[:PORT])");
             var (host, port) = Endpoint.ParseHostPort(target, MigrationOptions.DefaultPort);
             var plaintext = b.Get(Plaintext);
             var fingerprint = b.Get(PeerFingerprint) ?? (b.Get(KnownHosts) is { } kh ? TrustList.LookupKnownHost(kh, host, port) : null);
-            var hypervisor = Hypervisor.Bind(b);
             var redirection = RedirectionCliOptions.Bind(b, disks);
             var options = new MigrationOptions
             {

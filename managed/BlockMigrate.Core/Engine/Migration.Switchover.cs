@@ -90,9 +90,9 @@ public sealed partial class Migration
         return new HypervisorReport(_hypervisor.Name, Stopwatch.GetElapsedTime(started), null, null, 0);
     }
 
-    private async Task<(List<(SourceDisk, ulong[])> Work, long BlockBytes, ulong LastFinalSet)> SendFinalSetAsync(CancellationToken ct)
+    private async Task<(List<(SourceDisk, List<BlockRange>)> Work, long BlockBytes, ulong LastFinalSet)> SendFinalSetAsync(CancellationToken ct)
     {
-        var work = new List<(SourceDisk, ulong[])>();
+        var work = new List<(SourceDisk, List<BlockRange>)>();
         long blockBytes = 0;
         ulong last = 0;
         foreach (var d in _disks)
@@ -101,7 +101,7 @@ public sealed partial class Migration
             _finalBlocks += (long)n;
             blockBytes += (long)Math.Min(n * d.BlockSize, d.Size);
             work.Add((d, taken));
-            var ranges = BlockRange.FromBits(taken);
+            var ranges = taken;
             var i = 0;
             do
             {
@@ -114,7 +114,7 @@ public sealed partial class Migration
     }
 
     /// <summary>The final blocks, then Commit; returns at the commit (data written and fsynced at the destination).</summary>
-    private async Task SendFinalDataAsync(List<(SourceDisk, ulong[])> work, long blockBytes, long started, CancellationToken ct)
+    private async Task SendFinalDataAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, long started, CancellationToken ct)
     {
         await SendBlocksAsync(work, blockBytes, drain: false, ct);
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using BlockMigrate.Hypervisors;
 using BlockMigrate.Maps;
 using BlockMigrate.Protocol;
+using BlockMigrate.Verify;
 
 namespace BlockMigrate.Engine;
 
@@ -175,7 +176,7 @@ public sealed partial class Migration
         }
     }
 
-    /// <summary>Both sides hash every image: the source its frozen image, the receiver what it committed.</summary>
+    /// <summary>Both sides digest every image (hole-aware, <see cref="NonzeroDigest"/>): the source its frozen image, the receiver what it committed.</summary>
     private async Task VerifyAsync(CancellationToken ct)
     {
         SetPhase(MigrationPhase.Verifying);
@@ -183,9 +184,11 @@ public sealed partial class Migration
         VerifyResultMessage remote;
         try
         {
-            await _sender!.SendControlAsync(FrameType.Verify, [], ct);
-            local = await Task.Run(() => _disks.Select(d => HashImage(d)).ToList(), ct);
+            // hole-aware digests (time follows the data); an older receiver answers with whole-image hashes
+            await _sender!.SendControlAsync(FrameType.Verify, new VerifyRequest(VerifyDigest.Nonzero).Encode(), ct);
+            local = await Task.Run(() => _disks.Select(d => NonzeroDigest.Compute(d.Image, (long)d.Size).Hex).ToList(), ct);
             remote = await _sender.WaitVerifiedAsync(ct);
+            if (remote.Digest == null) local = await Task.Run(() => _disks.Select(d => HashImage(d)).ToList(), ct);
         }
         catch (Exception e) when (e is BlockMigrateException or IOException)
         {

@@ -281,6 +281,9 @@ internal sealed class ReceivedDisk : IDisposable
         return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
     }
 
+    /// <summary>The hole-aware digest (<see cref="Verify.NonzeroDigest"/>): reads the image's data, not its holes.</summary>
+    public string NonzeroHash() => Verify.NonzeroDigest.Compute(Image, (long)Offer.Size).Hex;
+
     private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ");
 
     public void Dispose()

@@ -39,7 +39,7 @@ namespace BlockMigrate.Engine;
 internal sealed class SourceDisk : IDisposable
 {
     private readonly object _lock = new();
-    private readonly ulong[] _outstanding; // guarded by _lock
+    private readonly OutstandingBits _outstanding; // guarded by _lock: memory follows the blocks out, not the disk
     private long _changes;                  // guarded by _lock: bumped on every change of _outstanding
     private readonly object _fileLock = new(); // one writer of the file at a time; taken before _lock
     private long _writtenChanges;           // guarded by _fileLock: the _changes the file (or its absence) reflects
@@ -76,7 +76,7 @@ internal sealed class SourceDisk : IDisposable
             Dispose();
             throw new MigrationException($"disk {spec.Name}: image {spec.ImagePath} is {length} bytes but its map {spec.MapPath} covers {Map.ImageSize}; wrong map?");
         }
-        _outstanding = new ulong[Map.Words];
+        _outstanding = new OutstandingBits(Map.Words);
         OutstandingPath = spec.MapPath + ".outstanding";
         try
         {
@@ -129,14 +129,13 @@ internal sealed class SourceDisk : IDisposable
             lock (_lock)
             {
                 var piece = _piece;
-                for (ulong w = 0; w < (ulong)_outstanding.Length; w += (ulong)piece.Length)
+                for (ulong w = 0; w < _outstanding.Words; w += (ulong)piece.Length)
                 {
-                    var words = piece.AsSpan(0, (int)Math.Min((ulong)piece.Length, (ulong)_outstanding.Length - w));
+                    var words = piece.AsSpan(0, (int)Math.Min((ulong)piece.Length, _outstanding.Words - w));
                     var n = Map.Take(w, words);
                     if (n == 0) continue;
                     count += n;
-                    var outstanding = _outstanding.AsSpan((int)w, words.Length);
-                    for (var i = 0; i < words.Length; i++) outstanding[i] |= words[i];
+                    _outstanding.Or(w, words);
                     BlockRange.AppendBits(ranges, words, w);
                 }
                 changes = ++_changes;
@@ -157,15 +156,7 @@ internal sealed class SourceDisk : IDisposable
     {
         lock (_lock)
         {
-            for (var b = first; b < first + count;)
-            {
-                var w = b / 64;
-                var bit = (int)(b % 64);
-                var span = (int)Math.Min(64 - (ulong)bit, first + count - b);
-                var mask = span == 64 ? ulong.MaxValue : ((1ul << span) - 1) << bit;
-                _outstanding[w] &= ~mask;
-                b += (ulong)span;
-            }
+            _outstanding.Clear(first, count);
             _changes++;
         }
         if (_writerFailure is { } failure) throw failure;
@@ -223,9 +214,7 @@ internal sealed class SourceDisk : IDisposable
     // guarded by _lock
     private ulong CountOutstanding()
     {
-        ulong n = 0;
-        foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
-        return n;
+        return _outstanding.Count();
     }
 
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>
@@ -235,8 +224,8 @@ internal sealed class SourceDisk : IDisposable
         lock (_lock)
         {
             var n = CountOutstanding();
-            if (n > 0) Map.MarkWords(0, _outstanding);
-            Array.Clear(_outstanding);
+            foreach (var (firstWord, words) in _outstanding.Chunks()) Map.MarkWords(firstWord, words.Span);
+            _outstanding.ClearAll();
             DeleteOutstandingFile();
             return n;
         }
@@ -248,7 +237,7 @@ internal sealed class SourceDisk : IDisposable
         lock (_fileLock)
         lock (_lock)
         {
-            Array.Clear(_outstanding);
+            _outstanding.ClearAll();
             DeleteOutstandingFile();
         }
     }
@@ -266,13 +255,13 @@ internal sealed class SourceDisk : IDisposable
             byte[]? data;
             try
             {
-                data = _mapDir!.ReadAll(_outstandingName, OutstandingHeader + _outstanding.Length * 8L);
+                data = _mapDir!.ReadAll(_outstandingName, OutstandingHeader + (long)_outstanding.Words * 8L);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 return false;
             }
-            if (data is null || data.Length != OutstandingHeader + _outstanding.Length * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
+            if (data is null || data.Length != OutstandingHeader + (long)_outstanding.Words * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
                 || !data.AsSpan(8, 16).SequenceEqual(lineage) || data[24] != 1)
                 return false;
             Map.MarkWords(0, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(data.AsSpan(OutstandingHeader)));
@@ -296,17 +285,19 @@ internal sealed class SourceDisk : IDisposable
         try
         {
             // a new file renamed over the old one: "invalid" before the take, "valid" after it
-            _mapDir!.WriteAtomically(_outstandingName, OutstandingHeader + (valid ? _outstanding.Length * 8L : 0), f =>
+            _mapDir!.WriteAtomically(_outstandingName, OutstandingHeader + (valid ? (long)_outstanding.Words * 8L : 0), f =>
             {
                 RandomAccess.Write(f, header, 0);
                 if (!valid) return;
                 var piece = _piece;
-                for (var w = 0; w < _outstanding.Length; w += piece.Length)
+                for (ulong w = 0; w < _outstanding.Words; w += (ulong)piece.Length)
                 {
-                    var n = Math.Min(piece.Length, _outstanding.Length - w);
-                    lock (_lock) _outstanding.AsSpan(w, n).CopyTo(piece);
+                    var n = (int)Math.Min((ulong)piece.Length, _outstanding.Words - w);
+                    bool any;
+                    lock (_lock) any = _outstanding.CopyTo(w, piece.AsSpan(0, n));
+                    if (!any) continue;
                     var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(piece.AsSpan(0, n));
-                    if (bytes.IndexOfAnyExcept((byte)0) >= 0) RandomAccess.Write(f, bytes, OutstandingHeader + w * 8L);
+                    if (bytes.IndexOfAnyExcept((byte)0) >= 0) RandomAccess.Write(f, bytes, OutstandingHeader + (long)w * 8L);
                 }
             });
         }

@@ -5,14 +5,14 @@ namespace BlockMigrate.Engine;
 /// <summary>
 /// The bits of a disk's blocks that are out (taken, not yet acknowledged), stored so that their memory
 /// follows the blocks out, not the disk's size: the bitmap is cut in chunks of <see cref="ChunkWords"/>
-/// words (32 GiB of disk at 4 KiB blocks); a chunk without a bit is not stored, a chunk with every bit
+/// words (4 KiB of bitmap: 128 MiB of disk at 4 KiB blocks); a chunk without a bit is not stored, a chunk with every bit
 /// (the bulk copy of a whole disk) is one shared array never written, and only chunks with some bits
 /// have their own. Each chunk's bit count is kept, so a chunk is dropped as soon as its last bit is
 /// cleared. Not thread-safe: the owner (<see cref="SourceDisk"/>) guards it.
 /// </summary>
 internal sealed class OutstandingBits
 {
-    public const int ChunkWords = 8192;
+    public const int ChunkWords = 512;
     private static readonly ulong[] Full = Enumerable.Repeat(ulong.MaxValue, ChunkWords).ToArray();
 
     private readonly ulong[]?[] _chunks;

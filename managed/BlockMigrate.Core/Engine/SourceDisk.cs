@@ -289,14 +289,15 @@ internal sealed class SourceDisk : IDisposable
             {
                 RandomAccess.Write(f, header, 0);
                 if (!valid) return;
-                var piece = _piece;
+                // chunk by chunk (4 KiB of bitmap): a scattered set of blocks writes a page per block at most
+                var piece = _piece.AsSpan(0, OutstandingBits.ChunkWords);
                 for (ulong w = 0; w < _outstanding.Words; w += (ulong)piece.Length)
                 {
                     var n = (int)Math.Min((ulong)piece.Length, _outstanding.Words - w);
                     bool any;
-                    lock (_lock) any = _outstanding.CopyTo(w, piece.AsSpan(0, n));
+                    lock (_lock) any = _outstanding.CopyTo(w, piece[..n]);
                     if (!any) continue;
-                    var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(piece.AsSpan(0, n));
+                    var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(piece[..n]);
                     if (bytes.IndexOfAnyExcept((byte)0) >= 0) RandomAccess.Write(f, bytes, OutstandingHeader + (long)w * 8L);
                 }
             });

@@ -38,7 +38,9 @@ public sealed class ProtocolFuzzTests
             (d, c) => new WelcomeMessage(d, c));
 
     private static readonly Gen<VerifyResultMessage> VerifyGen =
-        Gen.Byte.Array[32].Select(b => Convert.ToHexString(b).ToLowerInvariant()).List[0, 4].Select(l => new VerifyResultMessage(l));
+        Gen.Select(Gen.Byte.Array[32].Select(b => Convert.ToHexString(b).ToLowerInvariant()).List[0, 4],
+            Gen.OneOf(Gen.Const((string?)null), Gen.Const((string?)VerifyResultMessage.NonzeroDigestName)),
+            (l, d) => new VerifyResultMessage(l, d));
 
     private static readonly Gen<BlockRange> RangeGen =
         Gen.Frequency(
@@ -106,6 +108,8 @@ public sealed class ProtocolFuzzTests
     {
         Assert.That(v.Sha256, Is.Not.Null);
         Assert.That(v.Sha256.All(s => s != null));
+        Assert.That(v.Digest, Is.Null.Or.EqualTo(VerifyResultMessage.NonzeroDigestName));
+        if (v.Digest != null) Assert.That(v.Sha256.All(s => s.Length == 64 && s.All(Uri.IsHexDigit)));
     }
 
     private static byte[] Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info) => ProtocolJson.Encode(value, info);
@@ -158,6 +162,22 @@ public sealed class ProtocolFuzzTests
             if (!Fuzz.Refused<ProtocolException>(() => v = ProtocolJson.Decode(FrameOf(FrameType.VerifyResult, bytes), FrameType.VerifyResult, ProtocolJson.Default.VerifyResultMessage)))
                 WellFormed(v!);
         }, Fuzz.Hex);
+
+    /// <summary>The Verify frame: empty (whole-image SHA-256) or one byte naming a known digest; anything else is refused.</summary>
+    [Test]
+    public void VerifyRequestRoundTripsAndRefusesTheRest()
+    {
+        foreach (var d in Enum.GetValues<VerifyDigest>())
+            Assert.That(VerifyRequest.Decode(new VerifyRequest(d).Encode()).Digest, Is.EqualTo(d));
+        Fuzz.Run(Fuzz.Hostile(Gen.OneOf(Gen.Const(new VerifyRequest(VerifyDigest.WholeImage).Encode()), Gen.Const(new VerifyRequest(VerifyDigest.Nonzero).Encode())), 8), bytes =>
+        {
+            VerifyDigest d = default;
+            var refused = Fuzz.Refused<ProtocolException>(() => d = VerifyRequest.Decode(bytes).Digest);
+            var valid = bytes.Length == 0 || (bytes.Length == 1 && bytes[0] == (byte)VerifyDigest.Nonzero);
+            Assert.That(refused, Is.EqualTo(!valid));
+            if (!refused) Assert.That(d, Is.EqualTo(bytes.Length == 0 ? VerifyDigest.WholeImage : VerifyDigest.Nonzero));
+        }, Fuzz.Hex);
+    }
 
     [Test]
     public void ErrorFrameIsAlwaysARemoteFailure() =>
@@ -299,6 +319,7 @@ public sealed class ProtocolFuzzTests
             (2, FinalSetGen.Select(s => (FrameType.FinalSet, s.Encode()))),
             (2, Gen.ULong.Select(s => (FrameType.Ack, new AckMessage(s).Encode()))),
             (1, Gen.OneOf(FrameType.Commit, FrameType.Committed, FrameType.Verify).Select(t => (t, Array.Empty<byte>()))),
+            (1, Gen.Const((FrameType.Verify, new VerifyRequest(VerifyDigest.Nonzero).Encode()))),
             (1, Gen.String.Select(s => (FrameType.Error, System.Text.Encoding.UTF8.GetBytes(s)))),
             (1, VerifyGen.Select(v => (FrameType.VerifyResult, Json(v, ProtocolJson.Default.VerifyResultMessage)))));
 
@@ -351,6 +372,9 @@ public sealed class ProtocolFuzzTests
                 break;
             case FrameType.Ack:
                 AckMessage.Decode(f.Payload);
+                break;
+            case FrameType.Verify:
+                VerifyRequest.Decode(f.Payload);
                 break;
             case FrameType.Error:
                 Assert.Throws<RemoteFailureException>(() => ProtocolJson.Decode(f, FrameType.Hello, ProtocolJson.Default.HelloMessage));
@@ -448,6 +472,8 @@ public sealed class ProtocolFuzzRegressionTests
 
     [TestCase("""{}""")]
     [TestCase("""{"sha256":[null]}""")]
+    [TestCase("""{"sha256":[],"digest":"md5"}""")]
+    [TestCase("""{"sha256":["zz"],"digest":"nonzero-sha256"}""")]
     public void VerifyResultWithMissingMembersIsRefused(string json) =>
         Assert.Throws<ProtocolException>(() =>
             ProtocolJson.Decode(new Frame(FrameType.VerifyResult, 1, System.Text.Encoding.UTF8.GetBytes(json)), FrameType.VerifyResult, ProtocolJson.Default.VerifyResultMessage));

@@ -85,7 +85,7 @@ public sealed partial class Migration
                 // the previous run died without giving its bits back (SIGKILL, power to the process)
                 var recovered = d.RecoverOutstanding(old.Lineage);
                 if (recovered) old = old with { State = CookieState.Resumable };
-                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
+                if ((d.Map.Counters().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
                 Say($"disk {d.Name}: the previous run of lineage {old.LineageHex} died; {(recovered ? "its outstanding blocks are dirty again: resuming" : "no record of its outstanding blocks: copying afresh")}");
             }
             var resume = old.AllowsResume(identity);

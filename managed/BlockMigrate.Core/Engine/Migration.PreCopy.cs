@@ -64,7 +64,7 @@ public sealed partial class Migration
 
     private async Task<RoundStats> TakeAndSendAsync(CancellationToken ct)
     {
-        var work = new List<(SourceDisk, ulong[])>();
+        var work = new List<(SourceDisk, List<BlockRange>)>();
         long blockBytes = 0;
         ulong blocks = 0;
         foreach (var d in _disks)
@@ -83,7 +83,7 @@ public sealed partial class Migration
     }
 
     /// <summary>Runs the pipeline over taken bits: producer (read, classify, compress) → sender (window, cap, socket).</summary>
-    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, ulong[])> work, long blockBytes, bool drain, CancellationToken ct)
+    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, bool drain, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         var linkWait0 = _sender!.LinkWait.Ticks;

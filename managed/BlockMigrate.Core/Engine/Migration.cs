@@ -150,7 +150,7 @@ public sealed partial class Migration : IAsyncDisposable
         }
         foreach (var d in _disks)
         {
-            var info = d.Map.Info();
+            var info = d.Map.Counters();
             _delayedAtStart += info.Throttled;
             _writtenAtRound += info.BytesWritten;
         }
@@ -180,7 +180,7 @@ public sealed partial class Migration : IAsyncDisposable
                 var n = d.Map.DirtyCount();
                 dirty += n;
                 dirtyBytes += n * d.BlockSize;
-                throttle = Math.Max(throttle, d.Map.Info().ThrottleBytesPerSecond);
+                throttle = Math.Max(throttle, d.Map.Counters().ThrottleBytesPerSecond);
             }
             catch (BlockMigrateException e)
             {

@@ -171,6 +171,10 @@ internal sealed class ReceivedDisk : IDisposable
             throw new ProtocolException($"disk {Name}: data frame for bytes {h.Offset}+{h.Length} past the end ({Offer.Size})");
         if (h.Offset % Offer.BlockSize != 0)
             throw new ProtocolException($"disk {Name}: data frame at {h.Offset} is not block-aligned");
+        // whole blocks only (the disk's last block may be short): the blocks a frame releases at the gate
+        // and acknowledges are exactly the blocks it wrote; a zero range cannot punch part of a block
+        if ((h.Offset + h.Length) % Offer.BlockSize != 0 && h.Offset + h.Length != Offer.Size)
+            throw new ProtocolException($"disk {Name}: data frame for bytes {h.Offset}+{h.Length} ends inside a block");
         var first = h.Offset / Offer.BlockSize;
         var count = (h.Length + Offer.BlockSize - 1) / Offer.BlockSize;
         try
@@ -276,6 +280,9 @@ internal sealed class ReceivedDisk : IDisposable
         }
         return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
     }
+
+    /// <summary>The hole-aware digest (<see cref="Verify.NonzeroDigest"/>): reads the image's data, not its holes.</summary>
+    public string NonzeroHash() => Verify.NonzeroDigest.Compute(Image, (long)Offer.Size).Hex;
 
     private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ");
 

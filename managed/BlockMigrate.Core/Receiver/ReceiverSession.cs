@@ -199,8 +199,11 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     break;
                 case FrameType.Verify:
                     if (!_committed) throw new ProtocolException("verify before commit");
-                    var hashes = await Task.Run(() => _disks.Select(d => d.Hash()).ToList(), ct);
-                    await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(new VerifyResultMessage(hashes), ProtocolJson.Default.VerifyResultMessage), default, ct);
+                    var digest = VerifyRequest.Decode(frame.Span).Digest;
+                    var nonzero = digest == VerifyDigest.Nonzero;
+                    var hashes = await Task.Run(() => _disks.Select(d => nonzero ? d.NonzeroHash() : d.Hash()).ToList(), ct);
+                    var result = new VerifyResultMessage(hashes, nonzero ? VerifyResultMessage.NonzeroDigestName : null);
+                    await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(result, ProtocolJson.Default.VerifyResultMessage), default, ct);
                     break;
                 case FrameType.Error:
                     log.Line($"source {channel.Peer} gave up: {PeerText.Clean(frame.Span)}");

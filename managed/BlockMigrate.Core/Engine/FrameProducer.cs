@@ -34,13 +34,18 @@ internal sealed class FrameProducer(DataEncoding codec)
     public IReadOnlyDictionary<string, long> CodecBytes() =>
         BlockCodec.All.Select((c, i) => (c.Name, Bytes: Interlocked.Read(ref _codecBytes[i]))).ToDictionary(x => x.Name, x => x.Bytes);
 
-    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, ulong[] Taken)> work, ChannelWriter<OutgoingFrame> output,
+    public Task ProduceAsync(IEnumerable<(SourceDisk Disk, ulong[] Taken)> work, ChannelWriter<OutgoingFrame> output,
+        CancellationToken cancellationToken) =>
+        ProduceAsync(work.Select(w => (w.Disk, (IEnumerable<BlockRange>)BlockRange.FromBits(w.Taken))), output, cancellationToken);
+
+    /// <summary>As <see cref="ProduceAsync(IEnumerable{ValueTuple{SourceDisk, ulong[]}}, ChannelWriter{OutgoingFrame}, CancellationToken)"/>, over ranges of blocks (ascending).</summary>
+    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, ChannelWriter<OutgoingFrame> output,
         CancellationToken cancellationToken)
     {
-        foreach (var (disk, taken) in work)
+        foreach (var (disk, ranges) in work)
         {
             var chunkBlocks = Math.Max(1ul, (ulong)DataHeader.MaxDataLength / disk.BlockSize);
-            foreach (var range in BlockRange.FromBits(taken))
+            foreach (var range in ranges)
                 for (var b = range.First; b <= range.Last; b += chunkBlocks)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
@@ -48,6 +53,118 @@ internal sealed class FrameProducer(DataEncoding codec)
                     foreach (var frame in Chunk(disk, b, n))
                         await output.WriteAsync(frame, cancellationToken);
                 }
+        }
+    }
+
+    /// <summary>Bytes of whole blocks hashed into seed-hashes frames (Interlocked).</summary>
+    public long HashedBytes;
+
+    /// <summary>Blocks sent as data frames with bytes (not zero ranges) (Interlocked).</summary>
+    public long DataBlocks;
+
+    /// <summary>
+    /// The seeded first round's first half: like <see cref="ProduceAsync"/>, but every non-zero whole block
+    /// is hashed (<see cref="BlockHash"/> under <paramref name="key"/>) into seed-hashes frames of up to
+    /// <see cref="SeedHashes.MaxHashes"/> blocks (each also added to <paramref name="batches"/>) instead of
+    /// being sent; holes and zero blocks go as zero ranges, and the image's short last block as data.
+    /// </summary>
+    public async Task ProduceHashesAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, byte[] key, List<SeedBatch> batches,
+        ChannelWriter<OutgoingFrame> output, CancellationToken cancellationToken)
+    {
+        using var hasher = new BlockHash(key);
+        foreach (var (disk, ranges) in work)
+        {
+            var batch = new SeedBatch(disk);
+            var chunkBlocks = Math.Max(1ul, (ulong)DataHeader.MaxDataLength / disk.BlockSize);
+            foreach (var range in ranges)
+                for (var b = range.First; b <= range.Last; b += chunkBlocks)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var n = Math.Min(chunkBlocks, range.Last - b + 1);
+                    foreach (var frame in HashChunk(disk, b, n, hasher, ref batch, batches))
+                        await output.WriteAsync(frame, cancellationToken);
+                }
+            if (batch.Count > 0) await output.WriteAsync(SeedFrame(batch, batches), cancellationToken);
+        }
+    }
+
+    private static OutgoingFrame SeedFrame(SeedBatch batch, List<SeedBatch> batches)
+    {
+        lock (batches) batches.Add(batch);
+        return new OutgoingFrame(default, batch.Encode(), null, batch.Disk, 0, 0) { Seeds = batch };
+    }
+
+    private List<OutgoingFrame> HashChunk(SourceDisk disk, ulong first, ulong count, BlockHash hasher, ref SeedBatch batch, List<SeedBatch> batches)
+    {
+        var frames = new List<OutgoingFrame>();
+        var holes = HoleBlocks(disk, first, count);
+        var whole = disk.Size / disk.BlockSize; // blocks below this are whole
+        var bs = (int)disk.BlockSize;
+        var (start, end) = Bytes(disk, first, count);
+        var length = (int)(end - start);
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            ulong zeroFrom = 0, zeroCount = 0;
+            void FlushZeros(List<OutgoingFrame> to)
+            {
+                if (zeroCount > 0) to.Add(Zero(disk, zeroFrom, zeroCount));
+                zeroCount = 0;
+            }
+            var read = false;
+            for (ulong i = 0; i < count; i++)
+            {
+                var block = first + i;
+                if (holes[i])
+                {
+                    if (zeroCount == 0) zeroFrom = block;
+                    zeroCount++;
+                    continue;
+                }
+                if (!read)
+                {
+                    ReadFull(disk, buffer.AsSpan(0, length), start);
+                    read = true;
+                }
+                var offset = (int)i * bs;
+                var data = buffer.AsSpan(offset, Math.Min(bs, length - offset));
+                if (data.IndexOfAnyExcept((byte)0) < 0)
+                {
+                    if (zeroCount == 0) zeroFrom = block;
+                    zeroCount++;
+                    continue;
+                }
+                FlushZeros(frames);
+                if (block >= whole)
+                {
+                    frames.Add(Data(disk, block, 1, buffer.AsMemory(offset, data.Length), start + offset));
+                    continue;
+                }
+                hasher.Compute(data, batch.Add(block));
+                Interlocked.Add(ref HashedBytes, bs);
+                if (batch.Full)
+                {
+                    frames.Add(SeedFrame(batch, batches));
+                    batch = new SeedBatch(disk);
+                }
+            }
+            FlushZeros(frames);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        return frames;
+    }
+
+    private static void ReadFull(SourceDisk disk, Span<byte> buffer, long start)
+    {
+        var got = 0;
+        while (got < buffer.Length)
+        {
+            var n = RandomAccess.Read(disk.Image, buffer[got..], start + got);
+            if (n == 0) throw new MigrationException($"disk {disk.Name}: image {disk.Spec.ImagePath} shrank while being read");
+            got += n;
         }
     }
 
@@ -137,6 +254,7 @@ internal sealed class FrameProducer(DataEncoding codec)
     private OutgoingFrame Data(SourceDisk disk, ulong first, ulong count, ReadOnlyMemory<byte> data, long offset)
     {
         Interlocked.Add(ref DataBytes, data.Length);
+        Interlocked.Add(ref DataBlocks, (long)count);
         var scratch = ArrayPool<byte>.Shared.Rent(BlockCodec.ScratchSize(data.Length));
         var (encoding, body) = BlockCodec.Encode(data, scratch, Codec);
         for (var i = 0; i < _codecBytes.Length; i++)

@@ -252,5 +252,8 @@ public sealed partial class Migration
         FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
         BytesByCodec = _producer.CodecBytes(),
+        BlocksFromSeeds = _sender!.SeedBlocks,
+        BlocksSent = Interlocked.Read(ref _producer.DataBlocks),
+        SeedExchangeBytes = _sender.SeedWireBytes,
     };
 }

@@ -37,6 +37,8 @@ public sealed record ReceiverOptions
     public IReadOnlyList<string> Seeds { get; init; } = [];
     /// <summary>A directory whose regular files are all seeds (read at each migration).</summary>
     public string? SeedDir { get; init; }
+    /// <summary>Called once a migration's seed index is built, before any block is copied from it (tests change seeds here).</summary>
+    internal Action? SeedsIndexed { get; init; }
 
     /// <summary>Every problem, one line each, named as the CLI's options (none: usable).</summary>
     public IReadOnlyList<string> Validate()

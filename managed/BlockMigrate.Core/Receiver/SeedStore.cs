@@ -35,6 +35,7 @@ internal sealed class SeedStore : IDisposable
     private readonly byte[] _key;
     private readonly BlockHash _hash;
     private readonly ILogger _log;
+    private Action? _indexed;
 
     private SeedStore(byte[] key, ILogger log)
     {
@@ -70,7 +71,7 @@ internal sealed class SeedStore : IDisposable
     public static SeedStore? Open(ReceiverOptions options, ILogger log, bool strict = false)
     {
         if (options.Seeds.Count == 0 && options.SeedDir == null) return null;
-        var store = new SeedStore(BlockHash.NewKey(), log);
+        var store = new SeedStore(BlockHash.NewKey(), log) { _indexed = options.SeedsIndexed };
         try
         {
             foreach (var path in options.Seeds)
@@ -217,6 +218,7 @@ internal sealed class SeedStore : IDisposable
         _log.Line($"seeds: indexed {index.Count} distinct blocks of {blockSize} bytes ({chunks} non-zero) from {SeedCount} file{(SeedCount == 1 ? "" : "s")}: " +
                   $"{read / 1048576.0:0.0} MiB read and hashed in {seconds:0.00} s ({read / 1048576.0 / Math.Max(seconds, 1e-6):0} MiB/s on one core)");
         _indexes[blockSize] = index;
+        _indexed?.Invoke();
         return index;
     }
 

@@ -104,7 +104,7 @@ public static class ReceiveCommand
                 Overwrite = b.Get(Overwrite),
                 HandshakeTimeout = TimeSpan.FromSeconds(Math.Clamp(b.Get(HandshakeTimeout), -1e6, 1e6)),
                 MaxPendingHandshakes = b.Get(MaxPendingHandshakes),
-                Seeds = b.Get(Seed).Select(Path.GetFullPath).ToList(),
+                Seeds = b.Get(Seed) is { Count: > 0 } seeds ? seeds.Select(Path.GetFullPath).ToList() : Array.Empty<string>(),
                 SeedDir = b.Get(SeedDir) is { } seedDir ? Path.GetFullPath(seedDir) : null,
             };
             if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);

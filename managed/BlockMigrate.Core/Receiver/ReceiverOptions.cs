@@ -34,7 +34,7 @@ public sealed record ReceiverOptions
     /// Seed images (<c>--seed FILE</c>): blocks whose content is found in one (anywhere, block-aligned) are
     /// copied here instead of crossing the link (<see cref="SeedStore"/>). None, and no <see cref="SeedDir"/>: no exchange.
     /// </summary>
-    public IReadOnlyList<string> Seeds { get; init; } = [];
+    public IReadOnlyList<string> Seeds { get; init; } = Array.Empty<string>();
     /// <summary>A directory whose regular files are all seeds (read at each migration).</summary>
     public string? SeedDir { get; init; }
     /// <summary>Called once a migration's seed index is built, before any block is copied from it (tests change seeds here).</summary>

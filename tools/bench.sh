@@ -4,10 +4,11 @@
 #   part 2  tools/bench-migrate.sh   disk migration over loopback and emulated WAN links
 #   part 3  tools/bench-vm.sh        whole-VM migration vs QEMU's own storage migration
 #   part 4  tools/bench-web.sh       a web server guest moved with its clients (prints; docs by hand)
+#   part 5  tools/bench-seed.sh      a disk cloned from a template the destination holds as a seed
 # Benchmarks are never timed tests: ratios are measured side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")"
-for part in bench-shim.sh bench-migrate.sh bench-vm.sh bench-web.sh; do
+for part in bench-shim.sh bench-migrate.sh bench-vm.sh bench-web.sh bench-seed.sh; do
   if [ -x "$part" ]; then
     echo "== $part" >&2
     "./$part"

@@ -362,6 +362,37 @@ public class SeedTests
     }
 
     [Test]
+    public async Task A_seed_directory_takes_its_regular_files_only_and_must_not_be_writable_by_others()
+    {
+        using var dir = new TempDir("engine");
+        var seeds = Directory.CreateDirectory(dir["seeds"]).FullName;
+        File.SetUnixFileMode(seeds, (UnixFileMode)0b111_101_101);
+        File.WriteAllBytes(Path.Combine(seeds, "debian12.img"), RandomNumberGenerator.GetBytes(4 * Block));
+        File.WriteAllBytes(dir["outside.img"], RandomNumberGenerator.GetBytes(4 * Block));
+        File.CreateSymbolicLink(Path.Combine(seeds, "link.img"), dir["outside.img"]);
+        Directory.CreateDirectory(Path.Combine(seeds, "sub"));
+        Assert.That((await Tool.RunAsync("mkfifo", [Path.Combine(seeds, "fifo.img")], TimeSpan.FromSeconds(10))).ExitCode, Is.Zero);
+        File.WriteAllBytes(Path.Combine(seeds, ".partial.img"), new byte[Block]);
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var options = new Receiver.ReceiverOptions { ImageDir = dir.Path, SeedDir = seeds };
+
+        using (var store = Receiver.SeedStore.Open(options, new LineLogger(lines)))
+        {
+            Assert.That(store, Is.Not.Null);
+            Assert.That(store!.SeedCount, Is.EqualTo(1), string.Join("\n", lines));
+        }
+        var log = string.Join("\n", lines);
+        Assert.That(log, Does.Contain("link.img skipped").And.Contain("symbolic link"));
+        Assert.That(log, Does.Contain("fifo.img skipped").And.Contain("not a regular file"));
+        Assert.That(log, Does.Contain("sub skipped").And.Contain("not a regular file"));
+        Assert.That(log, Does.Not.Contain(".partial"));
+
+        File.SetUnixFileMode(seeds, (UnixFileMode)0b111_111_111);
+        var e = Assert.Throws<Receiver.ReceiverException>(() => Receiver.SeedStore.Check(options, new LineLogger(lines)));
+        Assert.That(e!.Message, Does.Contain("writable by group or others"));
+    }
+
+    [Test]
     public async Task A_seed_that_is_a_symlink_or_not_a_file_stops_the_receiver_with_one_line()
     {
         using var dir = new TempDir("engine");

@@ -30,6 +30,9 @@ internal sealed class SeedStore : IDisposable
     /// <summary>A seed larger than this is refused (as an image is).</summary>
     public const long MaxSeedBytes = 1L << 50;
 
+    /// <summary>More seed bytes than this draw a warning at start: indexing them may outlast a source's stall timeout.</summary>
+    public const long LargeSeeds = 8L << 30;
+
     private readonly List<(SafeFileHandle File, string Name, bool Seed)> _files = [];
     private readonly Dictionary<uint, Dictionary<Hash128, (int File, long Offset)>> _indexes = [];
     private readonly byte[] _key;
@@ -64,7 +67,13 @@ internal sealed class SeedStore : IDisposable
     public static void Check(ReceiverOptions options, ILogger log)
     {
         using var s = Open(options, log, strict: true);
-        if (s != null) log.Line($"seeds: {s.SeedCount} file{(s.SeedCount == 1 ? "" : "s")} ({string.Join(", ", s._files.Select(f => f.Name))}), indexed per migration");
+        if (s == null) return;
+        var total = s._files.Sum(f => RandomAccess.GetLength(f.File));
+        log.Line($"seeds: {s.SeedCount} file{(s.SeedCount == 1 ? "" : "s")} ({string.Join(", ", s._files.Select(f => f.Name))}), {total / 1048576.0:0} MiB, indexed per migration");
+        // a source waits for the first hashes' ack while the index is built: past its stall timeout (30 s) it gives up
+        if (total > LargeSeeds)
+            log.Warning($"seeds: {total / 1073741824.0:0.0} GiB of seeds are read and hashed at every migration (a few hundred MiB/s a core) before the first hashes are answered: " +
+                        "a source gives up after 30 s without an acknowledgement: keep to the templates in use");
     }
 
     /// <summary>The seeds of one migration, or null when there are none (then no seed key, no exchange).</summary>
@@ -102,7 +111,18 @@ internal sealed class SeedStore : IDisposable
                 if (dir != null)
                     using (dir)
                     {
-                        foreach (var name in Directory.EnumerateFileSystemEntries(dirPath).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal))
+                        List<string> names;
+                        try
+                        {
+                            names = Directory.EnumerateFileSystemEntries(dirPath).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
+                        }
+                        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                        {
+                            if (strict) throw new ReceiverException($"seed directory {dirPath}: {e.Message}");
+                            log.Warning($"seed directory {dirPath} skipped: {e.Message}");
+                            names = [];
+                        }
+                        foreach (var name in names)
                         {
                             if (name.StartsWith('.')) continue;
                             try

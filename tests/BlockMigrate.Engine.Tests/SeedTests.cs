@@ -26,9 +26,11 @@ public class SeedTests
     /// A source disk of <see cref="Size"/> bytes in 4 KiB blocks: <paramref name="shared"/> at 1 MiB,
     /// <paramref name="unique"/> (content no seed has) at 12 MiB, holes elsewhere.
     /// </summary>
-    private static SourceShim Source(TempDir dir, byte[] shared, byte[] unique)
+    private static SourceShim Source(TempDir dir, byte[] shared, byte[] unique) => Source(dir.Path, shared, unique);
+
+    private static SourceShim Source(string dir, byte[] shared, byte[] unique)
     {
-        var source = SourceShim.Start(dir.Path, Size, randomBytes: 0, blockSize: "4K");
+        var source = SourceShim.Start(dir, Size, randomBytes: 0, blockSize: "4K");
         using var f = new FileStream(source.Image, FileMode.Open, FileAccess.Write);
         f.SetLength(0);
         f.SetLength(Size);
@@ -77,6 +79,28 @@ public class SeedTests
         var exchange = Field(run, "seed_exchange_bytes");
         Assert.That(exchange, Is.GreaterThan((SeedBlocks + 256) * BlockHash.Size).And.LessThan(Size / 100), "the hashes: well under 1 % of the disk");
         Assert.That(run.Stderr, Does.Contain($"seeds: {SeedBlocks} of {SeedBlocks + 256} blocks hashed were written at the destination"));
+    }
+
+    [Test]
+    public async Task Blocks_already_received_in_this_migration_are_copied_not_sent_again()
+    {
+        using var dir = new TempDir("engine");
+        // two disks with the same content, which no seed has: the second disk's blocks are found in the first's image
+        var unique = RandomNumberGenerator.GetBytes(512 * Block);
+        Directory.CreateDirectory(dir["a"]);
+        Directory.CreateDirectory(dir["b"]);
+        using var a = Source(dir["a"], RandomNumberGenerator.GetBytes(Block), unique);
+        using var b = Source(dir["b"], RandomNumberGenerator.GetBytes(Block), unique);
+        var seed = Seed(dir, RandomNumberGenerator.GetBytes(16 * Block)); // unrelated: only so that the receiver has seeds
+        await using var receiver = await InProcessReceiver.StartAsync(dir["dst"], seeds: [seed]);
+        var run = await MigrateRun.RunArgsAsync("--disk", a.DiskArg("vda"), "--disk", b.DiskArg("vdb"), "--to", receiver.Address,
+            "--plaintext", "--json", "--timeout", "120", "--verify");
+
+        Assert.That(run.ExitCode, Is.Zero, run + receiver.Log);
+        Assert.That(run.Report.GetProperty("verified").GetBoolean(), Is.True);
+        Assert.That(Sha(receiver.Image("vdb")), Is.EqualTo(Sha(b.Image)));
+        Assert.That(Field(run, "blocks_from_seeds"), Is.EqualTo(512), "vdb's copy of the content came from vda's image at the destination");
+        Assert.That(Field(run, "blocks_sent"), Is.EqualTo(512 + 2), "vda's copy once, and each disk's own first block");
     }
 
     /// <summary>CRC-32 (IEEE), the weak hash a collision is crafted under.</summary>

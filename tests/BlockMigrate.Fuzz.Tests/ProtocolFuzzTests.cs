@@ -35,7 +35,28 @@ public sealed class ProtocolFuzzTests
     private static readonly Gen<WelcomeMessage> WelcomeGen =
         Gen.Select(Gen.Select(NameGen, Gen.Bool, Gen.Bool, (n, r, g) => new DiskAnswer(n, r, g)).List[0, 4],
             Gen.Frequency((1, Gen.Const((List<string>?)null)), (3, Gen.OneOf("zstd", "lz4", "").List[0, 3].Select(l => (List<string>?)l))),
-            (d, c) => new WelcomeMessage(d, c));
+            Gen.Frequency((2, Gen.Const((string?)null)), (1, Gen.Byte.Array[32].Select(b => (string?)Convert.ToHexString(b).ToLowerInvariant()))),
+            (d, c, k) => new WelcomeMessage(d, c, SeedKey: k));
+
+    private static readonly Gen<SeedHashes> SeedHashesGen =
+        // whole only with ranges ascending and disjoint whose blocks add up to the hashes (1 to MaxHashes)
+        Gen.Select(Gen.UShort, Gen.Select(Gen.ULong[0, 1ul << 30], Gen.ULong[1, 40]).List[1, 30], Gen.Byte, (d, steps, fill) =>
+        {
+            var ranges = new List<BlockRange>();
+            ulong next = 0;
+            foreach (var (gap, length) in steps)
+            {
+                ranges.Add(new BlockRange(next + gap, next + gap + length - 1));
+                next += gap + length + 1;
+            }
+            var count = (int)ranges.Sum(r => (long)r.Count);
+            var hashes = new byte[count * BlockHash.Size];
+            for (var i = 0; i < hashes.Length; i++) hashes[i] = (byte)(fill + i * 7);
+            return new SeedHashes(d, ranges, hashes);
+        });
+
+    private static readonly Gen<SeedAnswer> SeedAnswerGen =
+        Gen.Select(Gen.ULong, Gen.Bool.List[1, 300], (seq, bits) => new SeedAnswer(seq, bits.Count, SeedAnswer.Bitmap(bits)));
 
     private static readonly Gen<VerifyResultMessage> VerifyGen =
         Gen.Select(Gen.Byte.Array[32].Select(b => Convert.ToHexString(b).ToLowerInvariant()).List[0, 4],
@@ -102,6 +123,7 @@ public sealed class ProtocolFuzzTests
         Assert.That(w.Disks, Is.Not.Null);
         Assert.That(w.Disks.All(d => d is { Name: not null }));
         Assert.That(w.Codecs == null || w.Codecs.All(c => c != null));
+        Assert.That(w.SeedKey == null || (w.SeedKey.Length == 64 && w.SeedKey.All(Uri.IsHexDigit)), "a seed key is 64 hex digits");
     }
 
     private static void WellFormed(VerifyResultMessage v)
@@ -228,6 +250,54 @@ public sealed class ProtocolFuzzTests
             Assert.That(s.Encode().AsSpan(8).SequenceEqual(bytes.AsSpan(8)));
         }, Fuzz.Hex);
 
+    private static void WellFormed(SeedHashes h)
+    {
+        Assert.That(h.Count, Is.InRange(1, SeedHashes.MaxHashes));
+        Assert.That(h.Ranges.Sum(r => (decimal)r.Count), Is.EqualTo(h.Count));
+        for (var i = 1; i < h.Ranges.Count; i++) Assert.That(h.Ranges[i].First, Is.GreaterThan(h.Ranges[i - 1].Last));
+        Assert.That(h.Blocks().Count(), Is.EqualTo(h.Count));
+    }
+
+    [Test]
+    public void SeedHashesRoundTrip() =>
+        Fuzz.Run(SeedHashesGen, set =>
+        {
+            var back = SeedHashes.Decode(set.Encode());
+            Assert.That(back.Disk, Is.EqualTo(set.Disk));
+            Assert.That(back.Ranges, Is.EqualTo(set.Ranges));
+            Assert.That(back.Hashes, Is.EqualTo(set.Hashes));
+        });
+
+    [Test]
+    public void HostileSeedHashesAreRefusedOrWellFormed() =>
+        Fuzz.Run(Fuzz.Hostile(SeedHashesGen.Select(s => s.Encode())), bytes =>
+        {
+            SeedHashes? s = null;
+            if (Fuzz.Refused<ProtocolException>(() => s = SeedHashes.Decode(bytes))) return;
+            WellFormed(s!);
+            Assert.That(s!.Encode(), Is.EqualTo(bytes));
+        }, Fuzz.Hex);
+
+    [Test]
+    public void SeedAnswersRoundTrip() =>
+        Fuzz.Run(SeedAnswerGen, a =>
+        {
+            var back = SeedAnswer.Decode(a.Encode());
+            Assert.That((back.Sequence, back.Count, back.Supplied), Is.EqualTo((a.Sequence, a.Count, a.Supplied)));
+        });
+
+    [Test]
+    public void HostileSeedAnswersAreRefusedOrWellFormed() =>
+        Fuzz.Run(Fuzz.Hostile(SeedAnswerGen.Select(a => a.Encode())), bytes =>
+        {
+            SeedAnswer? a = null;
+            if (Fuzz.Refused<ProtocolException>(() => a = SeedAnswer.Decode(bytes))) return;
+            // one bit per hash, none past them: an answer never claims a block it was not asked about
+            Assert.That(a!.Supplied.Length, Is.EqualTo((a.Count + 7) / 8));
+            Assert.That(a.SuppliedCount(), Is.LessThanOrEqualTo(a.Count));
+            Assert.That(a.Encode(), Is.EqualTo(bytes));
+        }, Fuzz.Hex);
+
     [Test]
     public void DataHeaderRoundTrips() =>
         Fuzz.Run(DataGen, d =>
@@ -321,7 +391,9 @@ public sealed class ProtocolFuzzTests
             (1, Gen.OneOf(FrameType.Commit, FrameType.Committed, FrameType.Verify).Select(t => (t, Array.Empty<byte>()))),
             (1, Gen.Const((FrameType.Verify, new VerifyRequest(VerifyDigest.Nonzero).Encode()))),
             (1, Gen.String.Select(s => (FrameType.Error, System.Text.Encoding.UTF8.GetBytes(s)))),
-            (1, VerifyGen.Select(v => (FrameType.VerifyResult, Json(v, ProtocolJson.Default.VerifyResultMessage)))));
+            (1, VerifyGen.Select(v => (FrameType.VerifyResult, Json(v, ProtocolJson.Default.VerifyResultMessage)))),
+            (2, SeedHashesGen.Select(h => (FrameType.SeedHashes, h.Encode()))),
+            (2, SeedAnswerGen.Select(a => (FrameType.SeedAnswer, a.Encode()))));
 
     /// <summary>Frames as <see cref="FrameWriter"/> puts them on the wire.</summary>
     private static byte[] Wire(List<(FrameType Type, byte[] Payload)> frames)
@@ -375,6 +447,12 @@ public sealed class ProtocolFuzzTests
                 break;
             case FrameType.Verify:
                 VerifyRequest.Decode(f.Payload);
+                break;
+            case FrameType.SeedHashes:
+                WellFormed(SeedHashes.Decode(f.Payload));
+                break;
+            case FrameType.SeedAnswer:
+                SeedAnswer.Decode(f.Payload);
                 break;
             case FrameType.Error:
                 Assert.Throws<RemoteFailureException>(() => ProtocolJson.Decode(f, FrameType.Hello, ProtocolJson.Default.HelloMessage));

@@ -239,6 +239,8 @@ public static class MigrateCommand
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set)");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
             $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
+        if (r.SeedExchangeBytes > 0)
+            o.WriteLine($"  seeds:        {r.BlocksFromSeeds} blocks written at the destination from its seeds, {r.BlocksSent} sent as data; hash exchange {Units.Bytes(r.SeedExchangeBytes)}");
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; " + (r.ThrottleTightestBytesPerSecond == 0 ? "never throttled"
             : $"throttled {r.ThrottledSeconds:0.0} s, writes capped down to {Units.Bytes((long)r.ThrottleTightestBytesPerSecond)}/s (writes delayed {r.WritesDelayedSeconds:0.0} s)"));
@@ -261,6 +263,9 @@ public static class MigrateCommand
             w.WriteNumber("bytes_zero", r.BytesZero);
             foreach (var c in BlockCodec.All) w.WriteNumber($"bytes_{c.Name}", r.BytesWith(c));
             w.WriteNumber("bytes_to_send", r.BytesToSend);
+            w.WriteNumber("blocks_from_seeds", r.BlocksFromSeeds);
+            w.WriteNumber("blocks_sent", r.BlocksSent);
+            w.WriteNumber("seed_exchange_bytes", r.SeedExchangeBytes);
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));
             w.WriteNumber("writes_delayed_seconds", Math.Round(r.WritesDelayedSeconds, 3));

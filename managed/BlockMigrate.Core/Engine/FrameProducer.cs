@@ -35,14 +35,19 @@ internal sealed class FrameProducer(DataEncoding codec)
     public IReadOnlyDictionary<string, long> CodecBytes() =>
         BlockCodec.All.Select((c, i) => (c.Name, Bytes: Interlocked.Read(ref _codecBytes[i]))).ToDictionary(x => x.Name, x => x.Bytes);
 
-    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, List<BlockRange> Taken)> work, ChannelWriter<OutgoingFrame> output,
+    public Task ProduceAsync(IEnumerable<(SourceDisk Disk, List<BlockRange> Taken)> work, ChannelWriter<OutgoingFrame> output,
+        CancellationToken cancellationToken) =>
+        ProduceAsync(work.Select(w => (w.Disk, (IEnumerable<BlockRange>)w.Taken)), output, cancellationToken);
+
+    /// <summary>As <see cref="ProduceAsync(IEnumerable{ValueTuple{SourceDisk, List{BlockRange}}}, ChannelWriter{OutgoingFrame}, CancellationToken)"/>, over ranges of blocks (ascending).</summary>
+    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, ChannelWriter<OutgoingFrame> output,
         CancellationToken cancellationToken)
     {
-        foreach (var (disk, taken) in work)
+        foreach (var (disk, ranges) in work)
         {
             (ulong First, ulong Count)? zeros = null; // a zero range not sent yet: the next one may continue it
             OutgoingFrame? flushed;
-            foreach (var range in taken)
+            foreach (var range in ranges)
                 foreach (var (first, count, hole) in Runs(disk, range.First, range.Count))
                 {
                     if (hole)
@@ -85,9 +90,132 @@ internal sealed class FrameProducer(DataEncoding codec)
             ? p.First + p.Count == first ? ((p.First, p.Count + count), null) : ((first, count), Zero(disk, p.First, p.Count))
             : ((first, count), null);
 
+    /// <summary>Bytes of whole blocks hashed into seed-hashes frames (Interlocked).</summary>
+    public long HashedBytes;
+
+    /// <summary>Blocks sent as data frames with bytes (not zero ranges) (Interlocked).</summary>
+    public long DataBlocks;
+
+    /// <summary>
+    /// The seeded first round's first half: like <see cref="ProduceAsync"/>, but every non-zero whole block
+    /// is hashed (<see cref="BlockHash"/> under <paramref name="key"/>) into seed-hashes frames of up to
+    /// <see cref="SeedHashes.MaxHashes"/> blocks (each also added to <paramref name="batches"/>) instead of
+    /// being sent; holes and zero blocks go as zero ranges, and the image's short last block as data.
+    /// </summary>
+    public async Task ProduceHashesAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, byte[] key, List<SeedBatch> batches,
+        ChannelWriter<OutgoingFrame> output, CancellationToken cancellationToken)
+    {
+        using var hasher = new BlockHash(key);
+        foreach (var (disk, ranges) in work)
+        {
+            var batch = new SeedBatch(disk);
+            var chunkBlocks = Math.Max(1ul, (ulong)DataHeader.MaxDataLength / disk.BlockSize);
+            foreach (var range in ranges)
+                for (var b = range.First; b <= range.Last; b += chunkBlocks)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var n = Math.Min(chunkBlocks, range.Last - b + 1);
+                    foreach (var frame in HashChunk(disk, b, n, hasher, ref batch, batches))
+                        await output.WriteAsync(frame, cancellationToken);
+                }
+            if (batch.Count > 0) await output.WriteAsync(SeedFrame(batch, batches), cancellationToken);
+        }
+    }
+
+    private static OutgoingFrame SeedFrame(SeedBatch batch, List<SeedBatch> batches)
+    {
+        lock (batches) batches.Add(batch);
+        return new OutgoingFrame(default, batch.Encode(), null, batch.Disk, 0, 0) { Seeds = batch };
+    }
+
+    private List<OutgoingFrame> HashChunk(SourceDisk disk, ulong first, ulong count, BlockHash hasher, ref SeedBatch batch, List<SeedBatch> batches)
+    {
+        var frames = new List<OutgoingFrame>();
+        var holes = HoleBlocks(disk, first, count);
+        var whole = disk.Size / disk.BlockSize; // blocks below this are whole
+        var bs = (int)disk.BlockSize;
+        var (start, end) = Bytes(disk, first, count);
+        var length = (int)(end - start);
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            ulong zeroFrom = 0, zeroCount = 0;
+            void FlushZeros(List<OutgoingFrame> to)
+            {
+                if (zeroCount > 0) to.Add(Zero(disk, zeroFrom, zeroCount));
+                zeroCount = 0;
+            }
+            var read = false;
+            for (ulong i = 0; i < count; i++)
+            {
+                var block = first + i;
+                if (holes[i])
+                {
+                    if (zeroCount == 0) zeroFrom = block;
+                    zeroCount++;
+                    continue;
+                }
+                if (!read)
+                {
+                    ReadFull(disk, buffer.AsSpan(0, length), start);
+                    read = true;
+                }
+                var offset = (int)i * bs;
+                var data = buffer.AsSpan(offset, Math.Min(bs, length - offset));
+                if (data.IndexOfAnyExcept((byte)0) < 0)
+                {
+                    if (zeroCount == 0) zeroFrom = block;
+                    zeroCount++;
+                    continue;
+                }
+                FlushZeros(frames);
+                if (block >= whole)
+                {
+                    frames.Add(Data(disk, block, 1, buffer.AsMemory(offset, data.Length), start + offset));
+                    continue;
+                }
+                hasher.Compute(data, batch.Add(block));
+                Interlocked.Add(ref HashedBytes, bs);
+                if (batch.Full)
+                {
+                    frames.Add(SeedFrame(batch, batches));
+                    batch = new SeedBatch(disk);
+                }
+            }
+            FlushZeros(frames);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        return frames;
+    }
+
+    private static void ReadFull(SourceDisk disk, Span<byte> buffer, long start)
+    {
+        var got = 0;
+        while (got < buffer.Length)
+        {
+            var n = RandomAccess.Read(disk.Image, buffer[got..], start + got);
+            if (n == 0) throw new MigrationException($"disk {disk.Name}: image {disk.Spec.ImagePath} shrank while being read");
+            got += n;
+        }
+    }
+
     /// <summary>Bytes of blocks [first, first+count), clipped to the image.</summary>
     private static (long Start, long End) Bytes(SourceDisk disk, ulong first, ulong count) =>
         ((long)(first * disk.BlockSize), (long)Math.Min((first + count) * disk.BlockSize, disk.Size));
+
+    /// <summary>For each block of the chunk: does it lie wholly in a hole of the image file? (the seeded round's hashing)</summary>
+    private static bool[] HoleBlocks(SourceDisk disk, ulong first, ulong count)
+    {
+        var holes = new bool[count];
+        Array.Fill(holes, true);
+        foreach (var (runFirst, runCount, hole) in Runs(disk, first, count))
+            if (!hole)
+                for (var b = runFirst; b < runFirst + runCount; b++) holes[b - first] = false;
+        return holes;
+    }
 
     /// <summary>
     /// Blocks [first, first+count) as runs that lie wholly in a hole of the image file (<c>hole</c>) and runs
@@ -171,6 +299,7 @@ internal sealed class FrameProducer(DataEncoding codec)
     private OutgoingFrame Data(SourceDisk disk, ulong first, ulong count, ReadOnlyMemory<byte> data, long offset)
     {
         Interlocked.Add(ref DataBytes, data.Length);
+        Interlocked.Add(ref DataBlocks, (long)count);
         var scratch = ArrayPool<byte>.Shared.Rent(BlockCodec.ScratchSize(data.Length));
         var (encoding, body) = BlockCodec.Encode(data, scratch, Codec);
         for (var i = 0; i < _codecBytes.Length; i++)

@@ -137,6 +137,8 @@ public sealed partial class Migration
             }
             if (!finishOnly) _state.Decide(ChooseGateResume(welcome.Disks) ? SwitchoverPlan.Gate : SwitchoverPlan.Commit);
             _zstdOffered = welcome.Codecs?.Contains(WelcomeMessage.Zstd) == true;
+            _seedKey = welcome.SeedKey is { } seedKey && !finishOnly ? Convert.FromHexString(seedKey) : null;
+            if (_seedKey != null) Say("the receiver holds seed images: the first round sends block hashes first, data only for blocks it cannot find");
         }
         catch (IOException e)
         {

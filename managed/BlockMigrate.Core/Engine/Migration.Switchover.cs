@@ -258,5 +258,8 @@ public sealed partial class Migration
         CommitMs = _commitTime?.TotalMilliseconds,
         ThrottleTightestBytesPerSecond = _throttleTightest,
         BytesByCodec = _producer.CodecBytes(),
+        BlocksFromSeeds = _sender!.SeedBlocks,
+        BlocksSent = Interlocked.Read(ref _producer.DataBlocks),
+        SeedExchangeBytes = _sender.SeedWireBytes,
     };
 }

@@ -193,7 +193,11 @@ public sealed partial class Migration : IAsyncDisposable
         TimeSpan? eta = drain > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / drain) : null;
         try
         {
-            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
+            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed)
+            {
+                BlocksFromSeeds = _sender?.SeedBlocks ?? 0,
+                BlocksSent = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBlocks),
+            });
         }
         catch (Exception e) when (e is IOException or InvalidOperationException)
         {

@@ -210,6 +210,27 @@ internal sealed class ReceivedDisk : IDisposable
         return (first, count);
     }
 
+    /// <summary>The body of the last compressed data frame, decoded (valid until the next <see cref="Write"/>).</summary>
+    public ReadOnlySpan<byte> Decoded(int length) => _buffer.AsSpan(0, length);
+
+    /// <summary>Writes one whole block copied from a seed (checked by the caller: its hash is the one the source sent).</summary>
+    public void WriteBlock(ulong block, ReadOnlySpan<byte> data)
+    {
+        var offset = block * Offer.BlockSize;
+        if (data.Length != Offer.BlockSize || offset + Offer.BlockSize > Offer.Size)
+            throw new ProtocolException($"disk {Name}: block {block} is not a whole block of the disk");
+        try
+        {
+            WriteRange(false, data, offset, Offer.BlockSize);
+        }
+        catch (IOException e)
+        {
+            throw new ReceiverException(SparseFile.IsDiskFull(e)
+                ? $"disk full: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {offset}: No space left on device"
+                : $"disk {Name}: write error: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {offset}: {e.Message}");
+        }
+    }
+
     private void WriteRange(bool zero, ReadOnlySpan<byte> data, ulong offset, ulong length)
     {
         if (zero) _storage.Zero(Image, (long)offset, (long)length, StoragePoint.ZeroWrite);

@@ -23,7 +23,8 @@ internal sealed class InProcessReceiver : IAsyncDisposable
     public string Image(string disk) => Path.Combine(ImageDir, disk + ".img");
     public string StateFile(string disk) => Path.Combine(ImageDir, disk + ".img.blockmigrate-state");
 
-    public static async Task<InProcessReceiver> StartAsync(string imageDir, IReceiverStorage? storage = null, string? gateDir = null, bool overwrite = false, KeyPair? keys = null)
+    public static async Task<InProcessReceiver> StartAsync(string imageDir, IReceiverStorage? storage = null, string? gateDir = null, bool overwrite = false, KeyPair? keys = null,
+        IReadOnlyList<string>? seeds = null, Action? seedsIndexed = null)
     {
         Directory.CreateDirectory(imageDir);
         var r = new InProcessReceiver(imageDir);
@@ -40,6 +41,8 @@ internal sealed class InProcessReceiver : IAsyncDisposable
             Overwrite = overwrite,
             Storage = storage,
             IdleTimeout = TimeSpan.FromSeconds(60),
+            Seeds = seeds ?? [],
+            SeedsIndexed = seedsIndexed,
         }, new LineLogger(r._log));
         receiver.Listening += ep => listening.TrySetResult(ep);
         r.Run = Task.Run(() => receiver.RunAsync(r._stop.Token));

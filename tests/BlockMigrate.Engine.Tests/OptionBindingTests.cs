@@ -30,6 +30,7 @@ public class OptionBindingTests
         ["--xen-remote"] = "ssh dst", ["--xen-config"] = "/etc/xen/vm0.cfg",
         ["--listen"] = "127.0.0.1:7999", ["--image-dir"] = "/srv/images", ["--trusted"] = "/etc/blockmigrate/trusted",
         ["--gate-map-dir"] = "/dev/shm/elsewhere", ["--handshake-timeout"] = "2.5", ["--max-pending-handshakes"] = "8",
+        ["--seed"] = "/srv/templates/debian12.img", ["--seed-dir"] = "/srv/templates",
     };
 
     private static IEnumerable<TestCaseData> Keyed()
@@ -86,6 +87,16 @@ public class OptionBindingTests
         Assert.That(options, Is.EqualTo(expected));
         Assert.That(hypervisor.Kind, Is.EqualTo(Hypervisors.HypervisorKind.None));
         Assert.That(redirection, Is.Null);
+    }
+
+    [Test]
+    public void Seed_is_repeatable_and_comma_separated_and_flags_replace_the_files_list()
+    {
+        using var dir = new TempDir("binder");
+        File.WriteAllText(dir["r.conf"], "image-dir = /srv/images\nseed = /t/a.img, /t/b.img\n");
+        Assert.That(ReceiveCommand.Bind(Bind("receive", ["--config", dir["r.conf"]])).Seeds, Is.EqualTo(new[] { "/t/a.img", "/t/b.img" }));
+        Assert.That(ReceiveCommand.Bind(Bind("receive", ["--config", dir["r.conf"], "--seed", "/t/c.img", "--seed", "/t/d.img,/t/e.img"])).Seeds,
+            Is.EqualTo(new[] { "/t/c.img", "/t/d.img", "/t/e.img" }));
     }
 
     [Test]

@@ -34,6 +34,8 @@ public class SourceSessionTests
         public void Acked(ulong sequence) { lock (Acks) Acks.Add(sequence); }
         public void Committed() { }
         public void Verified(VerifyResultMessage result) { }
+        public readonly List<SeedAnswer> Answers = [];
+        public void SeedAnswered(SeedAnswer answer) { lock (Answers) Answers.Add(answer); }
         public void Failed(BlockMigrateException reason) => Failure.TrySetResult(reason);
     }
 

@@ -42,6 +42,13 @@ public sealed class SourceShim : IDisposable
             var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 20000).Select(i => $"line {i}: the quick brown fox\n")));
             f.Write(text);
         }
+        return Serve(dir, "source.img", blockSize);
+    }
+
+    /// <summary>Serves an image already made in <paramref name="dir"/> (the map beside it), with the given map block size.</summary>
+    public static SourceShim Serve(string dir, string imageName, string? blockSize = null)
+    {
+        var image = Path.Combine(dir, imageName);
         var map = Path.Combine(dir, "source.map");
         var server = NbdkitServer.Start(dir, NbdkitServer.FilterArgs(image, map, blockSize));
         var deadline = DateTime.UtcNow.AddSeconds(10);

@@ -35,10 +35,33 @@ public sealed class ProtocolFuzzTests
     private static readonly Gen<WelcomeMessage> WelcomeGen =
         Gen.Select(Gen.Select(NameGen, Gen.Bool, Gen.Bool, (n, r, g) => new DiskAnswer(n, r, g)).List[0, 4],
             Gen.Frequency((1, Gen.Const((List<string>?)null)), (3, Gen.OneOf("zstd", "lz4", "").List[0, 3].Select(l => (List<string>?)l))),
-            (d, c) => new WelcomeMessage(d, c));
+            Gen.Frequency((2, Gen.Const((string?)null)), (1, Gen.Byte.Array[32].Select(b => (string?)Convert.ToHexString(b).ToLowerInvariant()))),
+            (d, c, k) => new WelcomeMessage(d, c, SeedKey: k));
+
+    private static readonly Gen<SeedHashes> SeedHashesGen =
+        // whole only with ranges ascending and disjoint whose blocks add up to the hashes (1 to MaxHashes)
+        Gen.Select(Gen.UShort, Gen.Select(Gen.ULong[0, 1ul << 30], Gen.ULong[1, 40]).List[1, 30], Gen.Byte, (d, steps, fill) =>
+        {
+            var ranges = new List<BlockRange>();
+            ulong next = 0;
+            foreach (var (gap, length) in steps)
+            {
+                ranges.Add(new BlockRange(next + gap, next + gap + length - 1));
+                next += gap + length + 1;
+            }
+            var count = (int)ranges.Sum(r => (long)r.Count);
+            var hashes = new byte[count * BlockHash.Size];
+            for (var i = 0; i < hashes.Length; i++) hashes[i] = (byte)(fill + i * 7);
+            return new SeedHashes(d, ranges, hashes);
+        });
+
+    private static readonly Gen<SeedAnswer> SeedAnswerGen =
+        Gen.Select(Gen.ULong, Gen.Bool.List[1, 300], (seq, bits) => new SeedAnswer(seq, bits.Count, SeedAnswer.Bitmap(bits)));
 
     private static readonly Gen<VerifyResultMessage> VerifyGen =
-        Gen.Byte.Array[32].Select(b => Convert.ToHexString(b).ToLowerInvariant()).List[0, 4].Select(l => new VerifyResultMessage(l));
+        Gen.Select(Gen.Byte.Array[32].Select(b => Convert.ToHexString(b).ToLowerInvariant()).List[0, 4],
+            Gen.OneOf(Gen.Const((string?)null), Gen.Const((string?)VerifyResultMessage.NonzeroDigestName)),
+            (l, d) => new VerifyResultMessage(l, d));
 
     private static readonly Gen<BlockRange> RangeGen =
         Gen.Frequency(
@@ -100,12 +123,15 @@ public sealed class ProtocolFuzzTests
         Assert.That(w.Disks, Is.Not.Null);
         Assert.That(w.Disks.All(d => d is { Name: not null }));
         Assert.That(w.Codecs == null || w.Codecs.All(c => c != null));
+        Assert.That(w.SeedKey == null || (w.SeedKey.Length == 64 && w.SeedKey.All(Uri.IsHexDigit)), "a seed key is 64 hex digits");
     }
 
     private static void WellFormed(VerifyResultMessage v)
     {
         Assert.That(v.Sha256, Is.Not.Null);
         Assert.That(v.Sha256.All(s => s != null));
+        Assert.That(v.Digest, Is.Null.Or.EqualTo(VerifyResultMessage.NonzeroDigestName));
+        if (v.Digest != null) Assert.That(v.Sha256.All(s => s.Length == 64 && s.All(Uri.IsHexDigit)));
     }
 
     private static byte[] Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info) => ProtocolJson.Encode(value, info);
@@ -159,6 +185,22 @@ public sealed class ProtocolFuzzTests
                 WellFormed(v!);
         }, Fuzz.Hex);
 
+    /// <summary>The Verify frame: empty (whole-image SHA-256) or one byte naming a known digest; anything else is refused.</summary>
+    [Test]
+    public void VerifyRequestRoundTripsAndRefusesTheRest()
+    {
+        foreach (var d in Enum.GetValues<VerifyDigest>())
+            Assert.That(VerifyRequest.Decode(new VerifyRequest(d).Encode()).Digest, Is.EqualTo(d));
+        Fuzz.Run(Fuzz.Hostile(Gen.OneOf(Gen.Const(new VerifyRequest(VerifyDigest.WholeImage).Encode()), Gen.Const(new VerifyRequest(VerifyDigest.Nonzero).Encode())), 8), bytes =>
+        {
+            VerifyDigest d = default;
+            var refused = Fuzz.Refused<ProtocolException>(() => d = VerifyRequest.Decode(bytes).Digest);
+            var valid = bytes.Length == 0 || (bytes.Length == 1 && bytes[0] == (byte)VerifyDigest.Nonzero);
+            Assert.That(refused, Is.EqualTo(!valid));
+            if (!refused) Assert.That(d, Is.EqualTo(bytes.Length == 0 ? VerifyDigest.WholeImage : VerifyDigest.Nonzero));
+        }, Fuzz.Hex);
+    }
+
     [Test]
     public void ErrorFrameIsAlwaysARemoteFailure() =>
         Fuzz.Run(Gen.Byte.Array[0, 600], bytes =>
@@ -206,6 +248,54 @@ public sealed class ProtocolFuzzTests
             Assert.That(bytes.Length, Is.EqualTo(8 + 16 * s!.Ranges.Count));
             Assert.That(s.Ranges.All(r => r.First <= r.Last));
             Assert.That(s.Encode().AsSpan(8).SequenceEqual(bytes.AsSpan(8)));
+        }, Fuzz.Hex);
+
+    private static void WellFormed(SeedHashes h)
+    {
+        Assert.That(h.Count, Is.InRange(1, SeedHashes.MaxHashes));
+        Assert.That(h.Ranges.Sum(r => (decimal)r.Count), Is.EqualTo(h.Count));
+        for (var i = 1; i < h.Ranges.Count; i++) Assert.That(h.Ranges[i].First, Is.GreaterThan(h.Ranges[i - 1].Last));
+        Assert.That(h.Blocks().Count(), Is.EqualTo(h.Count));
+    }
+
+    [Test]
+    public void SeedHashesRoundTrip() =>
+        Fuzz.Run(SeedHashesGen, set =>
+        {
+            var back = SeedHashes.Decode(set.Encode());
+            Assert.That(back.Disk, Is.EqualTo(set.Disk));
+            Assert.That(back.Ranges, Is.EqualTo(set.Ranges));
+            Assert.That(back.Hashes, Is.EqualTo(set.Hashes));
+        });
+
+    [Test]
+    public void HostileSeedHashesAreRefusedOrWellFormed() =>
+        Fuzz.Run(Fuzz.Hostile(SeedHashesGen.Select(s => s.Encode())), bytes =>
+        {
+            SeedHashes? s = null;
+            if (Fuzz.Refused<ProtocolException>(() => s = SeedHashes.Decode(bytes))) return;
+            WellFormed(s!);
+            Assert.That(s!.Encode(), Is.EqualTo(bytes));
+        }, Fuzz.Hex);
+
+    [Test]
+    public void SeedAnswersRoundTrip() =>
+        Fuzz.Run(SeedAnswerGen, a =>
+        {
+            var back = SeedAnswer.Decode(a.Encode());
+            Assert.That((back.Sequence, back.Count, back.Supplied), Is.EqualTo((a.Sequence, a.Count, a.Supplied)));
+        });
+
+    [Test]
+    public void HostileSeedAnswersAreRefusedOrWellFormed() =>
+        Fuzz.Run(Fuzz.Hostile(SeedAnswerGen.Select(a => a.Encode())), bytes =>
+        {
+            SeedAnswer? a = null;
+            if (Fuzz.Refused<ProtocolException>(() => a = SeedAnswer.Decode(bytes))) return;
+            // one bit per hash, none past them: an answer never claims a block it was not asked about
+            Assert.That(a!.Supplied.Length, Is.EqualTo((a.Count + 7) / 8));
+            Assert.That(a.SuppliedCount(), Is.LessThanOrEqualTo(a.Count));
+            Assert.That(a.Encode(), Is.EqualTo(bytes));
         }, Fuzz.Hex);
 
     [Test]
@@ -299,8 +389,11 @@ public sealed class ProtocolFuzzTests
             (2, FinalSetGen.Select(s => (FrameType.FinalSet, s.Encode()))),
             (2, Gen.ULong.Select(s => (FrameType.Ack, new AckMessage(s).Encode()))),
             (1, Gen.OneOf(FrameType.Commit, FrameType.Committed, FrameType.Verify).Select(t => (t, Array.Empty<byte>()))),
+            (1, Gen.Const((FrameType.Verify, new VerifyRequest(VerifyDigest.Nonzero).Encode()))),
             (1, Gen.String.Select(s => (FrameType.Error, System.Text.Encoding.UTF8.GetBytes(s)))),
-            (1, VerifyGen.Select(v => (FrameType.VerifyResult, Json(v, ProtocolJson.Default.VerifyResultMessage)))));
+            (1, VerifyGen.Select(v => (FrameType.VerifyResult, Json(v, ProtocolJson.Default.VerifyResultMessage)))),
+            (2, SeedHashesGen.Select(h => (FrameType.SeedHashes, h.Encode()))),
+            (2, SeedAnswerGen.Select(a => (FrameType.SeedAnswer, a.Encode()))));
 
     /// <summary>Frames as <see cref="FrameWriter"/> puts them on the wire.</summary>
     private static byte[] Wire(List<(FrameType Type, byte[] Payload)> frames)
@@ -351,6 +444,15 @@ public sealed class ProtocolFuzzTests
                 break;
             case FrameType.Ack:
                 AckMessage.Decode(f.Payload);
+                break;
+            case FrameType.Verify:
+                VerifyRequest.Decode(f.Payload);
+                break;
+            case FrameType.SeedHashes:
+                WellFormed(SeedHashes.Decode(f.Payload));
+                break;
+            case FrameType.SeedAnswer:
+                SeedAnswer.Decode(f.Payload);
                 break;
             case FrameType.Error:
                 Assert.Throws<RemoteFailureException>(() => ProtocolJson.Decode(f, FrameType.Hello, ProtocolJson.Default.HelloMessage));
@@ -448,6 +550,8 @@ public sealed class ProtocolFuzzRegressionTests
 
     [TestCase("""{}""")]
     [TestCase("""{"sha256":[null]}""")]
+    [TestCase("""{"sha256":[],"digest":"md5"}""")]
+    [TestCase("""{"sha256":["zz"],"digest":"nonzero-sha256"}""")]
     public void VerifyResultWithMissingMembersIsRefused(string json) =>
         Assert.Throws<ProtocolException>(() =>
             ProtocolJson.Decode(new Frame(FrameType.VerifyResult, 1, System.Text.Encoding.UTF8.GetBytes(json)), FrameType.VerifyResult, ProtocolJson.Default.VerifyResultMessage));

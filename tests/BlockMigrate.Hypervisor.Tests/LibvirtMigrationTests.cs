@@ -1,3 +1,4 @@
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Maps;
 using BlockMigrate.TestSupport;
 
@@ -33,6 +34,22 @@ public sealed class LibvirtMigrationTests
         Assert.That(await _bed.DefinedAsync(_bed.SourceUri), Does.Not.Contain(LibvirtTestbed.Domain), "--persistent: undefined at the source");
         var inactive = await _bed.VirshCheckAsync(_bed.DestinationUri, "dumpxml", "--inactive", LibvirtTestbed.Domain);
         Assert.That(inactive, Does.Contain(_bed.DestinationShim.Socket), "the destination's definition points at its own shim");
+        // the disks were handed over and the domain resumed once libvirt had finished at the destination, while the
+        // source's Confirm still stopped the source QEMU (1.6-2 s here; 1.6 s of a 1.8 s pause when the hand-over waited for it)
+        var timeline = migrate.Stderr.Split('\n').Single(l => l.Contains("where the pause went", StringComparison.Ordinal));
+        Assert.That(timeline, Does.Contain("finished at the destination"));
+        Assert.That(migrate.Stderr, Does.Contain("libvirt is still confirming at the source"));
+    }
+
+    [Test, CancelAfter(240_000)]
+    public async Task Memory_tunnelled_through_the_libvirt_connection_moves_the_domain(CancellationToken ct)
+    {
+        _bed = await LibvirtTestbed.StartAsync("t");
+        await _bed.StartGuestAsync();
+        var (receiver, address) = await _bed.StartReceiverAsync();
+        var migrate = _bed.StartMigrate(address, "--memory-tunnelled");
+        await MigratedAsync(_bed, migrate, receiver);
+        Assert.That(migrate.Stderr, Does.Contain("migrate --live --suspend").And.Contain("--p2p --tunnelled").And.Not.Contain("--migrateuri"));
     }
 
     [Test, CancelAfter(240_000)]
@@ -80,11 +97,15 @@ public sealed class LibvirtMigrationTests
         var bed = _bed;
         await bed.StartGuestAsync();
         var (receiver, address) = await bed.StartReceiverAsync();
-        var migrate = bed.StartMigrate(address, "--migration-uri", $"tcp://{bed.Net.DestinationAddress}", "--memory-plaintext", "--memory-bandwidth", "3M");
+        var tempBefore = TempDirs();
+        // the first run names its disk, the re-run finds it from the domain's XML: the same disk (it resumes)
+        var migrate = bed.StartMigrateWithDisk(address, "--migration-uri", $"tcp://{bed.Net.DestinationAddress}", "--memory-plaintext", "--memory-bandwidth", "3M");
         await migrate.WaitForStderrLineAsync(@"libvirt: memory: virsh", TimeSpan.FromSeconds(120));
         await WaitForStateAsync(bed, bed.DestinationUri, "paused", TimeSpan.FromSeconds(30));
         await Task.Delay(1500, ct);
         Assert.That(migrate.HasExited, Is.False, "still copying memory when we die");
+        var killedRuns = TempDirs().Except(tempBefore).ToList();
+        Assert.That(killedRuns.Where(d => File.Exists(Path.Combine(d, "domain.xml"))), Is.Not.Empty, "the run's private directory with the rewritten XML");
         migrate.Kill(); // SIGKILL: nothing of ours cleans up; virsh dies with us (pdeathsig), libvirt cancels its job
         Assert.That(await WholeVmTestbed.ExitOfAsync(receiver, TimeSpan.FromSeconds(60)), Is.EqualTo(1), "the receiver did not commit");
         await WaitForStateAsync(bed, bed.DestinationUri, "absent", TimeSpan.FromSeconds(60));
@@ -99,7 +120,12 @@ public sealed class LibvirtMigrationTests
         Assert.That(report.GetProperty("resumed").GetBoolean(), Is.True, rerun.Stderr);
         Assert.That(report.GetProperty("bytes_of_data").GetInt64(), Is.LessThan(LibvirtTestbed.DiskBytes),
             "a resumed copy sends less than the whole disk");
+        Assert.That(killedRuns.Where(Directory.Exists), Is.Empty, "the re-run removed the killed run's directory: " + rerun.Stderr);
+        Assert.That(rerun.Stderr, Does.Contain("removed the stale temporary directory"));
     }
+
+    private static string[] TempDirs() =>
+        Directory.Exists(LibvirtTempDir.DefaultParent) ? Directory.GetDirectories(LibvirtTempDir.DefaultParent) : [];
 
     [Test]
     public async Task A_disk_not_behind_the_shim_is_refused_by_name()

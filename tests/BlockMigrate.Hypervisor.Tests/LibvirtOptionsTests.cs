@@ -1,3 +1,4 @@
+using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
 using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.TestSupport;
@@ -95,4 +96,100 @@ public sealed class LibvirtOptionsTests
         Assert.That((LibvirtHypervisor.Stat("Job type: 3\n\noperation: 4\ndowntime: 303\nmemory_processed: 77212948\n", "downtime"),
                 LibvirtHypervisor.Stat("downtime_net: 297\nmemory_processed: 77212948\n", "memory_processed")),
             Is.EqualTo(((long?)303, (long?)77212948)));
+
+    /// <summary>A shim disk file directory as the package lays it out, with <paramref name="files"/> (NAME → text).</summary>
+    private static TempDir ConfigDir(params (string Name, string Text)[] files)
+    {
+        var dir = new TempDir("lvconf");
+        foreach (var (name, text) in files) File.WriteAllText(dir[name + ".conf"], text);
+        return dir;
+    }
+
+    private static IReadOnlyList<LibvirtShimDisk> Resolve(string xml, TempDir conf, params DiskSpec[] given) =>
+        LibvirtShimDisks.Resolve(LibvirtDomainXml.Parse(xml), "vm0", LibvirtShimDisks.ReadConfigs(conf.Path), conf.Path, given);
+
+    private static string Nbd(string target, string socket) =>
+        $"<disk type='network' device='disk'><driver name='qemu' type='raw'/><source protocol='nbd'><host transport='unix' socket='{socket}'/></source><target dev='{target}' bus='virtio'/></disk>";
+
+    private static string Domain(params string[] disks) => $"<domain type='kvm'><name>vm0</name><devices>{string.Concat(disks)}</devices></domain>";
+
+    [Test]
+    public void Disks_are_derived_from_the_domain_xml_and_the_shim_disk_files()
+    {
+        using var conf = ConfigDir(
+            ("vm0", "# the unit's defaults for SOCKET and DIRTYMAP\nIMAGE=/srv/vm0.img\nQEMU_GROUP=kvm\n"),
+            ("data", " IMAGE = '/srv/data.img'\n; a comment\nSOCKET=\"/run/bm/data.sock\"\nDIRTYMAP=/dev/shm/bm/data.map\n"),
+            ("other", "IMAGE=/srv/other.img\n"));
+        var disks = Resolve(Xml.Replace("DATA", Nbd("vdb", "/run/bm/data.sock")), conf);
+        Assert.That(disks.Select(d => (d.Target, d.Socket, d.Disk)), Is.EqualTo(new[]
+        {
+            ("vda", "/run/blockmigrate/vm0.sock", new DiskSpec("vm0", "/srv/vm0.img", "/dev/shm/blockmigrate/vm0.map")),
+            ("vdb", "/run/bm/data.sock", new DiskSpec("data", "/srv/data.img", "/dev/shm/bm/data.map")),
+        }), "the read-only CD-ROM is not moved; the shim disk 'other' is not this domain's");
+    }
+
+    [TestCase("/tmp/vm0.sock", TestName = "A socket outside the shim's directory is refused by disk")]
+    [TestCase("/run/blockmigrate/../../tmp/vm0.sock", TestName = "A socket path climbing out of the shim's directory is refused by disk")]
+    [TestCase("/run/blockmigrate/vm0.sock/", TestName = "A socket path that is not the shim's exactly is refused by disk")]
+    [TestCase("/run/blockmigrate/nobody.sock", TestName = "A socket in the shim's directory that no disk file names is refused by disk")]
+    public void Hostile_socket_is_refused_by_disk(string socket)
+    {
+        using var conf = ConfigDir(("vm0", "IMAGE=/srv/vm0.img\n"));
+        Assert.That(() => Resolve(Domain(Nbd("vda", "/run/blockmigrate/vm0.sock"), Nbd("vdb", socket)), conf), Throws.TypeOf<HypervisorException>().With.Message
+            .EqualTo($"libvirt: disk vdb of domain 'vm0' (nbd unix socket {socket}) is not a socket of the blockmigrate shim: no shim disk file in {conf.Path} " +
+                     $"names it (SOCKET=, default /run/blockmigrate/NAME.sock for {conf.Path}/NAME.conf); serve the disk with blockmigrate-shim@NAME, or name its image and map with --disk"));
+    }
+
+    [Test]
+    public void A_disk_not_behind_the_shim_is_named_when_disks_are_derived()
+    {
+        using var conf = ConfigDir(("vm0", "IMAGE=/srv/vm0.img\n"));
+        Assert.That(() => Resolve(Domain(Nbd("vda", "/run/blockmigrate/vm0.sock"),
+                "<disk type='block' device='disk'><source dev='/dev/vg/data'/><target dev='vdb' bus='virtio'/></disk>"), conf),
+            Throws.TypeOf<HypervisorException>().With.Message.StartsWith("libvirt: disk vdb of domain 'vm0' (block /dev/vg/data) is not behind the blockmigrate shim"));
+    }
+
+    [Test, System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void A_shim_disk_file_others_can_write_is_refused_by_name()
+    {
+        using var conf = ConfigDir(("vm0", "IMAGE=/srv/vm0.img\n"));
+        File.SetUnixFileMode(conf["vm0.conf"], UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite);
+        Assert.That(() => Resolve(Domain(Nbd("vda", "/run/blockmigrate/vm0.sock")), conf), Throws.TypeOf<HypervisorException>().With.Message
+            .StartsWith($"libvirt: disk vda of domain 'vm0' (nbd unix socket /run/blockmigrate/vm0.sock): shim disk file {conf["vm0.conf"]} is writable by group or others"));
+    }
+
+    [Test]
+    public void A_shim_disk_file_without_an_absolute_image_is_refused_by_name()
+    {
+        using var conf = ConfigDir(("vm0", "IMAGE=vm0.img\n"));
+        Assert.That(() => Resolve(Domain(Nbd("vda", "/run/blockmigrate/vm0.sock")), conf), Throws.TypeOf<HypervisorException>().With.Message
+            .Contains($"shim disk file {conf["vm0.conf"]}: IMAGE= is 'vm0.img', not an absolute path"));
+    }
+
+    [Test]
+    public void Explicit_disks_must_agree_with_the_domain()
+    {
+        using var conf = ConfigDir(("vm0", "IMAGE=/srv/vm0.img\n"));
+        var xml = Domain(Nbd("vda", "/run/blockmigrate/vm0.sock"), Nbd("vdb", "/run/handmade.sock"));
+        var vda = new DiskSpec("vm0", "/srv/vm0.img", "/dev/shm/blockmigrate/vm0.map");
+        var vdb = new DiskSpec("vdb", "/srv/handmade.img", "/dev/shm/handmade.map");
+        Assert.That(Resolve(xml, conf, vdb, vda).Select(d => (d.Target, d.Disk)), Is.EqualTo(new[] { ("vda", vda), ("vdb", vdb) }),
+            "by shim disk name or by target; a socket no file names is taken as --disk says");
+        Assert.That(() => Resolve(xml, conf, vda with { MapPath = "/tmp/other.map" }, vdb), Throws.TypeOf<HypervisorException>().With.Message
+            .EqualTo($"libvirt: --disk vm0=/srv/vm0.img:/tmp/other.map disagrees with disk vda of domain 'vm0' (nbd unix socket /run/blockmigrate/vm0.sock): " +
+                     $"its shim serves /srv/vm0.img with the map /dev/shm/blockmigrate/vm0.map ({conf["vm0.conf"]})"));
+        Assert.That(() => Resolve(xml, conf, vda), Throws.TypeOf<HypervisorException>().With.Message
+            .Contains("disk vdb of domain 'vm0' (nbd unix socket /run/handmade.sock): no --disk names it"));
+        Assert.That(() => Resolve(xml, conf, vda, vdb, new DiskSpec("vdc", "/x", "/y")), Throws.TypeOf<HypervisorException>().With.Message
+            .StartsWith("libvirt: --disk vdc is not a disk of domain 'vm0' behind the shim"));
+    }
+
+    [Test]
+    public void A_domain_whose_disks_changed_since_they_were_resolved_is_refused()
+    {
+        using var conf = ConfigDir(("vm0", "IMAGE=/srv/vm0.img\n"), ("vm1", "IMAGE=/srv/vm1.img\n"));
+        var disks = Resolve(Domain(Nbd("vda", "/run/blockmigrate/vm0.sock")), conf);
+        Assert.That(() => LibvirtShimDisks.CheckUnchanged(LibvirtDomainXml.Parse(Domain(Nbd("vda", "/run/blockmigrate/vm1.sock"))), "vm0", disks),
+            Throws.TypeOf<HypervisorException>().With.Message.Contains("the disks of domain 'vm0' changed"));
+    }
 }

@@ -60,13 +60,14 @@ public sealed class LibvirtTestbed : IDisposable
     /// fill) and the source shim serves a blank image of the same format (a preallocated qcow2 over the
     /// same base), for <c>blockmigrate adopt</c>.
     /// </summary>
-    public static async Task<LibvirtTestbed> StartAsync(string tag, string? adopt = null)
+    /// <param name="rate">tbf rate of the veth between the hosts (both ends), e.g. "100mbit"; null = unshaped.</param>
+    public static async Task<LibvirtTestbed> StartAsync(string tag, string? adopt = null, string? rate = null)
     {
         var dir = new TempDir("lv-" + tag);
         NamespacePair? net = null;
         try
         {
-            net = await NamespacePair.CreateAsync("lv" + tag);
+            net = await NamespacePair.CreateAsync("lv" + tag, rate: rate);
             var bed = new LibvirtTestbed(dir, net);
             try
             {
@@ -203,17 +204,47 @@ public sealed class LibvirtTestbed : IDisposable
         return (p, $"{Net.DestinationAddress}:{m.Groups[1].Value}");
     }
 
-    /// <summary><c>blockmigrate migrate --hypervisor libvirt</c> in the source namespace, as an admin types it.</summary>
-    public BackgroundProcess StartMigrate(string to, params string[] extra)
+    /// <summary>
+    /// The shim's disk files as the package lays them out (<c>/etc/blockmigrate/disks/NAME.conf</c>, here in the
+    /// test's directory): disk vda is the source shim's image, map and socket.
+    /// </summary>
+    public string DiskConfigDir
     {
-        var args = new List<string>
+        get
         {
-            "migrate", "--disk", $"vda={SourceImage}:{SourceMap}", "--to", to, "--key", Keys.SourceKey,
+            var dir = Dir["disks.d"];
+            if (!Directory.Exists(dir))
+            {
+                Directory.CreateDirectory(dir); // 0755 under the usual umask: the shim disk files' directory must not be writable by others
+                File.WriteAllText(Path.Combine(dir, "vda.conf"),
+                    $"# as blockmigrate-shim@vda reads it\nIMAGE={SourceImage}\nQEMU_GROUP=root\nSOCKET=\"{SourceShim.Socket}\"\nDIRTYMAP={SourceMap}\n");
+            }
+            return dir;
+        }
+    }
+
+    /// <summary>
+    /// <c>blockmigrate migrate --hypervisor libvirt</c> in the source namespace, as an admin types it: the disks
+    /// come from the domain's XML and the shim's disk files (<see cref="DiskConfigDir"/>), no <c>--disk</c>.
+    /// </summary>
+    public BackgroundProcess StartMigrate(string to, params string[] extra) =>
+        StartMigrateWith(["--disk-config-dir", DiskConfigDir], to, extra);
+
+    /// <summary>The same with the disk named explicitly (<c>--disk vda=IMAGE:MAP</c>).</summary>
+    public BackgroundProcess StartMigrateWithDisk(string to, params string[] extra) =>
+        StartMigrateWith(["--disk", $"vda={SourceImage}:{SourceMap}"], to, extra);
+
+    private BackgroundProcess StartMigrateWith(string[] disks, string to, string[] extra)
+    {
+        var args = new List<string>(disks)
+        {
+            "--to", to, "--key", Keys.SourceKey,
             "--peer-fingerprint", Keys.ReceiverFingerprint, "--json", "--timeout", "200",
             "--hypervisor", "libvirt", "--domain", Domain, "--connect", SourceUri, "--destination-connect", DestinationUri,
             "--destination-socket", $"vda={DestinationShim.Socket}",
         };
         args.AddRange(extra);
+        args.Insert(0, "migrate");
         return Own(BackgroundProcess.CliIn(Net.Source, args.ToArray()));
     }
 

@@ -66,6 +66,8 @@ public sealed class HypervisorCliOptions
     public Switch Persistent { get; } = Flag("--persistent", "libvirt: define the domain at the destination and undefine it at the source");
     public Switch MemoryTunnelled { get; } = Flag("--memory-tunnelled", "libvirt: send memory inside the libvirt connection (virsh migrate in p2p tunnelled mode)");
     public Setting<string?> Virsh { get; } = Text("--virsh", "libvirt: the virsh executable", "virsh");
+    public Setting<string?> DiskConfigDir { get; } = Text("--disk-config-dir",
+        "libvirt: the shim's disk files (NAME.conf: IMAGE=, SOCKET=, DIRTYMAP=), how the domain's disk sockets become --disk entries", LibvirtShimDisks.DefaultConfigDir);
 
     public IEnumerable<Setting> All => [Kind, .. QemuSettings, .. XenSettings, .. LibvirtOnlySettings];
 
@@ -74,7 +76,7 @@ public sealed class HypervisorCliOptions
 
     internal IEnumerable<Setting> XenSettings => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
 
-    internal IEnumerable<Setting> LibvirtOnlySettings => [Domain, Connect, DestinationConnect, DestinationSocket, Persistent, MemoryTunnelled, Virsh];
+    internal IEnumerable<Setting> LibvirtOnlySettings => [Domain, Connect, DestinationConnect, DestinationSocket, Persistent, MemoryTunnelled, Virsh, DiskConfigDir];
 
     /// <summary>What --hypervisor libvirt takes: its own settings and the qemu ones it maps onto virsh migrate.</summary>
     internal IEnumerable<Setting> LibvirtSettings => [.. LibvirtOnlySettings, MigrationUri, MemoryBandwidth, AutoConverge, MemoryPlaintext];
@@ -182,6 +184,7 @@ public sealed class HypervisorCliOptions
             MaxBandwidth = b.Get(MemoryBandwidth, file),
             AutoConverge = b.Get(AutoConverge, file),
             Virsh = b.Get(Virsh, file) ?? "virsh",
+            DiskConfigDir = b.Get(DiskConfigDir, file) ?? LibvirtShimDisks.DefaultConfigDir,
         };
     }
 

@@ -5,6 +5,7 @@ using BlockMigrate.Cli.Report;
 using BlockMigrate.Cli.Status;
 using BlockMigrate.Engine;
 using BlockMigrate.Hypervisors;
+using BlockMigrate.Hypervisors.Libvirt;
 using BlockMigrate.Network;
 using BlockMigrate.Protocol;
 using BlockMigrate.Transport;
@@ -81,6 +82,13 @@ public static class MigrateCommand
             {
                 var b = new Binder(r, config);
                 var (options, hypervisorOptions, redirection) = Bind(b, r.GetValue(disk) ?? []);
+                if (hypervisorOptions.Libvirt is { } libvirt)
+                {
+                    // the domain's XML says which disks move (and checks any --disk against it)
+                    var shimDisks = await LibvirtShimDisks.ResolveAsync(libvirt, options.Disks, ct);
+                    options = options with { Disks = [.. shimDisks.Select(d => d.Disk)] };
+                    hypervisorOptions = hypervisorOptions with { Libvirt = libvirt with { ShimDisks = shimDisks } };
+                }
                 var target = b.Get(To)!;
                 var hv = HypervisorFactory.Create(hypervisorOptions);
                 var disks = options.Disks;
@@ -174,12 +182,13 @@ public static class MigrateCommand
                 disks.Add(new DiskSpec(name, values.GetValueOrDefault("image") ?? throw new UsageException($"{b.FileName}: [disk {name}] has no image"),
                     values.GetValueOrDefault("map") ?? $"/dev/shm/blockmigrate/{name}.map"));
             }
-            if (disks.Count == 0) throw new UsageException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
+            var hypervisor = Hypervisor.Bind(b);
+            if (disks.Count == 0 && hypervisor.Kind != HypervisorKind.Libvirt) // libvirt: the domain's XML names them
+                throw new UsageException("no disks (--disk NAME=IMAGE:MAP or [disk NAME] sections in --config)");
             var target = b.Get(To) ?? throw new UsageException("no receiver (--to HOST[:PORT])");
             var (host, port) = Endpoint.ParseHostPort(target, MigrationOptions.DefaultPort);
             var plaintext = b.Get(Plaintext);
             var fingerprint = b.Get(PeerFingerprint) ?? (b.Get(KnownHosts) is { } kh ? TrustList.LookupKnownHost(kh, host, port) : null);
-            var hypervisor = Hypervisor.Bind(b);
             var redirection = RedirectionCliOptions.Bind(b, disks);
             var options = new MigrationOptions
             {
@@ -230,6 +239,8 @@ public static class MigrateCommand
             : $"  downtime:     {r.DowntimeMs:0} ms (freeze to commit; {r.FinalBlocks} blocks in the final set{Estimated(r)})");
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
             $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
+        if (r.SeedExchangeBytes > 0)
+            o.WriteLine($"  seeds:        {r.BlocksFromSeeds} blocks written at the destination from its seeds, {r.BlocksSent} sent as data; hash exchange {Units.Bytes(r.SeedExchangeBytes)}");
         HypervisorCliOptions.WriteText(o, r);
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; " + (r.ThrottleTightestBytesPerSecond == 0 ? "never throttled"
             : $"throttled {r.ThrottledSeconds:0.0} s, writes capped down to {Units.Bytes((long)r.ThrottleTightestBytesPerSecond)}/s (writes delayed {r.WritesDelayedSeconds:0.0} s)"));
@@ -256,6 +267,9 @@ public static class MigrateCommand
             w.WriteNumber("bytes_zero", r.BytesZero);
             foreach (var c in BlockCodec.All) w.WriteNumber($"bytes_{c.Name}", r.BytesWith(c));
             w.WriteNumber("bytes_to_send", r.BytesToSend);
+            w.WriteNumber("blocks_from_seeds", r.BlocksFromSeeds);
+            w.WriteNumber("blocks_sent", r.BlocksSent);
+            w.WriteNumber("seed_exchange_bytes", r.SeedExchangeBytes);
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));
             w.WriteNumber("writes_delayed_seconds", Math.Round(r.WritesDelayedSeconds, 3));

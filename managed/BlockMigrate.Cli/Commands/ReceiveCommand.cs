@@ -36,8 +36,14 @@ public static class ReceiveCommand
     internal static readonly Setting<int> MaxPendingHandshakes = new("--max-pending-handshakes", "max-pending-handshakes",
         "connections not yet authenticated, at most; more are closed at once", t => Setting.Int(t), Defaults.MaxPendingHandshakes, $"{Defaults.MaxPendingHandshakes}");
 
+    internal static readonly ListSetting Seed = new("--seed", "seed",
+        "a seed image (e.g. the template the VM was cloned from): blocks whose content is in it are copied here instead of sent; repeatable (comma-separated in the file); never trusted: each block is re-hashed as read",
+        valueName: "FILE");
+    internal static readonly Setting<string?> SeedDir = new("--seed-dir", "seed-dir",
+        "a directory whose regular files are all seed images (read at each migration)", t => t, null, valueName: "DIR");
+
     internal static IReadOnlyList<Setting> Settings { get; } =
-        [Listen, ImageDir, Key, Trusted, Plaintext, Once, GateMapDir, Overwrite, HandshakeTimeout, MaxPendingHandshakes];
+        [Listen, ImageDir, Key, Trusted, Plaintext, Once, GateMapDir, Overwrite, HandshakeTimeout, MaxPendingHandshakes, Seed, SeedDir];
 
     public static Command Create()
     {
@@ -98,6 +104,8 @@ public static class ReceiveCommand
                 Overwrite = b.Get(Overwrite),
                 HandshakeTimeout = TimeSpan.FromSeconds(Math.Clamp(b.Get(HandshakeTimeout), -1e6, 1e6)),
                 MaxPendingHandshakes = b.Get(MaxPendingHandshakes),
+                Seeds = b.Get(Seed) is { Count: > 0 } seeds ? seeds.Select(Path.GetFullPath).ToList() : Array.Empty<string>(),
+                SeedDir = b.Get(SeedDir) is { } seedDir ? Path.GetFullPath(seedDir) : null,
             };
             if (options.Validate() is { Count: > 0 } problems) throw new UsageException(problems);
             return options;

@@ -40,6 +40,14 @@ public sealed class Binder
         return s.Default;
     }
 
+    /// <summary>The list: the flags given (each comma-separated too), else the file's comma-separated value, else empty.</summary>
+    public IReadOnlyList<string> Get(ListSetting s, IReadOnlyDictionary<string, string>? section = null)
+    {
+        if (_parse.GetValue(s.Typed) is { Length: > 0 } flags) return flags.SelectMany(ListSetting.Split).ToList();
+        if (s.Key != null && Values(section).TryGetValue(s.Key, out var text)) return ListSetting.Split(text).ToList();
+        return [];
+    }
+
     /// <summary>The switch: given as a flag, or <c>key = true</c> in the file.</summary>
     public bool Get(Switch s, IReadOnlyDictionary<string, string>? section = null)
     {

@@ -143,6 +143,29 @@ public sealed class Switch : Setting
     internal override object? BoxedDefault => false;
 }
 
+/// <summary>
+/// A list: <c>--flag VALUE</c> any number of times (each may also be comma-separated), or
+/// <c>key = V1, V2</c> in the file; flags given replace the file's list. Empty by default.
+/// </summary>
+public sealed class ListSetting : Setting
+{
+    private readonly Option<string[]> _option;
+
+    public ListSetting(string flag, string? key, string help, string? valueName = null, string? section = null) : base(flag, key, section, help, null) =>
+        _option = new Option<string[]>(flag) { Description = help, HelpName = valueName, AllowMultipleArgumentsPerToken = false };
+
+    public override Option Option => _option;
+
+    internal Option<string[]> Typed => _option;
+
+    internal override object? BoxedValue(Binder b, IReadOnlyDictionary<string, string>? section) => b.Get(this, section);
+
+    internal override object? BoxedDefault => Array.Empty<string>();
+
+    /// <summary>The comma-separated items of <paramref name="text"/>, trimmed, empty ones dropped.</summary>
+    public static IEnumerable<string> Split(string text) => text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+}
+
 /// <summary>Lists in prose.</summary>
 public static class Words
 {

@@ -22,6 +22,10 @@ public sealed record MigrationStatus
     public double WireBytesPerSecond { get; init; }
     public ulong DirtyBlocks { get; init; }
     public ulong DirtyBytes { get; init; }
+    /// <summary>Blocks written at the destination from its seed images so far (0 without seeds).</summary>
+    public long BlocksFromSeeds { get; init; }
+    /// <summary>Blocks sent as data so far.</summary>
+    public long BlocksSent { get; init; }
     /// <summary>The shim's write throttle, bytes/s; 0 = off.</summary>
     public ulong ThrottleBytesPerSecond { get; init; }
     public double? EtaSeconds { get; init; }

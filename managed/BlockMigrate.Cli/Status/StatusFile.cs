@@ -56,6 +56,8 @@ public sealed class StatusFile : IDisposable
         WireBytesPerSecond = Math.Round(p.WireBytesPerSecond),
         DirtyBlocks = p.DirtyBlocks,
         DirtyBytes = p.DirtyBytes,
+        BlocksFromSeeds = p.BlocksFromSeeds,
+        BlocksSent = p.BlocksSent,
         ThrottleBytesPerSecond = p.ThrottleBytesPerSecond,
         EtaSeconds = p.Eta?.TotalSeconds is { } e ? Math.Round(e, 1) : null,
         ElapsedSeconds = Math.Round(p.Elapsed.TotalSeconds, 1),

@@ -22,7 +22,10 @@ internal sealed class BlockSender : IAsyncDisposable, ISourceSessionEvents
     private readonly long _window;
     private readonly TimeSpan _stallTimeout;
     private readonly object _lock = new();
-    private readonly Queue<(ulong Seq, SourceDisk Disk, ulong First, ulong Blocks, int Bytes)> _inflight = new(); // _lock
+    private readonly Queue<(ulong Seq, SourceDisk Disk, ulong First, ulong Blocks, int Bytes, SeedBatch? Seeds)> _inflight = new(); // _lock
+    private readonly Queue<SeedBatch> _unanswered = new(); // _lock: seed-hashes frames sent (or being sent) and not answered yet, in order
+    private long _seedBlocks;      // _lock: blocks written from seeds at the receiver and acknowledged (durable)
+    private long _seedWireBytes;   // _lock: bytes of seed-hashes frames sent and of answers received
     private long _inflightBytes;   // _lock
     private ulong _acked;          // _lock: highest sequence number acknowledged
     private long _lastProgress = Stopwatch.GetTimestamp(); // _lock
@@ -52,18 +55,23 @@ internal sealed class BlockSender : IAsyncDisposable, ISourceSessionEvents
             LinkWait.Begin(); // until the frame is in the socket: window, cap, a full socket buffer
             await WaitAsync(() => _inflightBytes == 0 || _inflightBytes + frame.WireBytes <= _window, cancellationToken);
             if (_limit != null) await _limit.WaitAsync(frame.WireBytes, cancellationToken);
-            var head = new byte[DataHeader.Size];
-            frame.Header.Write(head);
-            // registered before the write: the ack may arrive before WriteAsync returns
+            var head = frame.Seeds == null ? new byte[DataHeader.Size] : [];
+            if (frame.Seeds == null) frame.Header.Write(head);
+            // registered before the write: the ack (or the answer) may arrive before WriteAsync returns
             lock (_lock)
             {
                 if (_inflightBytes == 0) _lastProgress = Stopwatch.GetTimestamp();
                 _inflightBytes += frame.WireBytes;
+                if (frame.Seeds != null)
+                {
+                    _unanswered.Enqueue(frame.Seeds);
+                    _seedWireBytes += frame.WireBytes;
+                }
             }
             ulong seq;
             try
             {
-                seq = await _session.SendAsync(FrameType.Data, head, frame.Body, cancellationToken);
+                seq = await _session.SendAsync(frame.Seeds == null ? FrameType.Data : FrameType.SeedHashes, head, frame.Body, cancellationToken);
             }
             catch (IOException e)
             {
@@ -77,12 +85,18 @@ internal sealed class BlockSender : IAsyncDisposable, ISourceSessionEvents
                     _probeSeq = seq;
                     _probeSent = Stopwatch.GetTimestamp();
                 }
+                if (frame.Seeds is { } batch)
+                {
+                    batch.Sequence = seq;
+                    if (batch.Answer != null && batch.Answer.Sequence != seq)
+                        throw Fail(new ProtocolException($"the receiver answered seed-hashes frame {batch.Answer.Sequence} where frame {seq} was sent"));
+                }
                 if (seq <= _acked)
                 {
                     _inflightBytes -= frame.WireBytes;
-                    frame.Disk.Acknowledge(frame.FirstBlock, frame.Blocks);
+                    Acknowledge(frame.Disk, frame.FirstBlock, frame.Blocks, frame.Seeds, seq);
                 }
-                else _inflight.Enqueue((seq, frame.Disk, frame.FirstBlock, frame.Blocks, frame.WireBytes));
+                else _inflight.Enqueue((seq, frame.Disk, frame.FirstBlock, frame.Blocks, frame.WireBytes, frame.Seeds));
             }
         }
         finally
@@ -212,10 +226,60 @@ internal sealed class BlockSender : IAsyncDisposable, ISourceSessionEvents
             {
                 var f = _inflight.Dequeue();
                 _inflightBytes -= f.Bytes;
-                f.Disk.Acknowledge(f.First, f.Blocks);
+                Acknowledge(f.Disk, f.First, f.Blocks, f.Seeds, f.Seq);
             }
             _lastProgress = Stopwatch.GetTimestamp();
             Signal();
+        }
+    }
+
+    /// <summary>
+    /// An acknowledged frame's blocks are no longer ours to give back (_lock held): a data frame's range; a
+    /// seed-hashes frame's blocks the receiver said it wrote (its answer comes before its ack, or the
+    /// receiver is broken: the others stay outstanding until their data is acknowledged).
+    /// </summary>
+    private void Acknowledge(SourceDisk disk, ulong first, ulong blocks, SeedBatch? seeds, ulong seq)
+    {
+        if (seeds == null)
+        {
+            disk.Acknowledge(first, blocks);
+            return;
+        }
+        if (seeds.Answer == null)
+            throw Fail(new ProtocolException($"the receiver acknowledged seed-hashes frame {seq} without answering it"));
+        foreach (var b in seeds.Answered(supplied: true))
+        {
+            disk.Acknowledge(b, 1);
+            _seedBlocks++;
+        }
+    }
+
+    /// <summary>Blocks the receiver wrote from its seeds, acknowledged (durable there).</summary>
+    public long SeedBlocks { get { lock (_lock) return _seedBlocks; } }
+
+    /// <summary>Bytes of the hash exchange on the wire so far: seed-hashes frames out, answers in (with their frame headers).</summary>
+    public long SeedWireBytes { get { lock (_lock) return _seedWireBytes; } }
+
+    void ISourceSessionEvents.SeedAnswered(SeedAnswer answer)
+    {
+        lock (_lock)
+        {
+            try
+            {
+                if (!_unanswered.TryDequeue(out var batch))
+                    throw new ProtocolException($"the receiver answered seed-hashes frame {answer.Sequence}, but none awaits an answer");
+                if (batch.Sequence != 0 && batch.Sequence != answer.Sequence)
+                    throw new ProtocolException($"the receiver answered seed-hashes frame {answer.Sequence} where frame {batch.Sequence} awaits its answer");
+                if (answer.Count != batch.Count)
+                    throw new ProtocolException($"the receiver answered {answer.Count} blocks of seed-hashes frame {answer.Sequence}, which asked about {batch.Count}");
+                batch.Answer = answer;
+                _seedWireBytes += FrameFormat.HeaderSize + SeedAnswer.HeadSize + answer.Supplied.Length;
+                Signal();
+            }
+            catch (ProtocolException e)
+            {
+                throw Fail(e);
+            }
         }
     }
 

@@ -8,10 +8,11 @@ namespace BlockMigrate.Engine;
 
 /// <summary>
 /// The reading and compressing stage of the pipeline (reader → compressor → socket): turns taken bits
-/// into block-aligned data frames. Per chunk of at most 1 MiB of contiguous dirty blocks:
+/// into block-aligned data frames. Per run of contiguous dirty blocks:
 ///  - SEEK_DATA/SEEK_HOLE find the holes of the image file; a block lying wholly in a hole is a zero
-///    range and is not read;
-///  - the other blocks are read; all-zero blocks become zero ranges too;
+///    range and is not read (two calls per extent of the file, whatever its size);
+///  - the other blocks are read, 1 MiB at a time; all-zero blocks become zero ranges too;
+///  - adjacent zero ranges (holes and zero blocks) go out as one Zero frame, however long;
 ///  - runs of non-zero blocks are compressed with <see cref="Codec"/> (LZ4 or zstd) when that pays, else sent raw.
 /// Every frame covers whole blocks (the image's last block may be short), so an acknowledgement of a
 /// frame releases exactly its blocks, and the destination gate can release them.
@@ -34,20 +35,170 @@ internal sealed class FrameProducer(DataEncoding codec)
     public IReadOnlyDictionary<string, long> CodecBytes() =>
         BlockCodec.All.Select((c, i) => (c.Name, Bytes: Interlocked.Read(ref _codecBytes[i]))).ToDictionary(x => x.Name, x => x.Bytes);
 
-    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, ulong[] Taken)> work, ChannelWriter<OutgoingFrame> output,
+    public Task ProduceAsync(IEnumerable<(SourceDisk Disk, List<BlockRange> Taken)> work, ChannelWriter<OutgoingFrame> output,
+        CancellationToken cancellationToken) =>
+        ProduceAsync(work.Select(w => (w.Disk, (IEnumerable<BlockRange>)w.Taken)), output, cancellationToken);
+
+    /// <summary>As <see cref="ProduceAsync(IEnumerable{ValueTuple{SourceDisk, List{BlockRange}}}, ChannelWriter{OutgoingFrame}, CancellationToken)"/>, over ranges of blocks (ascending).</summary>
+    public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, ChannelWriter<OutgoingFrame> output,
         CancellationToken cancellationToken)
     {
-        foreach (var (disk, taken) in work)
+        foreach (var (disk, ranges) in work)
         {
+            (ulong First, ulong Count)? zeros = null; // a zero range not sent yet: the next one may continue it
+            OutgoingFrame? flushed;
+            foreach (var range in ranges)
+                foreach (var (first, count, hole) in Runs(disk, range.First, range.Count))
+                {
+                    if (hole)
+                    {
+                        (zeros, flushed) = AddZero(disk, zeros, first, count);
+                        if (flushed != null) await output.WriteAsync(flushed, cancellationToken);
+                        continue;
+                    }
+                    var chunkBlocks = Math.Max(1ul, (ulong)DataHeader.MaxDataLength / disk.BlockSize);
+                    for (var b = first; b < first + count; b += chunkBlocks)
+                    {
+                        cancellationToken.ThrowIfCancellationRequested();
+                        foreach (var (zero, frame) in DataRun(disk, b, Math.Min(chunkBlocks, first + count - b)))
+                        {
+                            if (frame is null)
+                            {
+                                (zeros, flushed) = AddZero(disk, zeros, zero.First, zero.Count);
+                                if (flushed != null) await output.WriteAsync(flushed, cancellationToken);
+                                continue;
+                            }
+                            if (zeros is { } pending)
+                            {
+                                await output.WriteAsync(Zero(disk, pending.First, pending.Count), cancellationToken);
+                                zeros = null;
+                            }
+                            await output.WriteAsync(frame, cancellationToken);
+                        }
+                    }
+                }
+            if (zeros is { } last) await output.WriteAsync(Zero(disk, last.First, last.Count), cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Zero blocks [first, first+count) after the <paramref name="pending"/> zero range: one range when they
+    /// continue it (a run of holes and zero blocks is one frame, however long), else the pending one goes out.
+    /// </summary>
+    private ((ulong First, ulong Count)? Pending, OutgoingFrame? Flushed) AddZero(SourceDisk disk, (ulong First, ulong Count)? pending, ulong first, ulong count) =>
+        pending is { } p
+            ? p.First + p.Count == first ? ((p.First, p.Count + count), null) : ((first, count), Zero(disk, p.First, p.Count))
+            : ((first, count), null);
+
+    /// <summary>Bytes of whole blocks hashed into seed-hashes frames (Interlocked).</summary>
+    public long HashedBytes;
+
+    /// <summary>Blocks sent as data frames with bytes (not zero ranges) (Interlocked).</summary>
+    public long DataBlocks;
+
+    /// <summary>
+    /// The seeded first round's first half: like <see cref="ProduceAsync"/>, but every non-zero whole block
+    /// is hashed (<see cref="BlockHash"/> under <paramref name="key"/>) into seed-hashes frames of up to
+    /// <see cref="SeedHashes.MaxHashes"/> blocks (each also added to <paramref name="batches"/>) instead of
+    /// being sent; holes and zero blocks go as zero ranges, and the image's short last block as data.
+    /// </summary>
+    public async Task ProduceHashesAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, byte[] key, List<SeedBatch> batches,
+        ChannelWriter<OutgoingFrame> output, CancellationToken cancellationToken)
+    {
+        using var hasher = new BlockHash(key);
+        foreach (var (disk, ranges) in work)
+        {
+            var batch = new SeedBatch(disk);
             var chunkBlocks = Math.Max(1ul, (ulong)DataHeader.MaxDataLength / disk.BlockSize);
-            foreach (var range in BlockRange.FromBits(taken))
+            foreach (var range in ranges)
                 for (var b = range.First; b <= range.Last; b += chunkBlocks)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     var n = Math.Min(chunkBlocks, range.Last - b + 1);
-                    foreach (var frame in Chunk(disk, b, n))
+                    foreach (var frame in HashChunk(disk, b, n, hasher, ref batch, batches))
                         await output.WriteAsync(frame, cancellationToken);
                 }
+            if (batch.Count > 0) await output.WriteAsync(SeedFrame(batch, batches), cancellationToken);
+        }
+    }
+
+    private static OutgoingFrame SeedFrame(SeedBatch batch, List<SeedBatch> batches)
+    {
+        lock (batches) batches.Add(batch);
+        return new OutgoingFrame(default, batch.Encode(), null, batch.Disk, 0, 0) { Seeds = batch };
+    }
+
+    private List<OutgoingFrame> HashChunk(SourceDisk disk, ulong first, ulong count, BlockHash hasher, ref SeedBatch batch, List<SeedBatch> batches)
+    {
+        var frames = new List<OutgoingFrame>();
+        var holes = HoleBlocks(disk, first, count);
+        var whole = disk.Size / disk.BlockSize; // blocks below this are whole
+        var bs = (int)disk.BlockSize;
+        var (start, end) = Bytes(disk, first, count);
+        var length = (int)(end - start);
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            ulong zeroFrom = 0, zeroCount = 0;
+            void FlushZeros(List<OutgoingFrame> to)
+            {
+                if (zeroCount > 0) to.Add(Zero(disk, zeroFrom, zeroCount));
+                zeroCount = 0;
+            }
+            var read = false;
+            for (ulong i = 0; i < count; i++)
+            {
+                var block = first + i;
+                if (holes[i])
+                {
+                    if (zeroCount == 0) zeroFrom = block;
+                    zeroCount++;
+                    continue;
+                }
+                if (!read)
+                {
+                    ReadFull(disk, buffer.AsSpan(0, length), start);
+                    read = true;
+                }
+                var offset = (int)i * bs;
+                var data = buffer.AsSpan(offset, Math.Min(bs, length - offset));
+                if (data.IndexOfAnyExcept((byte)0) < 0)
+                {
+                    if (zeroCount == 0) zeroFrom = block;
+                    zeroCount++;
+                    continue;
+                }
+                FlushZeros(frames);
+                if (block >= whole)
+                {
+                    frames.Add(Data(disk, block, 1, buffer.AsMemory(offset, data.Length), start + offset));
+                    continue;
+                }
+                hasher.Compute(data, batch.Add(block));
+                Interlocked.Add(ref HashedBytes, bs);
+                if (batch.Full)
+                {
+                    frames.Add(SeedFrame(batch, batches));
+                    batch = new SeedBatch(disk);
+                }
+            }
+            FlushZeros(frames);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        return frames;
+    }
+
+    private static void ReadFull(SourceDisk disk, Span<byte> buffer, long start)
+    {
+        var got = 0;
+        while (got < buffer.Length)
+        {
+            var n = RandomAccess.Read(disk.Image, buffer[got..], start + got);
+            if (n == 0) throw new MigrationException($"disk {disk.Name}: image {disk.Spec.ImagePath} shrank while being read");
+            got += n;
         }
     }
 
@@ -55,39 +206,49 @@ internal sealed class FrameProducer(DataEncoding codec)
     private static (long Start, long End) Bytes(SourceDisk disk, ulong first, ulong count) =>
         ((long)(first * disk.BlockSize), (long)Math.Min((first + count) * disk.BlockSize, disk.Size));
 
-    private IEnumerable<OutgoingFrame> Chunk(SourceDisk disk, ulong first, ulong count)
-    {
-        var holes = HoleBlocks(disk, first, count);
-        ulong i = 0;
-        while (i < count)
-        {
-            var j = i;
-            while (j < count && holes[j] == holes[i]) j++;
-            if (holes[i]) yield return Zero(disk, first + i, j - i);
-            else foreach (var f in DataRun(disk, first + i, j - i)) yield return f;
-            i = j;
-        }
-    }
-
-    /// <summary>For each block of the chunk: does it lie wholly in a hole of the image file?</summary>
+    /// <summary>For each block of the chunk: does it lie wholly in a hole of the image file? (the seeded round's hashing)</summary>
     private static bool[] HoleBlocks(SourceDisk disk, ulong first, ulong count)
     {
         var holes = new bool[count];
-        var (start, end) = Bytes(disk, first, count);
         Array.Fill(holes, true);
-        var pos = start;
-        while (pos < end)
-        {
-            var data = SparseFile.NextData(disk.Image, pos, end);
-            if (data >= end) break;
-            var hole = SparseFile.NextHole(disk.Image, data, end);
-            if (hole <= data) hole = end; // defensive: never loop without progress
-            var b0 = (ulong)(data / disk.BlockSize) - first;
-            var b1 = (ulong)((hole - 1) / disk.BlockSize) - first;
-            for (var b = b0; b <= b1 && b < count; b++) holes[b] = false;
-            pos = hole;
-        }
+        foreach (var (runFirst, runCount, hole) in Runs(disk, first, count))
+            if (!hole)
+                for (var b = runFirst; b < runFirst + runCount; b++) holes[b - first] = false;
         return holes;
+    }
+
+    /// <summary>
+    /// Blocks [first, first+count) as runs that lie wholly in a hole of the image file (<c>hole</c>) and runs
+    /// that hold some data, from SEEK_DATA/SEEK_HOLE: two calls per extent of the file, whatever the length
+    /// of a hole, so a terabyte of holes costs as much as a kilobyte.
+    /// </summary>
+    internal static IEnumerable<(ulong First, ulong Count, bool Hole)> Runs(SourceDisk disk, ulong first, ulong count)
+    {
+        var bs = disk.BlockSize;
+        var end = first + count;
+        var endByte = Bytes(disk, first, count).End;
+        var b = first;
+        while (b < end)
+        {
+            var start = (long)(b * bs);
+            var data = SparseFile.NextData(disk.Image, start, endByte);
+            // blocks before the one holding `data` lie wholly in the hole (all of them when no data follows)
+            var holeEnd = data >= endByte ? end : Math.Min(end, (ulong)data / bs);
+            if (holeEnd > b)
+            {
+                yield return (b, holeEnd - b, true);
+                b = holeEnd;
+                if (b >= end) break;
+                start = (long)(b * bs);
+            }
+            var hole = SparseFile.NextHole(disk.Image, Math.Max(start, data), endByte);
+            if (hole <= start) hole = endByte; // defensive: never loop without progress
+            // blocks up to the one holding the data's last byte
+            var dataEnd = Math.Min(end, ((ulong)hole + bs - 1) / bs);
+            if (dataEnd <= b) dataEnd = b + 1;
+            yield return (b, dataEnd - b, false);
+            b = dataEnd;
+        }
     }
 
     private OutgoingFrame Zero(SourceDisk disk, ulong first, ulong count)
@@ -98,7 +259,8 @@ internal sealed class FrameProducer(DataEncoding codec)
             ReadOnlyMemory<byte>.Empty, null, disk, first, count);
     }
 
-    private IEnumerable<OutgoingFrame> DataRun(SourceDisk disk, ulong first, ulong count)
+    /// <summary>Reads blocks [first, first+count) (≤ 1 MiB): data frames, and the all-zero runs among them as ranges (frame null).</summary>
+    private IEnumerable<((ulong First, ulong Count) Zero, OutgoingFrame? Frame)> DataRun(SourceDisk disk, ulong first, ulong count)
     {
         var (start, end) = Bytes(disk, first, count);
         var length = (int)(end - start);
@@ -120,8 +282,8 @@ internal sealed class FrameProducer(DataEncoding codec)
                 var zero = IsZero(buffer, (int)i * bs, length, bs);
                 var j = i + 1;
                 while (j < count && IsZero(buffer, (int)j * bs, length, bs) == zero) j++;
-                if (zero) yield return Zero(disk, first + i, j - i);
-                else yield return Data(disk, first + i, j - i, buffer.AsMemory((int)i * bs, Math.Min((int)j * bs, length) - (int)i * bs), start + (long)i * bs);
+                if (zero) yield return ((first + i, j - i), null);
+                else yield return (default, Data(disk, first + i, j - i, buffer.AsMemory((int)i * bs, Math.Min((int)j * bs, length) - (int)i * bs), start + (long)i * bs));
                 i = j;
             }
         }
@@ -137,6 +299,7 @@ internal sealed class FrameProducer(DataEncoding codec)
     private OutgoingFrame Data(SourceDisk disk, ulong first, ulong count, ReadOnlyMemory<byte> data, long offset)
     {
         Interlocked.Add(ref DataBytes, data.Length);
+        Interlocked.Add(ref DataBlocks, (long)count);
         var scratch = ArrayPool<byte>.Shared.Rent(BlockCodec.ScratchSize(data.Length));
         var (encoding, body) = BlockCodec.Encode(data, scratch, Codec);
         for (var i = 0; i < _codecBytes.Length; i++)

@@ -85,7 +85,7 @@ public sealed partial class Migration
                 // the previous run died without giving its bits back (SIGKILL, power to the process)
                 var recovered = d.RecoverOutstanding(old.Lineage);
                 if (recovered) old = old with { State = CookieState.Resumable };
-                if ((d.Map.Info().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
+                if ((d.Map.Counters().State & Maps.MapState.Frozen) != 0) TryRun($"disk {d.Name}: thawing the map the dead run left frozen", d.Map.Thaw);
                 Say($"disk {d.Name}: the previous run of lineage {old.LineageHex} died; {(recovered ? "its outstanding blocks are dirty again: resuming" : "no record of its outstanding blocks: copying afresh")}");
             }
             var resume = old.AllowsResume(identity);
@@ -137,6 +137,8 @@ public sealed partial class Migration
             }
             if (!finishOnly) _state.Decide(ChooseGateResume(welcome.Disks) ? SwitchoverPlan.Gate : SwitchoverPlan.Commit);
             _zstdOffered = welcome.Codecs?.Contains(WelcomeMessage.Zstd) == true;
+            _seedKey = welcome.SeedKey is { } seedKey && !finishOnly ? Convert.FromHexString(seedKey) : null;
+            if (_seedKey != null) Say("the receiver holds seed images: the first round sends block hashes first, data only for blocks it cannot find");
         }
         catch (IOException e)
         {

@@ -22,7 +22,7 @@ public sealed partial class Migration
     private async Task PreCopyAsync(CancellationToken ct)
     {
         SetPhase(MigrationPhase.BulkCopy);
-        var stats = await TakeAndSendAsync(ct);
+        var stats = _seedKey != null ? await SeededRoundAsync(_seedKey, ct) : await TakeAndSendAsync(ct);
         _bytesToSend = stats.BlockBytes;
         _bulkWireBytes = _channel!.Counter.BytesWritten;
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
@@ -66,7 +66,7 @@ public sealed partial class Migration
 
     private async Task<RoundStats> TakeAndSendAsync(CancellationToken ct)
     {
-        var work = new List<(SourceDisk, ulong[])>();
+        var work = new List<(SourceDisk, List<BlockRange>)>();
         long blockBytes = 0;
         ulong blocks = 0;
         foreach (var d in _disks)
@@ -85,7 +85,7 @@ public sealed partial class Migration
     }
 
     /// <summary>Runs the pipeline over taken bits: producer (read, classify, compress) → sender (window, cap, socket).</summary>
-    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, ulong[])> work, long blockBytes, bool drain, CancellationToken ct)
+    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, bool drain, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         var linkWait0 = _sender!.LinkWait.Ticks;
@@ -93,6 +93,16 @@ public sealed partial class Migration
         var data0 = Interlocked.Read(ref _producer!.DataBytes);
         _roundBytesTotal = blockBytes;
         _roundBytesStart = data0 + Interlocked.Read(ref _producer.ZeroBytes);
+        await PipeAsync((frames, stop) => _producer.ProduceAsync(work, frames, stop), ct);
+        if (drain) await _sender!.DrainAsync(ct);
+        var elapsedTicks = Math.Max(1, Stopwatch.GetTimestamp() - started);
+        return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
+            Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
+    }
+
+    /// <summary>The pipeline: <paramref name="produceInto"/> (read, classify, compress) → sender (window, cap, socket); returns once every frame is sent.</summary>
+    private async Task PipeAsync(Func<ChannelWriter<OutgoingFrame>, CancellationToken, Task> produceInto, CancellationToken ct)
+    {
         // 4 frames (≤ 4 MiB) ahead of the socket: enough to keep it busy, few enough that a codec change soon shows
         var frames = Channel.CreateBounded<OutgoingFrame>(new BoundedChannelOptions(4) { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -100,7 +110,7 @@ public sealed partial class Migration
         {
             try
             {
-                await _producer.ProduceAsync(work, frames.Writer, stop.Token);
+                await produceInto(frames.Writer, stop.Token);
                 frames.Writer.TryComplete();
             }
             catch (Exception e)
@@ -129,10 +139,6 @@ public sealed partial class Migration
                 if (f.Rented != null) System.Buffers.ArrayPool<byte>.Shared.Return(f.Rented);
             throw;
         }
-        if (drain) await _sender!.DrainAsync(ct);
-        var elapsedTicks = Math.Max(1, Stopwatch.GetTimestamp() - started);
-        return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
-            Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
     }
 
     private static string Mib(double bytes) => $"{bytes / (1 << 20):0.0} MiB";

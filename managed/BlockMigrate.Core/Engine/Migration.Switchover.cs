@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using BlockMigrate.Hypervisors;
 using BlockMigrate.Maps;
 using BlockMigrate.Protocol;
+using BlockMigrate.Verify;
 
 namespace BlockMigrate.Engine;
 
@@ -90,9 +91,9 @@ public sealed partial class Migration
         return new HypervisorReport(_hypervisor.Name, Stopwatch.GetElapsedTime(started), null, null, 0);
     }
 
-    private async Task<(List<(SourceDisk, ulong[])> Work, long BlockBytes, ulong LastFinalSet)> SendFinalSetAsync(CancellationToken ct)
+    private async Task<(List<(SourceDisk, List<BlockRange>)> Work, long BlockBytes, ulong LastFinalSet)> SendFinalSetAsync(CancellationToken ct)
     {
-        var work = new List<(SourceDisk, ulong[])>();
+        var work = new List<(SourceDisk, List<BlockRange>)>();
         long blockBytes = 0;
         ulong last = 0;
         foreach (var d in _disks)
@@ -101,7 +102,7 @@ public sealed partial class Migration
             _finalBlocks += (long)n;
             blockBytes += (long)Math.Min(n * d.BlockSize, d.Size);
             work.Add((d, taken));
-            var ranges = BlockRange.FromBits(taken);
+            var ranges = taken;
             var i = 0;
             do
             {
@@ -114,7 +115,7 @@ public sealed partial class Migration
     }
 
     /// <summary>The final blocks, then Commit; returns at the commit (data written and fsynced at the destination).</summary>
-    private async Task SendFinalDataAsync(List<(SourceDisk, ulong[])> work, long blockBytes, long started, CancellationToken ct)
+    private async Task SendFinalDataAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, long started, CancellationToken ct)
     {
         await SendBlocksAsync(work, blockBytes, drain: false, ct);
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
@@ -177,7 +178,7 @@ public sealed partial class Migration
         }
     }
 
-    /// <summary>Both sides hash every image: the source its frozen image, the receiver what it committed.</summary>
+    /// <summary>Both sides digest every image (hole-aware, <see cref="NonzeroDigest"/>): the source its frozen image, the receiver what it committed.</summary>
     private async Task VerifyAsync(CancellationToken ct)
     {
         SetPhase(MigrationPhase.Verifying);
@@ -185,9 +186,11 @@ public sealed partial class Migration
         VerifyResultMessage remote;
         try
         {
-            await _sender!.SendControlAsync(FrameType.Verify, [], ct);
-            local = await Task.Run(() => _disks.Select(d => HashImage(d)).ToList(), ct);
+            // hole-aware digests (time follows the data); an older receiver answers with whole-image hashes
+            await _sender!.SendControlAsync(FrameType.Verify, new VerifyRequest(VerifyDigest.Nonzero).Encode(), ct);
+            local = await Task.Run(() => _disks.Select(d => NonzeroDigest.Compute(d.Image, (long)d.Size).Hex).ToList(), ct);
             remote = await _sender.WaitVerifiedAsync(ct);
+            if (remote.Digest == null) local = await Task.Run(() => _disks.Select(d => HashImage(d)).ToList(), ct);
         }
         catch (Exception e) when (e is BlockMigrateException or IOException)
         {
@@ -256,5 +259,8 @@ public sealed partial class Migration
         ThrottleTightestBytesPerSecond = _throttleTightest,
         DowntimeEstimateMs = _downtimeEstimate?.TotalMilliseconds,
         BytesByCodec = _producer.CodecBytes(),
+        BlocksFromSeeds = _sender!.SeedBlocks,
+        BlocksSent = Interlocked.Read(ref _producer.DataBlocks),
+        SeedExchangeBytes = _sender.SeedWireBytes,
     };
 }

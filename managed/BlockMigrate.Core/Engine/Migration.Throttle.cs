@@ -18,7 +18,7 @@ public sealed partial class Migration
     private void AdjustThrottle(double dirtyRate, TimeSpan roundTime)
     {
         ulong written = 0;
-        foreach (var d in _disks) written += d.Map.Info().BytesWritten;
+        foreach (var d in _disks) written += d.Map.Counters().BytesWritten;
         var writeRate = ThrottleLaw.WriteRate(_writtenAtRound, written, roundTime);
         _writtenAtRound = written;
         if (ThrottleLaw.Next(_throttle, dirtyRate, writeRate, _rates.BlockRate) is not { } next) return;
@@ -49,7 +49,7 @@ public sealed partial class Migration
     private TimeSpan WritesDelayed()
     {
         var total = TimeSpan.Zero;
-        foreach (var d in _disks) total += d.Map.Info().Throttled;
+        foreach (var d in _disks) total += d.Map.Counters().Throttled;
         return total - _delayedAtStart;
     }
 

@@ -151,7 +151,7 @@ public sealed partial class Migration : IAsyncDisposable
         }
         foreach (var d in _disks)
         {
-            var info = d.Map.Info();
+            var info = d.Map.Counters();
             _delayedAtStart += info.Throttled;
             _writtenAtRound += info.BytesWritten;
         }
@@ -181,7 +181,7 @@ public sealed partial class Migration : IAsyncDisposable
                 var n = d.Map.DirtyCount();
                 dirty += n;
                 dirtyBytes += n * d.BlockSize;
-                throttle = Math.Max(throttle, d.Map.Info().ThrottleBytesPerSecond);
+                throttle = Math.Max(throttle, d.Map.Counters().ThrottleBytesPerSecond);
             }
             catch (BlockMigrateException e)
             {
@@ -194,7 +194,11 @@ public sealed partial class Migration : IAsyncDisposable
         TimeSpan? eta = drain > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / drain) : null;
         try
         {
-            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
+            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed)
+            {
+                BlocksFromSeeds = _sender?.SeedBlocks ?? 0,
+                BlocksSent = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBlocks),
+            });
         }
         catch (Exception e) when (e is IOException or InvalidOperationException)
         {

@@ -11,4 +11,11 @@ public sealed record MigrationProgress(
     ulong DirtyBytes,
     ulong ThrottleBytesPerSecond,
     TimeSpan? Eta,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed)
+{
+    /// <summary>Blocks the receiver wrote from its seeds so far (acknowledged).</summary>
+    public long BlocksFromSeeds { get; init; }
+
+    /// <summary>Blocks sent as data so far.</summary>
+    public long BlocksSent { get; init; }
+}

@@ -50,6 +50,15 @@ public sealed record MigrationReport(
     /// <summary>The migration over time (<see cref="MigrationOptions.RecordTimeline"/>), else null.</summary>
     public Timeline? Timeline { get; init; }
 
+    /// <summary>Blocks the receiver wrote from its seed images (or from blocks it had received) instead of receiving them (report field <c>blocks_from_seeds</c>).</summary>
+    public long BlocksFromSeeds { get; init; }
+
+    /// <summary>Blocks sent as data frames carrying bytes, every round (zero ranges not counted) (<c>blocks_sent</c>).</summary>
+    public long BlocksSent { get; init; }
+
+    /// <summary>Bytes of the hash exchange on the wire, both ways (<c>seed_exchange_bytes</c>); 0 when the receiver had no seeds.</summary>
+    public long SeedExchangeBytes { get; init; }
+
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }
 

@@ -14,5 +14,8 @@ internal sealed record OutgoingFrame(
     ulong FirstBlock,
     ulong Blocks)
 {
-    public int WireBytes => FrameFormat.HeaderSize + DataHeader.Size + Body.Length;
+    /// <summary>Set for a seed-hashes frame (its encoded payload is <see cref="Body"/>; no data header; no blocks until answered).</summary>
+    public SeedBatch? Seeds { get; init; }
+
+    public int WireBytes => FrameFormat.HeaderSize + (Seeds == null ? DataHeader.Size : 0) + Body.Length;
 }

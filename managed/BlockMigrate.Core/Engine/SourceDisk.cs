@@ -24,8 +24,9 @@ namespace BlockMigrate.Engine;
 /// wake a background writer, which writes the current bits, then sleeps 200 ms, so the writes of a busy
 /// link coalesce and the file lags the acks by 200 ms at most. Takes, <see cref="SyncOutstanding"/> and
 /// the deletions write under the same file lock (<c>_fileLock</c>, taken before <c>_lock</c>), each
-/// with bits snapshotted under that lock: a write never puts back an older state over a newer one,
-/// and never a valid record without bits a take added. <see cref="Dispose"/> stops the writer and
+/// with bits copied under that lock (piece by piece, pieces without a bit left as holes of the file):
+/// a write never puts back an older state over a newer one, and never a valid record without bits a
+/// take added. <see cref="Dispose"/> stops the writer and
 /// writes the last state if it changed, so a run that fails or aborts leaves the record current.
 /// </para>
 /// <para>
@@ -38,7 +39,7 @@ namespace BlockMigrate.Engine;
 internal sealed class SourceDisk : IDisposable
 {
     private readonly object _lock = new();
-    private readonly ulong[] _outstanding; // guarded by _lock
+    private readonly OutstandingBits _outstanding; // guarded by _lock: memory follows the blocks out, not the disk
     private long _changes;                  // guarded by _lock: bumped on every change of _outstanding
     private readonly object _fileLock = new(); // one writer of the file at a time; taken before _lock
     private long _writtenChanges;           // guarded by _fileLock: the _changes the file (or its absence) reflects
@@ -75,7 +76,7 @@ internal sealed class SourceDisk : IDisposable
             Dispose();
             throw new MigrationException($"disk {spec.Name}: image {spec.ImagePath} is {length} bytes but its map {spec.MapPath} covers {Map.ImageSize}; wrong map?");
         }
-        _outstanding = new ulong[Map.Words];
+        _outstanding = new OutstandingBits(Map.Words);
         OutstandingPath = spec.MapPath + ".outstanding";
         try
         {
@@ -112,42 +113,50 @@ internal sealed class SourceDisk : IDisposable
     public bool Resumed { get; set; }
     public ResumeCookie? Cookie { get; set; }
 
-    /// <summary>Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged.</summary>
-    public ulong[] Take(out ulong count)
+    /// <summary>
+    /// Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged; returns
+    /// the taken blocks as ascending, disjoint ranges. The map is taken piece by piece through one small
+    /// buffer: no array the size of the bitmap is made, only the ranges (as many as runs of dirty blocks).
+    /// </summary>
+    public List<BlockRange> Take(out ulong count)
     {
         lock (_fileLock)
         {
-            PersistOutstanding(null); // invalid before the take
-            ulong[] words, snapshot;
+            PersistOutstanding(valid: false); // invalid before the take
+            var ranges = new List<BlockRange>();
+            count = 0;
             long changes;
             lock (_lock)
             {
-                words = Map.TakeAll(out count);
-                for (var i = 0; i < words.Length; i++) _outstanding[i] |= words[i];
+                var piece = _piece;
+                for (ulong w = 0; w < _outstanding.Words; w += (ulong)piece.Length)
+                {
+                    var words = piece.AsSpan(0, (int)Math.Min((ulong)piece.Length, _outstanding.Words - w));
+                    var n = Map.Take(w, words);
+                    if (n == 0) continue;
+                    count += n;
+                    _outstanding.Or(w, words);
+                    BlockRange.AppendBits(ranges, words, w);
+                }
                 changes = ++_changes;
-                snapshot = (ulong[])_outstanding.Clone();
             }
             _recordGone = false;
-            PersistOutstanding(snapshot); // valid after it: outstanding ∪ taken
+            PersistOutstanding(valid: true); // valid after it: outstanding ∪ taken
             _writtenChanges = changes;
-            return words;
+            return ranges;
         }
     }
+
+    // the buffer the map is taken through, and the record written from (guarded by _fileLock)
+    private readonly ulong[] _piece = new ulong[PieceWords];
+    private const int PieceWords = 8192; // 64 KiB: 32 GiB of disk at 4 KiB blocks
 
     /// <summary>The receiver has written blocks [first, first+count): they are no longer ours to give back.</summary>
     public void Acknowledge(ulong first, ulong count)
     {
         lock (_lock)
         {
-            for (var b = first; b < first + count;)
-            {
-                var w = b / 64;
-                var bit = (int)(b % 64);
-                var span = (int)Math.Min(64 - (ulong)bit, first + count - b);
-                var mask = span == 64 ? ulong.MaxValue : ((1ul << span) - 1) << bit;
-                _outstanding[w] &= ~mask;
-                b += (ulong)span;
-            }
+            _outstanding.Clear(first, count);
             _changes++;
         }
         if (_writerFailure is { } failure) throw failure;
@@ -163,16 +172,14 @@ internal sealed class SourceDisk : IDisposable
     // guarded by _fileLock
     private void WriteCurrent(bool onlyIfChanged)
     {
-        ulong[] snapshot;
         long changes;
         lock (_lock)
         {
             if (onlyIfChanged && (_recordGone || _changes == _writtenChanges)) return;
             changes = _changes;
-            snapshot = (ulong[])_outstanding.Clone();
         }
         _recordGone = false;
-        PersistOutstanding(snapshot);
+        PersistOutstanding(valid: true);
         _writtenChanges = changes;
     }
 
@@ -207,9 +214,7 @@ internal sealed class SourceDisk : IDisposable
     // guarded by _lock
     private ulong CountOutstanding()
     {
-        ulong n = 0;
-        foreach (var w in _outstanding) n += (ulong)System.Numerics.BitOperations.PopCount(w);
-        return n;
+        return _outstanding.Count();
     }
 
     /// <summary>Puts every outstanding bit back into the map (atomic OR); returns how many blocks went back.</summary>
@@ -219,8 +224,8 @@ internal sealed class SourceDisk : IDisposable
         lock (_lock)
         {
             var n = CountOutstanding();
-            if (n > 0) Map.MarkWords(0, _outstanding);
-            Array.Clear(_outstanding);
+            foreach (var (firstWord, words) in _outstanding.Chunks()) Map.MarkWords(firstWord, words.Span);
+            _outstanding.ClearAll();
             DeleteOutstandingFile();
             return n;
         }
@@ -232,7 +237,7 @@ internal sealed class SourceDisk : IDisposable
         lock (_fileLock)
         lock (_lock)
         {
-            Array.Clear(_outstanding);
+            _outstanding.ClearAll();
             DeleteOutstandingFile();
         }
     }
@@ -250,37 +255,52 @@ internal sealed class SourceDisk : IDisposable
             byte[]? data;
             try
             {
-                data = _mapDir!.ReadAll(_outstandingName, OutstandingHeader + _outstanding.Length * 8L);
+                data = _mapDir!.ReadAll(_outstandingName, OutstandingHeader + (long)_outstanding.Words * 8L);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 return false;
             }
-            if (data is null || data.Length != OutstandingHeader + _outstanding.Length * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
+            if (data is null || data.Length != OutstandingHeader + (long)_outstanding.Words * 8 || !data.AsSpan(0, 8).SequenceEqual(OutstandingMagic)
                 || !data.AsSpan(8, 16).SequenceEqual(lineage) || data[24] != 1)
                 return false;
-            var words = new ulong[_outstanding.Length];
-            Buffer.BlockCopy(data, OutstandingHeader, words, 0, words.Length * 8);
-            Map.MarkWords(0, words);
+            Map.MarkWords(0, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(data.AsSpan(OutstandingHeader)));
             DeleteOutstandingFile();
             return true;
         }
     }
 
-    // guarded by _fileLock: a valid record of bits (a snapshot of _outstanding), or with null an invalid one
-    private void PersistOutstanding(ulong[]? bits)
+    // guarded by _fileLock: a valid record of the outstanding bits, or an invalid one (no bits)
+    // The bits are copied piece by piece (each under _lock) and only the pieces holding a bit are
+    // written: the rest of the file is a hole (reads as zeros). Under _fileLock no bit is added (takes
+    // hold it), only acknowledgements remove some meanwhile, so the file lists every bit that is still
+    // outstanding when it is complete (and perhaps some acknowledged since: merely sent again).
+    private void PersistOutstanding(bool valid)
     {
         if (Cookie is not { } cookie || _persistDisabled) return;
-        var valid = bits != null;
-        var data = new byte[OutstandingHeader + (valid ? _outstanding.Length * 8 : 0)];
-        OutstandingMagic.CopyTo(data, 0);
-        cookie.Lineage.AsSpan(0, 16).CopyTo(data.AsSpan(8));
-        data[24] = valid ? (byte)1 : (byte)0;
-        if (valid) Buffer.BlockCopy(bits!, 0, data, OutstandingHeader, _outstanding.Length * 8);
+        var header = new byte[OutstandingHeader];
+        OutstandingMagic.CopyTo(header, 0);
+        cookie.Lineage.AsSpan(0, 16).CopyTo(header.AsSpan(8));
+        header[24] = valid ? (byte)1 : (byte)0;
         try
         {
             // a new file renamed over the old one: "invalid" before the take, "valid" after it
-            _mapDir!.WriteAtomically(_outstandingName, data);
+            _mapDir!.WriteAtomically(_outstandingName, OutstandingHeader + (valid ? (long)_outstanding.Words * 8L : 0), f =>
+            {
+                RandomAccess.Write(f, header, 0);
+                if (!valid) return;
+                // chunk by chunk (4 KiB of bitmap): a scattered set of blocks writes a page per block at most
+                var piece = _piece.AsSpan(0, OutstandingBits.ChunkWords);
+                for (ulong w = 0; w < _outstanding.Words; w += (ulong)piece.Length)
+                {
+                    var n = (int)Math.Min((ulong)piece.Length, _outstanding.Words - w);
+                    bool any;
+                    lock (_lock) any = _outstanding.CopyTo(w, piece[..n]);
+                    if (!any) continue;
+                    var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(piece[..n]);
+                    if (bytes.IndexOfAnyExcept((byte)0) >= 0) RandomAccess.Write(f, bytes, OutstandingHeader + (long)w * 8L);
+                }
+            });
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

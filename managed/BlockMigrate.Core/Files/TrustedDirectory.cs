@@ -187,6 +187,17 @@ public sealed unsafe class TrustedDirectory : IDisposable
     /// </summary>
     public void WriteAtomically(string name, ReadOnlySpan<byte> data, bool sync = false, UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite)
     {
+        var bytes = data.ToArray();
+        WriteAtomically(name, length: -1, f => RandomAccess.Write(f, bytes, 0), sync, mode);
+    }
+
+    /// <summary>
+    /// As <see cref="WriteAtomically(string, ReadOnlySpan{byte}, bool, UnixFileMode)"/>, with the content
+    /// written by <paramref name="write"/> into the temporary file, which is first sized to
+    /// <paramref name="length"/> bytes (unless negative): parts it does not write are holes that read as zeros.
+    /// </summary>
+    public void WriteAtomically(string name, long length, Action<SafeFileHandle> write, bool sync = false, UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite)
+    {
         CheckName(name);
         var tmp = $".{name}.tmp.{Environment.ProcessId}.{Interlocked.Increment(ref _counter)}";
         int fd;
@@ -199,7 +210,8 @@ public sealed unsafe class TrustedDirectory : IDisposable
             using (var f = new SafeFileHandle(fd, ownsHandle: true))
             {
                 if (fchmod(fd, (mode_t)(uint)mode) != 0) throw new IOException($"{PathOf(tmp)}: chmod: {NativeMethods.ErrnoText(errno)}");
-                RandomAccess.Write(f, data, 0);
+                if (length >= 0) SparseFile.Truncate(f, length);
+                write(f);
                 if (sync) SparseFile.Sync(f);
             }
             int rc;

@@ -40,6 +40,9 @@ internal static partial class NativeMethods
     [LibraryImport(Lib, EntryPoint = "bm_map_info")]
     internal static partial int MapInfo(DirtyMapHandle map, out BmInfo info);
 
+    [LibraryImport(Lib, EntryPoint = "bm_map_counters")]
+    internal static partial int MapCounters(DirtyMapHandle map, out BmInfo info);
+
     [LibraryImport(Lib, EntryPoint = "bm_dirty_count")]
     internal static partial long DirtyCount(DirtyMapHandle map);
 

@@ -12,8 +12,25 @@ public readonly record struct BlockRange(ulong First, ulong Last)
     public static List<BlockRange> FromBits(ReadOnlySpan<ulong> words, ulong firstWord = 0)
     {
         var ranges = new List<BlockRange>();
+        AppendBits(ranges, words, firstWord);
+        return ranges;
+    }
+
+    /// <summary>
+    /// Appends the runs of set bits in <paramref name="words"/> (word <paramref name="firstWord"/> on) to
+    /// <paramref name="ranges"/>, whose last range must end before them; a run that continues that last
+    /// range extends it. So a bitmap read piece by piece, in ascending order, gives the same ranges as
+    /// <see cref="FromBits"/> over the whole of it, without ever holding the whole of it.
+    /// </summary>
+    public static void AppendBits(List<BlockRange> ranges, ReadOnlySpan<ulong> words, ulong firstWord)
+    {
         ulong start = 0, end = 0;
         var open = false;
+        if (ranges.Count > 0 && ranges[^1].Last + 1 == firstWord * 64)
+        {
+            (start, end, open) = (ranges[^1].First, ranges[^1].Last, true);
+            ranges.RemoveAt(ranges.Count - 1);
+        }
         for (var i = 0; i < words.Length; i++)
         {
             var w = words[i];
@@ -37,6 +54,5 @@ public readonly record struct BlockRange(ulong First, ulong Last)
             }
         }
         if (open) ranges.Add(new BlockRange(start, end));
-        return ranges;
     }
 }

@@ -23,4 +23,8 @@ public enum FrameType : byte
     Verify = 9,
     /// <summary>receiver → source, JSON <see cref="VerifyResultMessage"/>.</summary>
     VerifyResult = 10,
+    /// <summary>source → receiver, <see cref="SeedHashes"/>: keyed hashes of blocks of the first round, asking the receiver to supply them from its seeds (only to a receiver whose Welcome has a seed key).</summary>
+    SeedHashes = 16,
+    /// <summary>receiver → source, <see cref="SeedAnswer"/>: which blocks of one SeedHashes frame it wrote from its seeds (before that frame's ack).</summary>
+    SeedAnswer = 17,
 }

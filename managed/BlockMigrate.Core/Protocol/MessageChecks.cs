@@ -28,6 +28,37 @@ public static class MessageChecks
         return hello;
     }
 
+    /// <summary>
+    /// A Verify frame's payload: empty (the whole-image SHA-256 of older sources) or exactly one byte naming
+    /// a digest this receiver knows (<see cref="VerifyDigest"/>, not <see cref="VerifyDigest.WholeImage"/>:
+    /// that one is the empty payload).
+    /// </summary>
+    public static VerifyDigest CheckVerifyRequest(ReadOnlySpan<byte> payload) => payload.Length switch
+    {
+        0 => VerifyDigest.WholeImage,
+        1 when payload[0] == (byte)VerifyDigest.Nonzero => VerifyDigest.Nonzero,
+        1 => throw new ProtocolException($"verify frame asks for unknown digest {payload[0]}"),
+        _ => throw new ProtocolException($"verify frame of {payload.Length} bytes (0 or 1)"),
+    };
+
+    /// <summary>
+    /// The receiver's hashes: a list without null entries; <c>digest</c> absent (the whole-image SHA-256 of an
+    /// older receiver) or <see cref="VerifyResultMessage.NonzeroDigestName"/>, with every hash then 64 hex digits.
+    /// </summary>
+    public static VerifyResultMessage Check(VerifyResultMessage result)
+    {
+        if (result.Sha256 == null || result.Sha256.Any(h => h == null)) throw new ProtocolException("verify result without a hash list or with a null hash");
+        if (result.Sha256.Count > MaxDisks) throw new ProtocolException($"verify result with {result.Sha256.Count} hashes (at most {MaxDisks} disks)");
+        if (result.Digest != null)
+        {
+            if (result.Digest != VerifyResultMessage.NonzeroDigestName)
+                throw new ProtocolException($"verify result with unknown digest {PeerText.Clean(result.Digest)}");
+            if (result.Sha256.Any(h => h.Length != 64 || !h.All(Uri.IsHexDigit)))
+                throw new ProtocolException("verify result with a hash that is not 64 hex digits");
+        }
+        return result;
+    }
+
     /// <summary>The receiver's Welcome must answer our offers, one entry per disk, in order.</summary>
     public static WelcomeMessage Check(WelcomeMessage welcome, IReadOnlyList<DiskOffer> offers)
     {

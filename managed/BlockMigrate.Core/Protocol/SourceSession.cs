@@ -14,7 +14,10 @@ internal interface ISourceSessionEvents
     /// <summary>The receiver's hashes (<see cref="FrameType.Verify"/>).</summary>
     void Verified(VerifyResultMessage result);
 
-    /// <summary>The connection is over: an Error frame, a bad frame, a closed or failed link, or <see cref="SourceSession.DisposeAsync"/>. Called once; nothing follows.</summary>
+    /// <summary>The receiver's answer to a seed-hashes frame (before that frame's ack); throws <see cref="ProtocolException"/> if it answers nothing sent.</summary>
+    void SeedAnswered(SeedAnswer answer);
+
+        /// <summary>The connection is over: an Error frame, a bad frame, a closed or failed link, or <see cref="SourceSession.DisposeAsync"/>. Called once; nothing follows.</summary>
     void Failed(BlockMigrateException reason);
 }
 
@@ -70,6 +73,12 @@ internal sealed class SourceSession(Stream stream) : IAsyncDisposable
                         if (ack > _writer.LastSequence)
                             throw new ProtocolException($"the receiver acknowledged frame {ack}, but only {_writer.LastSequence} were sent");
                         events.Acked(ack);
+                        break;
+                    case FrameType.SeedAnswer:
+                        var answer = SeedAnswer.Decode(frame.Span);
+                        if (answer.Sequence > _writer.LastSequence)
+                            throw new ProtocolException($"the receiver answered seed-hashes frame {answer.Sequence}, but only {_writer.LastSequence} were sent");
+                        events.SeedAnswered(answer);
                         break;
                     case FrameType.Committed:
                         events.Committed();

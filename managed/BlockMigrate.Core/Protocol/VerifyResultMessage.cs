@@ -1,10 +1,13 @@
 namespace BlockMigrate.Protocol;
 
-/// <summary>The receiver's SHA-256 (hex) of each disk image as committed, in Hello's order.</summary>
-public sealed record VerifyResultMessage(IReadOnlyList<string> Sha256) : IProtocolMessage
+/// <summary>
+/// The receiver's hash of each disk image as committed, in Hello's order. <see cref="Digest"/> says which:
+/// null (absent) for the SHA-256 of the whole image (older receivers, or a Verify frame with an empty
+/// payload), <see cref="NonzeroDigestName"/> for <see cref="Verify.NonzeroDigest"/>.
+/// </summary>
+public sealed record VerifyResultMessage(IReadOnlyList<string> Sha256, string? Digest = null) : IProtocolMessage
 {
-    public void Validate()
-    {
-        if (Sha256 == null || Sha256.Any(h => h == null)) throw new ProtocolException("verify result without a hash list or with a null hash");
-    }
+    public const string NonzeroDigestName = "nonzero-sha256";
+
+    public void Validate() => MessageChecks.Check(this);
 }

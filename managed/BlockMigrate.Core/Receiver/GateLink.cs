@@ -25,28 +25,38 @@ internal sealed class GateLink(DirtyMap map) : IDisposable
 
     /// <summary>
     /// Gates the blocks of <paramref name="ranges"/> (clamped to the map), then lifts "everything waits".
-    /// Word-wise: whole words are filled at once and only the words the ranges span are passed to the
-    /// map, so the cost is one pass over those words plus one step per range, whatever the ranges' sizes.
+    /// Word-wise, through a window of at most 64 KiB of bitmap: whole words are filled at once and only
+    /// the words the ranges touch are passed to the map, so the cost is one pass over those words plus one
+    /// step per range, whatever the ranges' sizes, and no array the size of the disk's bitmap is made.
     /// </summary>
     public void MarkStale(IReadOnlyList<BlockRange> ranges)
     {
         var blocks = map.Blocks;
-        ulong lo = ulong.MaxValue, hi = 0;
+        ulong[]? window = null;
+        ulong windowWord = 0;
+        var used = 0; // words of the window set so far
         foreach (var r in ranges)
         {
             if (r.First >= blocks || r.Last < r.First) continue;
-            lo = Math.Min(lo, r.First);
-            hi = Math.Max(hi, Math.Min(r.Last, blocks - 1));
+            var last = Math.Min(r.Last, blocks - 1);
+            for (var b = r.First; b <= last;)
+            {
+                var word = b / 64;
+                if (window == null || word < windowWord || word >= windowWord + WindowWords)
+                {
+                    if (window != null && used > 0) map.GateMarkWords(windowWord, window.AsSpan(0, used));
+                    window ??= new ulong[WindowWords];
+                    Array.Clear(window);
+                    windowWord = word;
+                    used = 0;
+                }
+                var l = Math.Min(last, (windowWord + WindowWords) * 64 - 1);
+                SetBits(window, b - windowWord * 64, l - windowWord * 64);
+                used = Math.Max(used, (int)(l / 64 - windowWord) + 1);
+                b = l + 1;
+            }
         }
-        if (lo <= hi)
-        {
-            var firstWord = lo / 64;
-            var words = new ulong[hi / 64 - firstWord + 1];
-            foreach (var r in ranges)
-                if (r.First < blocks && r.Last >= r.First)
-                    SetBits(words, r.First - firstWord * 64, Math.Min(r.Last, blocks - 1) - firstWord * 64);
-            map.GateMarkWords(firstWord, words);
-        }
+        if (window != null && used > 0) map.GateMarkWords(windowWord, window.AsSpan(0, used));
         map.SetState(MapState.Gate, MapState.GateAll);
     }
 
@@ -72,29 +82,49 @@ internal sealed class GateLink(DirtyMap map) : IDisposable
         if (firstBlock < map.Blocks) map.GateRelease(firstBlock, Math.Min(blocks, map.Blocks - firstBlock));
     }
 
-    /// <summary>The runs of blocks in [first, first+count) that the gate still holds, as (first, count).</summary>
+    /// <summary>
+    /// The runs of blocks in [first, first+count) that the gate still holds, as (first, count). The gate
+    /// is read a window of words at a time and words without a held block are skipped whole, so a zero
+    /// range over a terabyte costs a pass over its words and no array of their size.
+    /// </summary>
     public List<(ulong First, ulong Count)> StillGated(ulong first, ulong count)
     {
         var runs = new List<(ulong, ulong)>();
         var end = Math.Min(first + count, map.Blocks);
         if (first >= end) return runs;
-        var firstWord = first / 64;
-        var words = new ulong[(end - 1) / 64 - firstWord + 1];
-        map.GatePeek(firstWord, words);
+        var words = new ulong[Math.Min(WindowWords, (end - 1) / 64 - first / 64 + 1)];
         ulong? start = null;
-        for (var b = first; b < end; b++)
+        for (var w0 = first / 64; w0 * 64 < end; w0 += (ulong)words.Length)
         {
-            var held = (words[b / 64 - firstWord] >> (int)(b % 64) & 1) != 0;
-            if (held && start == null) start = b;
-            if (!held && start is { } s)
+            var n = (int)Math.Min((ulong)words.Length, (end - 1) / 64 - w0 + 1);
+            map.GatePeek(w0, words.AsSpan(0, n));
+            for (var i = 0; i < n; i++)
             {
-                runs.Add((s, b - s));
-                start = null;
+                var w = words[i];
+                var wordFirst = (w0 + (ulong)i) * 64;
+                // bits of this word inside [first, end)
+                if (wordFirst < first) w &= ~0ul << (int)(first - wordFirst);
+                if (wordFirst + 64 > end) w &= ~0ul >> (int)(wordFirst + 64 - end);
+                if (w == (start == null ? 0ul : ~0ul)) continue; // nothing changes in this word: none held, or all held with a run open
+                for (var bit = 0; bit < 64; bit++)
+                {
+                    var b = wordFirst + (ulong)bit;
+                    if (b < first || b >= end) continue;
+                    var held = (w >> bit & 1) != 0;
+                    if (held && start == null) start = b;
+                    if (!held && start is { } s)
+                    {
+                        runs.Add((s, b - s));
+                        start = null;
+                    }
+                }
             }
         }
         if (start is { } last) runs.Add((last, end - last));
         return runs;
     }
+
+    private const int WindowWords = 8192; // 64 KiB of gate bitmap at a time
 
     /// <summary>Releases every block and lifts the gate (commit; or a new copy replacing an old attempt).</summary>
     public void ReleaseAll()

@@ -171,6 +171,10 @@ internal sealed class ReceivedDisk : IDisposable
             throw new ProtocolException($"disk {Name}: data frame for bytes {h.Offset}+{h.Length} past the end ({Offer.Size})");
         if (h.Offset % Offer.BlockSize != 0)
             throw new ProtocolException($"disk {Name}: data frame at {h.Offset} is not block-aligned");
+        // whole blocks only (the disk's last block may be short): the blocks a frame releases at the gate
+        // and acknowledges are exactly the blocks it wrote; a zero range cannot punch part of a block
+        if ((h.Offset + h.Length) % Offer.BlockSize != 0 && h.Offset + h.Length != Offer.Size)
+            throw new ProtocolException($"disk {Name}: data frame for bytes {h.Offset}+{h.Length} ends inside a block");
         var first = h.Offset / Offer.BlockSize;
         var count = (h.Length + Offer.BlockSize - 1) / Offer.BlockSize;
         try
@@ -204,6 +208,27 @@ internal sealed class ReceivedDisk : IDisposable
                 : $"disk {Name}: write error: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {h.Offset}: {e.Message}");
         }
         return (first, count);
+    }
+
+    /// <summary>The body of the last compressed data frame, decoded (valid until the next <see cref="Write"/>).</summary>
+    public ReadOnlySpan<byte> Decoded(int length) => _buffer.AsSpan(0, length);
+
+    /// <summary>Writes one whole block copied from a seed (checked by the caller: its hash is the one the source sent).</summary>
+    public void WriteBlock(ulong block, ReadOnlySpan<byte> data)
+    {
+        var offset = block * Offer.BlockSize;
+        if (data.Length != Offer.BlockSize || offset + Offer.BlockSize > Offer.Size)
+            throw new ProtocolException($"disk {Name}: block {block} is not a whole block of the disk");
+        try
+        {
+            WriteRange(false, data, offset, Offer.BlockSize);
+        }
+        catch (IOException e)
+        {
+            throw new ReceiverException(SparseFile.IsDiskFull(e)
+                ? $"disk full: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {offset}: No space left on device"
+                : $"disk {Name}: write error: writing {DiskName.ImageFile(Name)} in {_imageDir} at offset {offset}: {e.Message}");
+        }
     }
 
     private void WriteRange(bool zero, ReadOnlySpan<byte> data, ulong offset, ulong length)
@@ -276,6 +301,9 @@ internal sealed class ReceivedDisk : IDisposable
         }
         return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
     }
+
+    /// <summary>The hole-aware digest (<see cref="Verify.NonzeroDigest"/>): reads the image's data, not its holes.</summary>
+    public string NonzeroHash() => Verify.NonzeroDigest.Compute(Image, (long)Offer.Size).Hex;
 
     private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ");
 

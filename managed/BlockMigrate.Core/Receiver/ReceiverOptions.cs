@@ -30,12 +30,24 @@ public sealed record ReceiverOptions
     public int MaxPendingHandshakes { get; init; } = DefaultMaxPendingHandshakes;
     public const int DefaultMaxPendingHandshakes = 32;
 
+    /// <summary>
+    /// Seed images (<c>--seed FILE</c>): blocks whose content is found in one (anywhere, block-aligned) are
+    /// copied here instead of crossing the link (<see cref="SeedStore"/>). None, and no <see cref="SeedDir"/>: no exchange.
+    /// </summary>
+    public IReadOnlyList<string> Seeds { get; init; } = Array.Empty<string>();
+    /// <summary>A directory whose regular files are all seeds (read at each migration).</summary>
+    public string? SeedDir { get; init; }
+    /// <summary>Called once a migration's seed index is built, before any block is copied from it (tests change seeds here).</summary>
+    internal Action? SeedsIndexed { get; init; }
+
     /// <summary>Every problem, one line each, named as the CLI's options (none: usable).</summary>
     public IReadOnlyList<string> Validate()
     {
         var e = new List<string>();
         if (HandshakeTimeout.TotalSeconds is < 0.1 or > 3600) e.Add("--handshake-timeout: expected 0.1 to 3600 seconds");
         if (MaxPendingHandshakes is < 1 or > 100000) e.Add("--max-pending-handshakes: expected 1 to 100000");
+        if (Seeds.Any(s => string.IsNullOrEmpty(s))) e.Add("--seed: an empty file name");
+        if (SeedDir == "") e.Add("--seed-dir: an empty directory name");
         if (string.IsNullOrEmpty(ImageDir)) e.Add("no image directory (--image-dir DIR or image-dir in the config file)");
         return e;
     }

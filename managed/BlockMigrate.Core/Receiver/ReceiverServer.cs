@@ -52,6 +52,7 @@ public sealed class ReceiverServer(ReceiverOptions options, ILogger? logger = nu
             trusted = TrustList.LoadTrusted(options.TrustedPath);
             if (trusted.Count == 0) Warn($"{options.TrustedPath} lists no keys; every source will be refused");
         }
+        SeedStore.Check(options, _log); // a named seed that cannot be used: one line, not started
         using var dir = SparseFile.OpenDirectory(options.ImageDir);
         var listener = new TcpListener(options.Listen);
         // "[::]" means every address, IPv4 too (receiver.conf's default): .NET opens IPv6 sockets

@@ -32,6 +32,9 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
     private ReceiverException? _fault; // a write or fsync error of the flusher (_syncLock)
     private bool _committed;
     private string? _memoryKeyDir; // the destination QEMU's keys.psk for this migration's memory stream; removed at the end
+    private SeedStore? _seeds;     // this migration's seeds and their index (null: none, no exchange)
+    private readonly Dictionary<ushort, ulong> _seedNext = []; // per disk: where its next seed-hashes range may start
+    private readonly List<int> _seedFiles = [];                 // per disk: its image's number in _seeds
 
     /// <summary>Returns true when the migration was committed.</summary>
     public async Task<bool> RunAsync(CancellationToken ct)
@@ -81,6 +84,8 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             }
             catch (Exception) { /* its failure is in _fault */ }
             MemoryKey.Remove(_memoryKeyDir);
+            if (_seeds != null) log.Line($"seeds: {_seeds.Supplied} blocks written from seeds or earlier blocks" + (_seeds.Stale > 0 ? $"; {_seeds.Stale} had changed since they were indexed (sent instead)" : ""));
+            _seeds?.Dispose();
             foreach (var d in _disks)
             {
                 // acknowledged blocks were fsynced before their ack: the image is a consistent base for a resume
@@ -147,7 +152,11 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             _memoryKeyDir = MemoryKey.WriteDirectory(hello.MemoryKey);
             log.Line($"memory stream key for the destination QEMU in {_memoryKeyDir} (until this session ends)");
         }
-        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, BlockCodec.Advertised, _memoryKeyDir), ProtocolJson.Default.WelcomeMessage), default, ct);
+        _seeds = SeedStore.Open(options, log);
+        if (_seeds != null)
+            foreach (var d in _disks) _seedFiles.Add(_seeds.AddImage(d.Image, DiskName.ImageFile(d.Name)));
+        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, BlockCodec.Advertised, _memoryKeyDir, _seeds?.KeyHex),
+            ProtocolJson.Default.WelcomeMessage), default, ct);
     }
 
     private async Task FramesAsync(CancellationToken ct)
@@ -170,9 +179,14 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     var disk = Disk(h.Disk);
                     var (first, count) = disk.Write(h, frame.Span[DataHeader.Size..]);
                     if (disk.Final) disk.Gate?.Landed(first, count);
+                    if (_seeds != null && h.Encoding != DataEncoding.Zero && !disk.Finishing) IndexReceived(h, disk, frame.Span[DataHeader.Size..]);
                     Processed(frame.Sequence);
                     break;
                 }
+                case FrameType.SeedHashes:
+                    await SeedHashesAsync(SeedHashes.Decode(frame.Span), frame.Sequence, ct);
+                    Processed(frame.Sequence);
+                    break;
                 case FrameType.FinalSet:
                 {
                     var set = FinalSet.Decode(frame.Span);
@@ -199,8 +213,11 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     break;
                 case FrameType.Verify:
                     if (!_committed) throw new ProtocolException("verify before commit");
-                    var hashes = await Task.Run(() => _disks.Select(d => d.Hash()).ToList(), ct);
-                    await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(new VerifyResultMessage(hashes), ProtocolJson.Default.VerifyResultMessage), default, ct);
+                    var digest = VerifyRequest.Decode(frame.Span).Digest;
+                    var nonzero = digest == VerifyDigest.Nonzero;
+                    var hashes = await Task.Run(() => _disks.Select(d => nonzero ? d.NonzeroHash() : d.Hash()).ToList(), ct);
+                    var result = new VerifyResultMessage(hashes, nonzero ? VerifyResultMessage.NonzeroDigestName : null);
+                    await _writer.WriteAsync(FrameType.VerifyResult, ProtocolJson.Encode(result, ProtocolJson.Default.VerifyResultMessage), default, ct);
                     break;
                 case FrameType.Error:
                     log.Line($"source {channel.Peer} gave up: {PeerText.Clean(frame.Span)}");
@@ -225,6 +242,57 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
         if (set.Ranges[0].First < next)
             throw new ProtocolException($"disk {disk.Name}: final set ranges out of order or overlapping an earlier frame's");
         _finalNext[set.Disk] = set.Ranges[^1].Last + 1;
+    }
+
+    /// <summary>
+    /// Writes what it can of a seed-hashes frame from the seeds (each chunk re-hashed as read: only the
+    /// bytes asked for are written), then answers which blocks it wrote. The frame is acknowledged like a
+    /// data frame, once those writes are fsynced (the caller marks it processed after the answer).
+    /// </summary>
+    private async Task SeedHashesAsync(SeedHashes set, ulong sequence, CancellationToken ct)
+    {
+        if (_seeds == null) throw new ProtocolException("seed-hashes frame, but this receiver offered no seeds");
+        var disk = Disk(set.Disk);
+        if (disk.Final || disk.Finishing) throw new ProtocolException($"disk {disk.Name}: seed-hashes frame after the final set");
+        var bs = disk.Offer.BlockSize;
+        var whole = disk.Offer.Size / bs; // the short last block is never hashed
+        if (set.Ranges[^1].Last >= whole)
+            throw new ProtocolException($"disk {disk.Name}: seed-hashes frame names block {set.Ranges[^1].Last}, past its last whole block ({whole} blocks)");
+        if (set.Ranges[0].First < _seedNext.GetValueOrDefault(set.Disk))
+            throw new ProtocolException($"disk {disk.Name}: seed-hashes ranges out of order or overlapping an earlier frame's");
+        _seedNext[set.Disk] = set.Ranges[^1].Last + 1;
+        var supplied = new bool[set.Count];
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent((int)bs);
+        try
+        {
+            var i = 0;
+            foreach (var block in set.Blocks())
+            {
+                var chunk = buffer.AsSpan(0, (int)bs);
+                if (_seeds.TryRead(set.Hash(i), chunk))
+                {
+                    disk.WriteBlock(block, chunk);
+                    _seeds.AddReceived(_seedFiles[set.Disk], (long)(block * bs), chunk);
+                    supplied[i] = true;
+                    _seeds.Supplied++;
+                }
+                i++;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+        await _writer.WriteAsync(FrameType.SeedAnswer, new SeedAnswer(sequence, set.Count, SeedAnswer.Bitmap(supplied)).Encode(), default, ct);
+    }
+
+    /// <summary>Indexes the whole blocks of a data frame just written: later hashes may name them.</summary>
+    private void IndexReceived(DataHeader h, ReceivedDisk disk, ReadOnlySpan<byte> body)
+    {
+        var data = h.Encoding == DataEncoding.Raw ? body : disk.Decoded((int)h.Length);
+        var bs = (int)disk.Offer.BlockSize;
+        for (var o = 0; o + bs <= data.Length; o += bs)
+            _seeds!.AddReceived(_seedFiles[h.Disk], (long)h.Offset + o, data.Slice(o, bs));
     }
 
     private ReceivedDisk Disk(ushort index) =>

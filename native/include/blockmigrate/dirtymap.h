@@ -139,6 +139,9 @@ int bm_valid_block_size (uint64_t block_size);  /* 1 when acceptable */
 
 /* Reading state. */
 int bm_map_info (bm_map *map, struct bm_info *out);
+/* bm_map_info without dirty_blocks and gated_blocks (left 0): reads the
+ * header only, never the bitmaps. */
+int bm_map_counters (bm_map *map, struct bm_info *out);
 int64_t bm_dirty_count (bm_map *map);
 /* Copy words [first_word, first_word+nwords) of the dirty bitmap without clearing. */
 int bm_peek (bm_map *map, uint64_t first_word, uint64_t nwords, uint64_t *out);

@@ -99,7 +99,7 @@ public static class LibvirtAdopt
 
     private static async Task CopyAsync(Virsh virsh, LibvirtAdoptOptions o, List<string> args, XElement xml, string what, Action<string> log, CancellationToken ct)
     {
-        var dir = Directory.CreateTempSubdirectory("blockmigrate-adopt-").FullName;
+        var dir = LibvirtTempDir.Create("adopt", log);
         try
         {
             var path = Path.Combine(dir, "disk.xml");
@@ -153,7 +153,7 @@ public static class LibvirtAdopt
         disk.Element("driver")?.SetAttributeValue("type", newDisk.Element("driver")!.Attribute("type")!.Value);
         disk.AddFirst(new XElement(newDisk.Element("source")!));
         if (newDisk.Element("backingStore") is { } b) disk.Element("source")!.AddAfterSelf(new XElement(b));
-        var dir = Directory.CreateTempSubdirectory("blockmigrate-adopt-").FullName;
+        var dir = LibvirtTempDir.Create("adopt", log);
         try
         {
             var path = Path.Combine(dir, "domain.xml");

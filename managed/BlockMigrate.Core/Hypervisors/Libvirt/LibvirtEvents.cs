@@ -58,6 +58,12 @@ public sealed class LibvirtEvents : IAsyncDisposable
         return null;
     }
 
+    /// <summary>Every event so far, in order.</summary>
+    public IReadOnlyList<(DateTimeOffset At, string What)> All()
+    {
+        lock (_events) return [.. _events];
+    }
+
     /// <summary>Waits (at most <paramref name="timeout"/>) for such an event.</summary>
     public async Task<DateTimeOffset?> WaitForAsync(string prefix, TimeSpan timeout)
     {

@@ -77,13 +77,14 @@ public sealed class LibvirtHypervisor : IHypervisor
 
         var live = LibvirtDomainXml.Parse(await _source.CheckAsync(["dumpxml", "--migratable", Domain], cancellationToken));
         var disks = LibvirtDomainXml.ShimDisks(live, Domain);
+        if (_options.ShimDisks.Count > 0) LibvirtShimDisks.CheckUnchanged(live, Domain, _options.ShimDisks);
         foreach (var target in _options.DestinationSockets.Keys)
             if (disks.All(d => d.Target != target))
                 throw new HypervisorException($"libvirt: --destination-socket names disk {target}, which domain '{Domain}' has not behind the shim ({string.Join(", ", disks.Select(d => d.Target))})");
         foreach (var d in disks)
             Say($"disk {d.Target}: {d.Description}{(d.Format is { } f ? $" ({f})" : "")} -> destination {_options.DestinationSockets.GetValueOrDefault(d.Target, d.Socket!)}");
 
-        _tempDir = Directory.CreateTempSubdirectory("blockmigrate-libvirt-").FullName; // 0700
+        _tempDir = LibvirtTempDir.Create("migrate", Say); // 0700; stale ones of killed runs removed
         _destinationXml = Path.Combine(_tempDir, "domain.xml");
         await File.WriteAllTextAsync(_destinationXml, LibvirtDomainXml.WithSockets(live, _options.DestinationSockets), cancellationToken);
         if (_options.Persistent)
@@ -117,43 +118,106 @@ public sealed class LibvirtHypervisor : IHypervisor
         await using var sourceEvents = new LibvirtEvents(_source, Domain, Ignored);
         await using var destinationEvents = new LibvirtEvents(_destination, Domain, Ignored);
         await Task.Delay(300, cancellationToken); // let both watchers register before anything happens
-        string? stats = null;
+        DateTimeOffset? returned = null, finished = null;
+        Task<BufferedCommandResult>? confirming = null;
         if (_phase == Phase.Prepared)
         {
             var args = MigrateArguments();
             Say($"memory: {_source.Describe(args)}");
             _phase = Phase.Migrating;
-            var r = await _source.Command(args, dieWithUs: true).WithValidation(CommandResultValidation.None)
-                .ExecuteBufferedAsync(System.Text.Encoding.UTF8, cancellationToken);
-            if (r.ExitCode != 0)
-                throw new HypervisorException($"libvirt: virsh migrate failed: {Virsh.LastLine(r.StandardError)}");
+            var migrating = _source.Command(args, dieWithUs: true).WithValidation(CommandResultValidation.None)
+                .ExecuteBufferedAsync(System.Text.Encoding.UTF8, cancellationToken).Task;
+            // The guest pauses at the source's 'Suspended Migrated'. libvirt's Finish at the destination then leaves the
+            // domain paused there (--suspend) and ends its job; Confirm at the source follows, killing the source QEMU, and
+            // took 1.6 s of a 1.8 s pause here. The hand-over need not wait for it (see FinishedAtDestinationAsync).
+            while (!migrating.IsCompleted)
+            {
+                if (await FinishedAtDestinationAsync(sourceEvents, destinationEvents, cancellationToken))
+                {
+                    finished = DateTimeOffset.UtcNow;
+                    confirming = migrating;
+                    break;
+                }
+                await Task.WhenAny(migrating, Task.Delay(20, cancellationToken));
+            }
+            if (confirming == null)
+            {
+                var r = await migrating;
+                if (r.ExitCode != 0)
+                    throw new HypervisorException($"libvirt: virsh migrate failed: {Virsh.LastLine(r.StandardError)}");
+                returned = DateTimeOffset.UtcNow;
+            }
             _phase = Phase.Arrived;
-            Say($"memory moved in {total.Elapsed.TotalSeconds:0.00} s; '{Domain}' paused at the destination");
-            var c = await _destination.RunAsync(["domjobinfo", "--completed", "--rawstats", Domain], cancellationToken);
-            if (c.ExitCode == 0) stats = c.StandardOutput;
+            Say($"memory moved in {total.Elapsed.TotalSeconds:0.00} s; '{Domain}' paused at the destination{(confirming != null ? " (libvirt is still confirming at the source)" : "")}");
         }
-        var state = await _destination.StateAsync(Domain, cancellationToken);
-        if (state != "paused")
-            throw new HypervisorException($"libvirt: after the memory copy '{Domain}' is '{state ?? "absent"}' at the destination, not paused; the disks were not handed over");
-        var source = await _source.StateAsync(Domain, cancellationToken);
-        if (source is "running" or "paused")
-            throw new HypervisorException($"libvirt: '{Domain}' is still '{source}' at the source after the memory copy; refusing to hand the disks over");
+        if (confirming == null)
+        {
+            // the guest is paused here: both checks at once (each is a virsh process)
+            var destinationState = _destination.StateAsync(Domain, cancellationToken);
+            var sourceState = _source.StateAsync(Domain, cancellationToken);
+            var state = await destinationState;
+            var source = await sourceState;
+            if (state != "paused")
+                throw new HypervisorException($"libvirt: after the memory copy '{Domain}' is '{state ?? "absent"}' at the destination, not paused; the disks were not handed over");
+            if (source is "running" or "paused")
+                throw new HypervisorException($"libvirt: '{Domain}' is still '{source}' at the source after the memory copy; refusing to hand the disks over");
+        }
 
         _phase = Phase.HandingOver;
+        var handingOver = DateTimeOffset.UtcNow;
         var sw = Stopwatch.StartNew();
-        await switchover(cancellationToken);
+        try
+        {
+            await switchover(cancellationToken);
+        }
+        catch when (confirming != null)
+        {
+            // let libvirt's Confirm finish (the source QEMU stopped, the source domain removed) before the abort
+            // reports the paused destination domain, so that a re-run finds the state it expects
+            try { await confirming.WaitAsync(_options.CommandTimeout, CancellationToken.None); }
+            catch (Exception e) when (e is TimeoutException or OperationCanceledException) { Ignored("waiting for virsh migrate", e); }
+            throw;
+        }
         var switchoverTime = sw.Elapsed;
         _phase = Phase.HandedOver;
         Say($"disks handed over in {switchoverTime.TotalMilliseconds:0} ms; resuming '{Domain}' at the destination");
-        await ResumeDestinationAsync(CancellationToken.None);
+        var resuming = DateTimeOffset.UtcNow;
+        await ResumeDestinationAsync(CancellationToken.None, checkedPaused: true);
         _phase = Phase.Done;
+        if (confirming != null)
+        {
+            // libvirt's Confirm kills the source QEMU and (--persistent) undefines the source domain: wait for it
+            var r = await confirming;
+            returned = DateTimeOffset.UtcNow;
+            if (r.ExitCode != 0 || await _source.StateAsync(Domain, CancellationToken.None) == "running")
+            {
+                // libvirt resumes the source only when it believes Finish failed; the destination runs on its disks now
+                var suspend = await _source.RunAsync(["suspend", Domain], CancellationToken.None);
+                throw new HypervisorException(
+                    $"libvirt: virsh migrate failed after '{Domain}' took over at the destination ({Virsh.LastLine(r.StandardError)}); the domain runs there on the " +
+                    $"handed-over disks; the source domain was {(suspend.ExitCode == 0 ? "paused" : "not paused: " + Virsh.LastLine(suspend.StandardError))}: destroy it there (virsh destroy {Domain})");
+            }
+        }
 
+        // figures after the resume: the guest no longer waits for them
+        var c = await _destination.RunAsync(["domjobinfo", "--completed", "--rawstats", Domain], CancellationToken.None);
+        var stats = c.ExitCode == 0 ? c.StandardOutput : null;
         var stopped = sourceEvents.First("Suspended");
         var resumed = await destinationEvents.WaitForAsync("Resumed", TimeSpan.FromSeconds(3));
         TimeSpan? guest = stopped is { } a && resumed is { } b && b > a ? b - a : null;
         var report = new HypervisorReport(Name, total.Elapsed, Stat(stats, "downtime") is { } ms ? TimeSpan.FromMilliseconds(ms) : null,
             guest, Stat(stats, "memory_processed") ?? 0) { Switchover = switchoverTime };
         Say($"guest paused {(guest is { } g ? $"{g.TotalMilliseconds:0} ms" : "(no events)")} (source 'Suspended' -> destination 'Resumed'), libvirt's downtime {report.HypervisorDowntime?.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms");
+        if (stopped is { } t0)
+        {
+            var marks = sourceEvents.All().Select(e => (e.At, $"source {e.What}"))
+                .Concat(destinationEvents.All().Select(e => (e.At, $"destination {e.What}"))).ToList();
+            if (returned is { } ret) marks.Add((ret, "virsh migrate returned"));
+            if (finished is { } fin) marks.Add((fin, "finished at the destination"));
+            marks.Add((handingOver, "hand-over starts"));
+            marks.Add((resuming, "virsh resume"));
+            Say("where the pause went (ms after the source's 'Suspended'): " + Timeline(t0, marks));
+        }
         return report;
     }
 
@@ -165,6 +229,30 @@ public sealed class LibvirtHypervisor : IHypervisor
         return job.ExitCode == 0 ? Stat(job.StandardOutput, "memory_processed") : null;
     }
 
+    /// <summary>
+    /// Whether libvirt's Finish step is over at the destination, so that the disks can be handed over and the
+    /// domain resumed there while the source's Confirm step still runs (what libvirt itself does without
+    /// <c>--suspend</c>: Finish resumes the destination, Confirm then kills the source). True only when the
+    /// destination sent 'Suspended' after the source's 'Suspended Migrated' (the end of the memory copy), has no
+    /// job left (<c>domjobinfo</c>: Job type None) and is paused. The source is not asked (see below).
+    /// </summary>
+    private async Task<bool> FinishedAtDestinationAsync(LibvirtEvents sourceEvents, LibvirtEvents destinationEvents, CancellationToken ct)
+    {
+        if (sourceEvents.First("Suspended Migrated") is not { } stopped) return false;
+        if (!destinationEvents.All().Any(e => e.At >= stopped && e.What.StartsWith("Suspended", StringComparison.Ordinal))) return false;
+        // the destination only: the source libvirtd answers nothing about the domain while Confirm stops its QEMU
+        // (a domstate there waited 1.7 s); that the source does not run again is checked once virsh migrate returned
+        var job = _destination.RunAsync(["domjobinfo", Domain], ct);
+        var there = _destination.StateAsync(Domain, ct);
+        var (j, t) = (await job, await there);
+        return j.ExitCode == 0 && Regex.IsMatch(j.StandardOutput, @"Job type:\s+None\b") && t == "paused";
+    }
+
+    /// <summary><c>name +ms, name +ms, …</c> in time order, relative to <paramref name="zero"/> (events before it left out).</summary>
+    internal static string Timeline(DateTimeOffset zero, IEnumerable<(DateTimeOffset At, string What)> marks) =>
+        string.Join(", ", marks.Where(m => m.At >= zero).OrderBy(m => m.At)
+            .Select(m => $"{m.What} +{(m.At - zero).TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture)}"));
+
     /// <summary>A figure of <c>domjobinfo --completed --rawstats</c> (<c>downtime: 330</c>).</summary>
     internal static long? Stat(string? rawstats, string key)
     {
@@ -173,8 +261,15 @@ public sealed class LibvirtHypervisor : IHypervisor
         return m.Success ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : null;
     }
 
-    private async Task ResumeDestinationAsync(CancellationToken cancellationToken)
+    private async Task ResumeDestinationAsync(CancellationToken cancellationToken, bool checkedPaused = false)
     {
+        if (checkedPaused)
+        {
+            // seen paused just before the hand-over: resume at once (one virsh process while the guest waits)
+            var r = await _destination.RunAsync(["resume", Domain], cancellationToken);
+            if (r.ExitCode == 0) return;
+            Log?.Invoke(LogLevel.Warning, $"libvirt: virsh resume failed ({Virsh.LastLine(r.StandardError)}); checking the domain's state");
+        }
         var state = await _destination.StateAsync(Domain, cancellationToken);
         if (state == "running") return;
         if (state != "paused")

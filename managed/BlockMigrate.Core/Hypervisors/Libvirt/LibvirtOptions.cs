@@ -39,6 +39,15 @@ public sealed record LibvirtOptions
     /// <summary><c>--auto-converge</c>: <c>virsh migrate --auto-converge</c>.</summary>
     public bool AutoConverge { get; init; }
 
+    /// <summary>
+    /// Where the shim's disk files are (<c>--disk-config-dir</c>, <c>NAME.conf</c> with <c>IMAGE=</c>, <c>SOCKET=</c>,
+    /// <c>DIRTYMAP=</c>): how the disks are found from the domain's sockets (<see cref="LibvirtShimDisks"/>).
+    /// </summary>
+    public string DiskConfigDir { get; init; } = LibvirtShimDisks.DefaultConfigDir;
+
+    /// <summary>The disks the migration moves, as <see cref="LibvirtShimDisks.ResolveAsync"/> found them; Prepare checks the domain still has exactly these (empty: not checked).</summary>
+    public IReadOnlyList<LibvirtShimDisk> ShimDisks { get; init; } = [];
+
     /// <summary>The virsh executable (<c>--virsh</c>).</summary>
     public string Virsh { get; init; } = "virsh";
 
@@ -58,6 +67,8 @@ public sealed record LibvirtOptions
         if (!MemoryPlaintext && !MemoryTunnelled)
             e.Add("libvirt: say how the memory stream is protected: --memory-tunnelled (inside the libvirt connection, e.g. qemu+ssh://) " +
                   "or --memory-plaintext (QEMU's stream in the clear: a trusted link only)");
+        if (!DiskConfigDir.StartsWith('/'))
+            e.Add($"libvirt: --disk-config-dir '{DiskConfigDir}' is not an absolute path");
         if (MemoryTunnelled && MigrationUri != null)
             e.Add("libvirt: --migration-uri does not apply with --memory-tunnelled (the memory goes through the libvirt connection)");
         return e;

@@ -215,6 +215,9 @@ public static class MigrateCommand
         o.WriteLine($"  on the wire:  {Units.Bytes(r.BytesOnWire)} for {Units.Bytes(r.BytesOfData)} of data and {Units.Bytes(r.BytesZero)} of zeros" +
             $" (compressed: {string.Join(", ", BlockCodec.All.Select(c => $"{Units.Bytes(r.BytesWith(c))} with {c.DisplayName}"))})");
         HypervisorCliOptions.WriteText(o, r);
+        o.WriteLine(r.ReturnBaseBlocks > 0
+            ? $"  blocks:       {r.BlocksSent} sent, {r.ReturnBaseBlocks} taken from the return base (the receiver's image as of the last hand-over)"
+            : $"  blocks:       {r.BlocksSent} sent");
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; throttled {r.ThrottledSeconds:0.0} s (writes delayed {r.WritesDelayedSeconds:0.0} s)");
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
         if (net.Redirector != "none") o.WriteLine($"  network:      {NetworkSummary.Describe(net)}");
@@ -241,6 +244,8 @@ public static class MigrateCommand
             if (r.Verified is { } v) w.WriteBoolean("verified", v);
             else w.WriteNull("verified");
             w.WriteBoolean("resumed", r.Resumed);
+            w.WriteNumber("blocks_sent", r.BlocksSent);
+            w.WriteNumber("return_base_blocks", r.ReturnBaseBlocks);
             w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
             w.WriteNumber("final_blocks", r.FinalBlocks);
             w.WriteString("switchover", r.SwitchoverName);

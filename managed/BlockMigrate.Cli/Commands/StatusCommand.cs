@@ -42,6 +42,9 @@ public static class StatusCommand
                                       $"{(s.EtaSeconds is { } eta ? $", ETA {eta:0} s" : "")}");
                 Console.Out.WriteLine($"  rate:     {Units.Bytes(s.WireBytesPerSecond)}/s on the wire; dirty {s.DirtyBlocks} blocks ({Units.Bytes(s.DirtyBytes)})");
                 Console.Out.WriteLine($"  throttle: {(s.ThrottleBytesPerSecond == 0 ? "off" : Units.Bytes(s.ThrottleBytesPerSecond) + "/s")}");
+                Console.Out.WriteLine(s.ReturnBaseBlocks > 0
+                    ? $"  blocks:   {s.BlocksSent} sent, {s.ReturnBaseBlocks} taken from the return base"
+                    : $"  blocks:   {s.BlocksSent} sent");
                 if (s.Network is { } n) Console.Out.WriteLine($"  network:  {n}");
                 Console.Out.WriteLine($"  updated:  {Ago(now - s.UpdatedAt)} ago");
             }

@@ -59,6 +59,8 @@ public sealed class StatusFile : IDisposable
         ThrottleBytesPerSecond = p.ThrottleBytesPerSecond,
         EtaSeconds = p.Eta?.TotalSeconds is { } e ? Math.Round(e, 1) : null,
         ElapsedSeconds = Math.Round(p.Elapsed.TotalSeconds, 1),
+        ReturnBaseBlocks = p.ReturnBaseBlocks,
+        BlocksSent = p.BlocksSent,
     });
 
     /// <summary>The network redirection step (after the commit the phase becomes "network").</summary>

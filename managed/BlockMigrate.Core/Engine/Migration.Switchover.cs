@@ -128,6 +128,7 @@ public sealed partial class Migration
             TryRun($"disk {d.Name}: clearing the map's tracking state after the commit", () => d.Map.SetState(MapState.None, MapState.Tracking));
         }
         Say($"committed: {_finalBlocks} final blocks, {_commitTime.Value.TotalMilliseconds:0} ms after the freeze");
+        RecordHandOver();
     }
 
     /// <summary>The point of no return: the destination VM may resume from now on.</summary>
@@ -252,5 +253,7 @@ public sealed partial class Migration
         FinishedHandOver = _state.Plan == SwitchoverPlan.Finish,
         CommitMs = _commitTime?.TotalMilliseconds,
         BytesByCodec = _producer.CodecBytes(),
+        ReturnBaseBlocks = (long)ReturnBaseBlocks,
+        BlocksSent = (long)BlocksSent,
     };
 }

@@ -188,7 +188,10 @@ public sealed partial class Migration : IAsyncDisposable
         TimeSpan? eta = drain > 0 && _roundBytesTotal > 0 ? TimeSpan.FromSeconds(Math.Max(0, _roundBytesTotal - done) / drain) : null;
         try
         {
-            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed));
+            handler(new MigrationProgress(_state.Phase, _round, done, _roundBytesTotal, liveRate, dirty, dirtyBytes, throttle, eta, _clock.Elapsed)
+            {
+                ReturnBaseBlocks = ReturnBaseBlocks, BlocksSent = BlocksSent,
+            });
         }
         catch (Exception e) when (e is IOException or InvalidOperationException)
         {

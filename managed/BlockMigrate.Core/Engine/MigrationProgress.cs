@@ -11,4 +11,10 @@ public sealed record MigrationProgress(
     ulong DirtyBytes,
     ulong ThrottleBytesPerSecond,
     TimeSpan? Eta,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed)
+{
+    /// <summary>The return trip: blocks the receiver kept from its return base (not sent); 0 otherwise.</summary>
+    public ulong ReturnBaseBlocks { get; init; }
+    /// <summary>Blocks taken from the maps to send so far (a block sent twice counts twice).</summary>
+    public ulong BlocksSent { get; init; }
+}

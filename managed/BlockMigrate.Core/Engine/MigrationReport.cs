@@ -47,6 +47,12 @@ public sealed record MigrationReport(
     /// <summary>The bytes sent with <paramref name="codec"/> (0 if none).</summary>
     public long BytesWith(Protocol.BlockCodec codec) => BytesByCodec.GetValueOrDefault(codec.Name);
 
+    /// <summary>The return trip: blocks the receiver kept from its return base instead of receiving them (0: none).</summary>
+    public long ReturnBaseBlocks { get; init; }
+
+    /// <summary>Blocks sent (taken from the maps; a block sent twice counts twice).</summary>
+    public long BlocksSent { get; init; }
+
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }
 }

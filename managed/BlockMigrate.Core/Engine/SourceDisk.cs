@@ -111,6 +111,13 @@ internal sealed class SourceDisk : IDisposable
     /// <summary>The handshake kept this map's bits (a resume, or a finishing re-run), not a fresh copy.</summary>
     public bool Resumed { get; set; }
     public ResumeCookie? Cookie { get; set; }
+    /// <summary>The disk lineage and generation this migration's hand-over records at both ends (null: none, an old receiver).</summary>
+    public string? DiskLineage { get; set; }
+    public ulong Generation { get; set; }
+    /// <summary>Blocks the receiver kept from its return base (not sent); 0 unless the return claim was accepted.</summary>
+    public ulong ReturnBaseBlocks { get; set; }
+    /// <summary>Blocks taken from the map to send, this run (a block sent twice counts twice).</summary>
+    public ulong BlocksTaken { get; private set; }
 
     /// <summary>Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged.</summary>
     public ulong[] Take(out ulong count)
@@ -123,6 +130,7 @@ internal sealed class SourceDisk : IDisposable
             lock (_lock)
             {
                 words = Map.TakeAll(out count);
+                BlocksTaken += count;
                 for (var i = 0; i < words.Length; i++) _outstanding[i] |= words[i];
                 changes = ++_changes;
                 snapshot = (ulong[])_outstanding.Clone();

@@ -161,12 +161,14 @@ internal sealed class ReceivedDisk : IDisposable
             return $"different lineage: {imageFile} belongs to lineage {state.DiskLineage ?? "(none)"}, the source offers {offer.DiskLineage}";
         if (state.Generation != claimed)
             return $"generation: {imageFile} holds generation {state.Generation}, the source's map is relative to generation {claimed}";
-        if (state.Size != offer.Size || state.BlockSize != offer.BlockSize)
-            return $"image changed: recorded {state.Size} bytes in blocks of {state.BlockSize}, offered {offer.Size} in blocks of {offer.BlockSize}";
+        // the block sizes may differ (each end's map has its own); the sample was read in the recorded one
+        if (state.Size != offer.Size)
+            return $"image changed: recorded {state.Size} bytes, the source offers {offer.Size}";
         if (held > 0) return $"image in use: its gate holds {held} blocks";
         try
         {
-            return state.Return.Mismatch(image, imageFile, offer.BlockSize) is { } why ? "image changed: " + why : null;
+            return state.BlockSize == 0 || state.BlockSize > 1u << 30 ? "record missing: it names no block size"
+                : state.Return.Mismatch(image, imageFile, state.BlockSize) is { } why ? "image changed: " + why : null;
         }
         catch (IOException e)
         {

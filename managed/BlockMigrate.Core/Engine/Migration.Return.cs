@@ -32,7 +32,7 @@ public sealed partial class Migration
                 }
                 new ReceiverState(d.Cookie!.LineageHex, ReceiverState.HandedAway, d.Size, d.BlockSize, _channel!.Peer,
                         DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"), d.DiskLineage, d.Generation, record)
-                    .SaveBeside(d.Spec.ImagePath);
+                    .SaveBeside(d.Spec.ImagePath, ReturnRecord.OwnerOf(d.Image, d.Spec.ImagePath));
                 Say($"disk {d.Name}: recorded {d.Spec.ImagePath} as generation {d.Generation} of lineage {d.DiskLineage} (a return trip may start from it)");
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or BlockMigrateException)

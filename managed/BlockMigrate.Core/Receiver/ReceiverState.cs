@@ -57,12 +57,16 @@ public sealed record ReceiverState(string Lineage, string Status, ulong Size, ui
     internal void Save(IReceiverStorage storage, SafeFileHandle dir, string imageDir, string name) =>
         SaveFile(storage, dir, imageDir, DiskName.StateFile(name));
 
-    /// <summary>The source's side: the state file beside <paramref name="imagePath"/> (IMAGE.blockmigrate-state), written the same way.</summary>
-    public void SaveBeside(string imagePath)
+    /// <summary>
+    /// The source's side: the state file beside <paramref name="imagePath"/> (IMAGE.blockmigrate-state), written the
+    /// same way, and owned by <paramref name="owner"/> (the image's owner: the receiver, user blockmigrate, must read
+    /// it; only root can give it away).
+    /// </summary>
+    public void SaveBeside(string imagePath, (uint Uid, uint Gid)? owner = null)
     {
         var imageDir = Path.GetDirectoryName(Path.GetFullPath(imagePath))!;
         using var dir = SparseFile.OpenDirectory(imageDir);
-        SaveFile(PosixStorage.Instance, dir, imageDir, Path.GetFileName(imagePath) + StateSuffix);
+        SaveFile(PosixStorage.Instance, dir, imageDir, Path.GetFileName(imagePath) + StateSuffix, owner);
     }
 
     /// <summary>The state file beside <paramref name="imagePath"/>, if any.</summary>
@@ -82,13 +86,29 @@ public sealed record ReceiverState(string Lineage, string Status, ulong Size, ui
 
     public const string StateSuffix = ".blockmigrate-state";
 
-    private void SaveFile(IReceiverStorage storage, SafeFileHandle dir, string imageDir, string file)
+    private static int Fchown(SafeFileHandle fd, uint uid, uint gid)
+    {
+        var added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            return Tmds.Linux.LibC.fchown((int)fd.DangerousGetHandle(), uid, gid);
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    private void SaveFile(IReceiverStorage storage, SafeFileHandle dir, string imageDir, string file, (uint Uid, uint Gid)? owner = null)
     {
         var tmp = file + ".tmp";
         using (var fd = storage.Open(dir, tmp, create: true))
         {
             storage.Truncate(fd, 0, StoragePoint.StateWrite);
             storage.Write(fd, JsonSerializer.SerializeToUtf8Bytes(this, ReceiverJson.Default.ReceiverState), 0, StoragePoint.StateWrite);
+            if (owner is { } o && Tmds.Linux.LibC.geteuid() == 0 && Fchown(fd, o.Uid, o.Gid) != 0)
+                throw new IOException($"{Path.Combine(imageDir, tmp)}: fchown: {Interop.NativeMethods.ErrnoText(Tmds.Linux.LibC.errno)}");
             storage.Sync(fd, StoragePoint.StateSync);
         }
         storage.Rename(imageDir, tmp, file, StoragePoint.StateRename);

@@ -36,6 +36,13 @@ public sealed record ReturnRecord(ulong Device, ulong Inode, ulong Size, long Ct
             Convert.ToHexString(key).ToLowerInvariant(), Digest(image, key, (ulong)(long)st.st_size, blockSize));
     }
 
+    /// <summary>The owner of <paramref name="image"/> (uid, gid).</summary>
+    public static (uint Uid, uint Gid) OwnerOf(SafeFileHandle image, string path)
+    {
+        var st = FileTrust.Stat(image, path);
+        return ((uint)st.st_uid, (uint)st.st_gid);
+    }
+
     /// <summary>Why <paramref name="image"/> is not what this record describes; null when it is.</summary>
     public string? Mismatch(SafeFileHandle image, string path, uint blockSize)
     {

@@ -65,10 +65,10 @@ receiver() {
   "$bm" receive --listen 127.0.0.1:0 --image-dir "$images" --gate-map-dir "$gates" --key "$bench/receiver.key" \
     --trusted "$bench/trusted" --once > "$dir/$name.out" 2> "$dir/$name.log" &
   pids+=($!)
-  wait_for "grep -q '^listening on' $dir/$name.out"
+  wait_for "grep -qs '^listening on' $dir/$name.out"
   python3 tools/wanem.py --listen 127.0.0.1:0 --to "127.0.0.1:$(port_of "$dir/$name.out")" --rate "$rate" --delay "$delay" > "$dir/$name-wan.out" 2>&1 &
   pids+=($!)
-  wait_for "grep -q '^listening on' $dir/$name-wan.out"
+  wait_for "grep -qs '^listening on' $dir/$name-wan.out"
   to=127.0.0.1:$(port_of "$dir/$name-wan.out")
 }
 
@@ -107,7 +107,7 @@ for i in $(seq "$runs"); do
   if ! migrate "vda=$dir/a/vda.img:$dir/a/vda.map" "$to" "$dir/first.json" "$dir/first.log"; then
     echo "bench-return: run $i: first trip FAILED: $(tail -1 "$dir/first.log")" >&2; printf '%s\tFAILED\n' "$i" >> "$results"; continue
   fi
-  kill -9 $wa 2>/dev/null || true
+  { kill -9 $wa && wait $wa; } 2>/dev/null || true
   python3 tools/seqwriter.py check "$dir/b/vda.img" --blocks $wblocks --offset $woff --at-least "$(acked_before "$dir/first.json" "$dir/wa.log")" > "$dir/check-b.out" 2>&1 \
     && lost_ab=0 || lost_ab=1
 
@@ -122,7 +122,7 @@ for i in $(seq "$runs"); do
   if ! migrate "vda=$dir/b/vda.img:$dir/bgates/vda.map" "$to" "$dir/back.json" "$dir/back.log"; then
     echo "bench-return: run $i: return FAILED: $(tail -1 "$dir/back.log")" >&2; printf '%s\tFAILED\n' "$i" >> "$results"; continue
   fi
-  kill -9 $wb 2>/dev/null || true
+  { kill -9 $wb && wait $wb; } 2>/dev/null || true
   python3 tools/seqwriter.py check "$dir/a/vda.img" --blocks $wblocks --offset $woff --at-least "$(acked_before "$dir/back.json" "$dir/wb.log")" > "$dir/check-a.out" 2>&1 \
     && lost_ba=0 || lost_ba=1
   "$bm" verify "$dir/a/vda.img" "$dir/b/vda.img" > "$dir/verify.out" 2>&1 && same=yes || same=NO
@@ -154,20 +154,20 @@ out = ["## The return trip", "",
        f"runs at A during A -> B, goes on at B for {minutes} min, and runs during B -> A. Link: {rate}bit/s + {delay} ms one-way",
        "(tools/wanem.py), both trips. `migrate --hypervisor none --keep-source-frozen --json`, TLS 1.3, codec auto.",
        "B's shim keeps its map in B's receiver's gate-map directory; A's image is where A's receiver looks for it.", "",
-       "| run | allocated MiB | first trip: wire MiB | s | return: wire MiB | data MiB | blocks sent | blocks from base | s | downtime ms | return wire / allocated | return / first | lost writes A->B, B->A | images equal | base accepted |",
-       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+       "| run | allocated MiB | first trip: wire MiB | s | return: wire MiB | data MiB | blocks sent | blocks from base | s | downtime ms | return data / allocated | return wire / allocated | return / first | lost writes A->B, B->A | images equal | base accepted |",
+       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     if len(r) <= 2:
-        out.append(f"| {r[0]} | failed | | | | | | | | | | | | | |")
+        out.append(f"| {r[0]} | failed | | | | | | | | | | | | | | |")
         continue
     i, alloc, fw, fs, bw, bd, sent, base, bs, down, lab, lba, same, acc = r
     alloc, fw, bw, bd = int(alloc), int(fw), int(bw), int(bd)
     out.append(f"| {i} | {mib(alloc)} | {mib(fw)} | {float(fs):.1f} | {mib(bw)} | {mib(bd)} | {sent} | {base} | {float(bs):.1f} | {float(down):.0f} | "
-               f"{100 * bw / alloc:.3f} % | {bw / fw:.4f} | {lab}, {lba} | {same} | {'yes' if acc != '0' else 'NO'} |")
+               f"{100 * bd / alloc:.2f} % | {100 * bw / alloc:.3f} % | {bw / fw:.4f} | {lab}, {lba} | {same} | {'yes' if acc != '0' else 'NO'} |")
 if ok:
     med = lambda k: statistics.median(float(r[k]) for r in ok)
     out += ["", f"Medians of {len(ok)} run(s): return on the wire {mib(med(4))} MiB = {100 * med(4) / med(1):.3f} % of the {mib(med(1))} MiB allocated "
-            f"(target <= 1 %); return / first trip = {statistics.median(int(r[4]) / int(r[2]) for r in ok):.4f} (target <= 0.15); "
+            f"(target <= 1 %; before compression {100 * med(5) / med(1):.2f} %); return / first trip = {statistics.median(int(r[4]) / int(r[2]) for r in ok):.4f} (target <= 0.15); "
             f"first trip {med(3):.1f} s, return {med(8):.1f} s. Physical limit of the first trip: allocated / link rate = "
             f"{med(1) * 8 / (float(rate.rstrip('M')) * 1e6):.0f} s uncompressed; of the return: the blocks written at B "
             f"(at most 16 MiB = {16 * 2**20 * 8 / (float(rate.rstrip('M')) * 1e6):.1f} s uncompressed)."]

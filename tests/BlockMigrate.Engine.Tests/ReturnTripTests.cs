@@ -10,6 +10,7 @@ namespace BlockMigrate.Engine.Tests;
 /// when A's image is proven untouched; a full copy, with the reason on both sides, otherwise.
 /// </summary>
 [CancelAfter(240_000)]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public class ReturnTripTests
 {
     private const long Size = 64L << 20;
@@ -300,10 +301,18 @@ public class ReturnTripTests
 
         await using (var a = await InProcessReceiver.StartAsync(bed.Dir["a"], gateDir: bed.Dir["agates"], keys: bed.Keys))
         {
-            using var migrate = BackgroundProcess.Cli("migrate", "--disk", bed.DiskB, "--to", a.Address, "--key", bed.Keys.SourceKey,
+            var env = new Dictionary<string, string> { ["BLOCKMIGRATE_RUN_DIR"] = bed.Dir["run"] };
+            using var migrate = BackgroundProcess.Cli(env, "migrate", "--disk", bed.DiskB, "--to", a.Address, "--key", bed.Keys.SourceKey,
                 "--peer-fingerprint", bed.Keys.ReceiverFingerprint, "--bandwidth", "2.5M", "--keep-source-frozen");
             await migrate.WaitForStderrLineAsync("phase: BulkCopy$", TimeSpan.FromSeconds(30));
             await Task.Delay(3000);
+            // status, from another shell: blocks sent so far, and those taken from the return base
+            var status = await StatusCommandTests.Status(env, "--json");
+            var m = System.Text.Json.JsonDocument.Parse(status.StandardOutput).RootElement.GetProperty("migrations")[0];
+            Assert.That(m.GetProperty("return_base_blocks").GetInt64(), Is.GreaterThan(0), status.StandardOutput);
+            Assert.That(m.GetProperty("blocks_sent").GetInt64(), Is.GreaterThan(0), status.StandardOutput);
+            var text = await StatusCommandTests.Status(env);
+            Assert.That(text.StandardOutput, Does.Match(@"blocks:   \d+ sent, \d+ taken from the return base"));
             Assert.That(migrate.HasExited, Is.False, "still copying: " + migrate.Stderr);
             Assert.That(migrate.Stderr, Does.Contain("return trip: the receiver holds generation 1"));
             migrate.Kill();

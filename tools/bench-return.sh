@@ -174,7 +174,8 @@ if ok:
 out += ["", """Notes: "wire" counts every byte the source wrote to the socket (TLS records, frames, the hand-shake and the
 round-trip probes). The writer's blocks are text ("SEQ n BLK b" then the number repeated), so LZ4/zstd shrink them
 a lot: the data column is before compression. A real guest's writes compress less; the uncompressed bound is the
-16 MiB the writer cycles over (1.6 % of the disk, under 3 % of what is allocated)."""]
+16 MiB the writer cycles over (1.6 % of the disk; 7.8 % of what this image allocates, which is above the 1 % target:
+the target is met on the wire only thanks to compression of this text-like data)."""]
 print("\n".join(out))
 PY
 )

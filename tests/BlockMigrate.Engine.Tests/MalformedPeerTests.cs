@@ -37,6 +37,18 @@ public class MalformedPeerTests
             .SetName("Hello_claiming_more_allocated_than_size");
         yield return new TestCaseData($$"""{"version":1,"disks":[{"name":"vda","size":1048576,"block_size":65536,"lineage":"{{Lineage}}"},{"name":"vda","size":1048576,"block_size":65536,"lineage":"{{Lineage}}"}]}""", "offered twice")
             .SetName("Hello_offering_a_disk_twice");
+        // the return trip's fields (issue 14): a claim needs a well-formed disk lineage and generation, below it, and no resume
+        const string Base = "\"name\":\"vda\",\"size\":1048576,\"block_size\":65536,\"lineage\":\"" + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + "\"";
+        yield return new TestCaseData(Offer(Base + ",\"disk_lineage\":\"xyz\",\"generation\":2"), "malformed disk lineage")
+            .SetName("Hello_with_a_malformed_disk_lineage");
+        yield return new TestCaseData(Offer(Base + $",\"disk_lineage\":\"{Lineage}\",\"generation\":0"), "has generation 0")
+            .SetName("Hello_with_generation_zero");
+        yield return new TestCaseData(Offer(Base + $",\"disk_lineage\":\"{Lineage}\",\"generation\":2,\"return_base\":2"), "claims return base 2 for generation 2")
+            .SetName("Hello_claiming_a_return_base_not_below_its_generation");
+        yield return new TestCaseData(Offer(Base + $",\"resume\":true,\"disk_lineage\":\"{Lineage}\",\"generation\":2,\"return_base\":1"), "a return base and a resume at once")
+            .SetName("Hello_claiming_a_return_base_and_a_resume");
+        yield return new TestCaseData(Offer(Base + ",\"generation\":2,\"return_base\":1"), "without a disk lineage")
+            .SetName("Hello_claiming_a_return_base_without_a_disk_lineage");
         yield return new TestCaseData("null", "empty Hello frame").SetName("Hello_that_is_json_null");
         yield return new TestCaseData("[1,2,3]", "malformed Hello frame").SetName("Hello_that_is_a_json_array");
         yield return new TestCaseData("{\"version\":1,\"disks\":[{\"name\":\"vda\",\"size\":-1}]}", "malformed Hello frame").SetName("Hello_with_a_negative_size");

@@ -77,6 +77,23 @@ public class PeerInputUnitTests
         Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([]), offers));
     }
 
+    /// <summary>The return trip's answers: a base accepted only where one was claimed, a bounded reason, a well-formed lineage.</summary>
+    [Test]
+    public void Welcome_return_fields_are_checked_against_the_offers()
+    {
+        var lineage = new string('a', 32);
+        DiskOffer[] claimed = [new("vda", 1 << 20, 65536, lineage, false, false, null, lineage, 2, 1)];
+        DiskOffer[] plain = [new("vda", 1 << 20, 65536, lineage, false)];
+        Assert.That(MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false, false, true, null, lineage, 2)]), claimed).Disks[0].ReturnBase, Is.True);
+        Assert.That(MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false, false, false, "generation: 3", lineage, 2)]), claimed).Disks[0].ReturnRefused,
+            Is.EqualTo("generation: 3"));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false, false, true)]), plain), "accepted a base never claimed");
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", true, false, true)]), claimed), "a base and a resume at once");
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false, false, false, new string('x', 401))]), claimed));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false, false, false, null, "zz", 2)]), claimed));
+        Assert.Throws<ProtocolException>(() => MessageChecks.Check(new WelcomeMessage([new DiskAnswer("vda", false, false, false, null, lineage, 0)]), claimed));
+    }
+
     [Test]
     public void Busy_set_gives_each_name_to_one_session_at_a_time()
     {

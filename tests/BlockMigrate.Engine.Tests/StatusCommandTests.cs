@@ -118,7 +118,7 @@ public sealed class StatusCommandTests
         live.Stop();
     }
 
-    private static async Task<CliWrap.Buffered.BufferedCommandResult> Status(Dictionary<string, string> env, params string[] args)
+    internal static async Task<CliWrap.Buffered.BufferedCommandResult> Status(Dictionary<string, string> env, params string[] args)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         return await CliWrap.Buffered.BufferedCommandExtensions.ExecuteBufferedAsync(

@@ -24,9 +24,17 @@ public sealed class ProtocolFuzzTests
 
     private static readonly Gen<string> HexGen = Gen.Byte.Array[16].Select(b => Convert.ToHexString(b).ToLowerInvariant());
 
+    /// <summary>The return trip's fields of an offer: none, or a disk lineage and generation with or without a claim below it.</summary>
+    private static readonly Gen<(string? Lineage, ulong Generation, ulong? Base)> ReturnGen =
+        Gen.Frequency(
+            (1, Gen.Const(((string?)null, 0ul, (ulong?)null))),
+            (2, Gen.Select(HexGen, Gen.ULong[1, ulong.MaxValue - 1], Gen.ULong, Gen.Bool,
+                (l, g, b, claim) => ((string?)l, g, claim && g > 1 ? (ulong?)(b % (g - 1) + 1) : null))));
+
     private static readonly Gen<DiskOffer> OfferGen =
-        Gen.Select(NameGen, Gen.ULong, Gen.Int[12, 20], HexGen, Gen.Bool, Gen.Bool,
-            (n, size, shift, lineage, resume, finish) => new DiskOffer(n, size, 1u << shift, lineage, resume, finish));
+        Gen.Select(NameGen, Gen.ULong, Gen.Int[12, 20], HexGen, Gen.Bool, Gen.Bool, ReturnGen,
+            (n, size, shift, lineage, resume, finish, ret) => new DiskOffer(n, size, 1u << shift, lineage, resume, finish, null,
+                ret.Lineage, ret.Generation, resume || finish ? null : ret.Base));
 
     private static readonly Gen<HelloMessage> HelloGen =
         // a Hello is whole only with 1 to 64 disks of distinct names (MessageChecks)
@@ -112,6 +120,10 @@ public sealed class ProtocolFuzzTests
             Assert.That(d, Is.Not.Null);
             Assert.That(d.Name, Is.Not.Null);
             Assert.That(d.Lineage, Is.Not.Null);
+            // the return trip's fields: a claim only with a well-formed lineage and generation, below it, never with a resume
+            if (d.DiskLineage == null) Assert.That(d.Generation == 0 && d.ReturnBase == null);
+            else Assert.That(MessageChecks.IsLineage(d.DiskLineage) && d.Generation is > 0 and < ulong.MaxValue);
+            if (d.ReturnBase is { } b) Assert.That(b > 0 && b < d.Generation && !d.Resume && !d.Finish);
             // what the receiver does next with an offer's name: a name it accepts becomes a file name
             if (!Fuzz.Refused<ReceiverException>(() => DiskName.Check(d.Name)))
                 Assert.That(d.Name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'), $"accepted disk name '{d.Name}'");
@@ -137,6 +149,27 @@ public sealed class ProtocolFuzzTests
     private static byte[] Json<T>(T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> info) => ProtocolJson.Encode(value, info);
 
     // ---- control messages ----------------------------------------------------------------------------
+
+    private static readonly Gen<DiskAnswer> ReturnAnswerGen =
+        Gen.Select(Gen.Bool, Gen.Bool, Gen.Frequency((3, Gen.Const((string?)null)), (1, Gen.Char.Array[0, 500].Select(c => (string?)new string(c)))),
+            Gen.Frequency((1, Gen.Const((string?)null)), (2, HexGen.Select(h => (string?)h)), (1, Gen.String.Select(s => (string?)s))), Gen.ULong,
+            (resume, accepted, reason, lineage, generation) => new DiskAnswer("vda", resume, false, accepted, reason, lineage, generation));
+
+    /// <summary>Any answer to a return claim (or to none) is refused or consistent with the offer.</summary>
+    [Test]
+    public void WelcomeReturnAnswersAreRefusedOrConsistent() =>
+        Fuzz.Run(Gen.Select(ReturnAnswerGen, Gen.Bool), t =>
+        {
+            var (answer, claim) = t;
+            var lineage = new string('a', 32);
+            DiskOffer[] offers = [claim ? new("vda", 1 << 20, 65536, lineage, false, false, null, lineage, 2, 1) : new("vda", 1 << 20, 65536, lineage, false)];
+            WelcomeMessage? w = null;
+            if (Fuzz.Refused<ProtocolException>(() => w = MessageChecks.Check(new WelcomeMessage([answer]), offers))) return;
+            var a = w!.Disks[0];
+            if (a.ReturnBase) Assert.That(claim && !a.Resume);
+            Assert.That(a.ReturnRefused == null || a.ReturnRefused.Length <= MessageChecks.MaxReasonLength);
+            if (a.DiskLineage != null) Assert.That(MessageChecks.IsLineage(a.DiskLineage) && a.Generation is > 0 and < ulong.MaxValue);
+        });
 
     [Test]
     public void HelloRoundTrips() =>

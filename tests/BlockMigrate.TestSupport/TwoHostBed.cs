@@ -42,6 +42,8 @@ public sealed record TwoHostBedOptions
     public int GuestBlocks { get; init; } = 4096;
     public int GuestMemoryMiB { get; init; } = 96;
     public string? KernelArgs { get; init; }
+    /// <summary>The source image is <c>a/vda.img</c>, where a receiver on the source host with image directory <c>a</c> finds it (the return trip).</summary>
+    public bool SourceInImageDir { get; init; }
 
     /// <summary>The source guest's console line that says it is up and writing, and how long to wait for it.</summary>
     public string BootedPattern { get; init; } = @"PROGRESS seq=100\b";
@@ -84,7 +86,9 @@ public sealed class TwoHostBed : IDisposable
     public TempDir Dir { get; }
     public NamespacePair? Net { get; private set; }
     public KeyPair Keys { get; }
-    public string SourceImage => Dir["src.img"];
+    public string SourceImage => Options.SourceInImageDir ? Path.Combine(SourceImageDir, "vda.img") : Dir["src.img"];
+    /// <summary>With <see cref="TwoHostBedOptions.SourceInImageDir"/>: the source host's receiver image directory, holding the source image.</summary>
+    public string SourceImageDir => Dir["a"];
     public string SourceMap => Dir["src.map"];
     public string ImageDir => Dir["dst"];
     public string GateDir => Dir["gates"];
@@ -119,6 +123,7 @@ public sealed class TwoHostBed : IDisposable
             Net = await NamespacePair.CreateAsync(o.NamespaceTag, o.Rate);
         if (o.BeforeImages != null)
             await o.BeforeImages(this);
+        if (o.SourceInImageDir) Directory.CreateDirectory(SourceImageDir);
         await using (var f = new FileStream(SourceImage, FileMode.Create, FileAccess.Write))
         {
             f.SetLength(o.DiskBytes);

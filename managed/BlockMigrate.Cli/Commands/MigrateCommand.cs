@@ -242,6 +242,9 @@ public static class MigrateCommand
         if (r.SeedExchangeBytes > 0)
             o.WriteLine($"  seeds:        {r.BlocksFromSeeds} blocks written at the destination from its seeds, {r.BlocksSent} sent as data; hash exchange {Units.Bytes(r.SeedExchangeBytes)}");
         HypervisorCliOptions.WriteText(o, r);
+        o.WriteLine(r.ReturnBaseBlocks > 0
+            ? $"  blocks:       {r.BlocksSent} sent as data, {r.ReturnBaseBlocks} taken from the return base (the receiver's image as of the last hand-over)"
+            : $"  blocks:       {r.BlocksSent} sent as data");
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; " + (r.ThrottleTightestBytesPerSecond == 0 ? "never throttled"
             : $"throttled {r.ThrottledSeconds:0.0} s, writes capped down to {Units.Bytes((long)r.ThrottleTightestBytesPerSecond)}/s (writes delayed {r.WritesDelayedSeconds:0.0} s)"));
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
@@ -277,6 +280,7 @@ public static class MigrateCommand
             if (r.Verified is { } v) w.WriteBoolean("verified", v);
             else w.WriteNull("verified");
             w.WriteBoolean("resumed", r.Resumed);
+            w.WriteNumber("return_base_blocks", r.ReturnBaseBlocks);
             w.WriteNumber("frozen_at_unix_ms", r.FrozenAtUnixMs);
             w.WriteNumber("final_blocks", r.FinalBlocks);
             w.WriteString("switchover", r.SwitchoverName);

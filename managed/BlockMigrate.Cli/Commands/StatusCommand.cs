@@ -41,8 +41,10 @@ public static class StatusCommand
                 Console.Out.WriteLine($"  phase:    {phase}{(s.Percent is { } p ? $", {p:0.0}% ({Units.Bytes(s.RoundBytesDone)} of {Units.Bytes(s.RoundBytesTotal)})" : "")}" +
                                       $"{(s.EtaSeconds is { } eta ? $", ETA {eta:0} s" : "")}");
                 Console.Out.WriteLine($"  rate:     {Units.Bytes(s.WireBytesPerSecond)}/s on the wire; dirty {s.DirtyBlocks} blocks ({Units.Bytes(s.DirtyBytes)})");
-                Console.Out.WriteLine($"  blocks:   {s.BlocksSent} sent as data{(s.BlocksFromSeeds > 0 ? $", {s.BlocksFromSeeds} written at the destination from its seeds" : "")}");
                 Console.Out.WriteLine($"  throttle: {(s.ThrottleBytesPerSecond == 0 ? "off" : Units.Bytes(s.ThrottleBytesPerSecond) + "/s")}");
+                Console.Out.WriteLine(s.ReturnBaseBlocks > 0
+                    ? $"  blocks:   {s.BlocksSent} sent, {s.ReturnBaseBlocks} taken from the return base"
+                    : $"  blocks:   {s.BlocksSent} sent as data{(s.BlocksFromSeeds > 0 ? $", {s.BlocksFromSeeds} written at the destination from its seeds" : "")}");
                 if (s.Network is { } n) Console.Out.WriteLine($"  network:  {n}");
                 Console.Out.WriteLine($"  updated:  {Ago(now - s.UpdatedAt)} ago");
             }

@@ -30,6 +30,8 @@ public sealed record MigrationStatus
     public ulong ThrottleBytesPerSecond { get; init; }
     public double? EtaSeconds { get; init; }
     public double ElapsedSeconds { get; init; }
+    /// <summary>The return trip: blocks the receiver kept from its return base; 0 otherwise.</summary>
+    public ulong ReturnBaseBlocks { get; init; }
     /// <summary>The network redirection step, e.g. "tunnel up, waiting for 2 connections to drain"; null without redirection.</summary>
     public string? Network { get; init; }
     public DateTimeOffset StartedAt { get; init; }

@@ -61,6 +61,7 @@ public sealed class StatusFile : IDisposable
         ThrottleBytesPerSecond = p.ThrottleBytesPerSecond,
         EtaSeconds = p.Eta?.TotalSeconds is { } e ? Math.Round(e, 1) : null,
         ElapsedSeconds = Math.Round(p.Elapsed.TotalSeconds, 1),
+        ReturnBaseBlocks = p.ReturnBaseBlocks,
     });
 
     /// <summary>The network redirection step (after the commit the phase becomes "network").</summary>

@@ -90,7 +90,21 @@ public sealed partial class Migration
             }
             var resume = old.AllowsResume(identity);
             d.Cookie = resume ? old : new ResumeCookie(ResumeCookie.NewLineage(), identity, CookieState.None);
-            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing, ImageExtents.AllocatedBlockBytes(d.Image, d.Size, d.BlockSize)));
+            // the return trip: a destination's map since its commit holds exactly the blocks written since that generation
+            ulong? returnBase = null;
+            if (old.State == CookieState.Returnable && !resume && !d.Finishing)
+            {
+                d.DiskLineage = old.LineageHex;
+                d.Generation = old.ReturnGeneration + 1;
+                returnBase = old.ReturnGeneration;
+            }
+            else
+            {
+                d.DiskLineage = ResumeCookie.NewLineageHex();
+                d.Generation = 1;
+            }
+            offers.Add(new DiskOffer(d.Name, d.Size, d.BlockSize, d.Cookie.LineageHex, resume, d.Finishing, ImageExtents.AllocatedBlockBytes(d.Image, d.Size, d.BlockSize),
+                d.DiskLineage, d.Generation, returnBase));
         }
         var finishOnly = _disks.All(d => d.Finishing);
         if (finishOnly) _state.Decide(SwitchoverPlan.Finish);
@@ -114,6 +128,13 @@ public sealed partial class Migration
             {
                 var d = _disks[i];
                 var resume = offers[i].Resume && welcome.Disks[i].Resume;
+                // on a resume (or a finish) the receiver says what it recorded when the copy began
+                if (resume && welcome.Disks[i].DiskLineage is { } kept)
+                {
+                    d.DiskLineage = kept.ToLowerInvariant();
+                    d.Generation = welcome.Disks[i].Generation;
+                }
+                else if (resume) d.DiskLineage = null; // a receiver from before the return trip: nothing to record
                 if (d.Finishing)
                 {
                     if (!resume) throw new MigrationException($"disk {d.Name}: the receiver no longer holds the copy this hand-over went to");
@@ -126,9 +147,17 @@ public sealed partial class Migration
                     d.Resumed = true;
                     Say($"disk {d.Name}: resuming lineage {d.Cookie!.LineageHex}: {d.Map.DirtyCount()} blocks to send");
                 }
+                else if (welcome.Disks[i].ReturnBase)
+                {
+                    d.ReturnBaseBlocks = d.Map.Blocks - d.Map.DirtyCount();
+                    Say($"disk {d.Name}: return trip: the receiver holds generation {offers[i].ReturnBase} of lineage {d.DiskLineage} untouched; " +
+                        $"{d.Map.DirtyCount()} blocks written since to send, {d.ReturnBaseBlocks} taken from its image");
+                }
                 else
                 {
                     d.Map.MarkBlocks(0, d.Map.Blocks);
+                    if (offers[i].ReturnBase != null)
+                        Say($"disk {d.Name}: return base refused by the receiver: {PeerText.Clean(welcome.Disks[i].ReturnRefused ?? "no reason given")}; full copy");
                     Say($"disk {d.Name}: full copy of {d.Size} bytes in {d.Map.Blocks} blocks of {d.BlockSize}");
                 }
                 d.Cookie = d.Cookie! with { State = CookieState.Running };

@@ -130,6 +130,7 @@ public sealed partial class Migration
             TryRun($"disk {d.Name}: clearing the map's tracking state after the commit", () => d.Map.SetState(MapState.None, MapState.Tracking));
         }
         Say($"committed: {_finalBlocks} final blocks, {_commitTime.Value.TotalMilliseconds:0} ms after the freeze");
+        RecordHandOver();
     }
 
     /// <summary>The point of no return: the destination VM may resume from now on.</summary>
@@ -262,5 +263,6 @@ public sealed partial class Migration
         BlocksFromSeeds = _sender!.SeedBlocks,
         BlocksSent = Interlocked.Read(ref _producer.DataBlocks),
         SeedExchangeBytes = _sender.SeedWireBytes,
+        ReturnBaseBlocks = (long)ReturnBaseBlocks,
     };
 }

@@ -198,6 +198,7 @@ public sealed partial class Migration : IAsyncDisposable
             {
                 BlocksFromSeeds = _sender?.SeedBlocks ?? 0,
                 BlocksSent = _producer == null ? 0 : Interlocked.Read(ref _producer.DataBlocks),
+                ReturnBaseBlocks = ReturnBaseBlocks,
             });
         }
         catch (Exception e) when (e is IOException or InvalidOperationException)

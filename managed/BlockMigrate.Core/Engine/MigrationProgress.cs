@@ -18,4 +18,7 @@ public sealed record MigrationProgress(
 
     /// <summary>Blocks sent as data so far.</summary>
     public long BlocksSent { get; init; }
+
+    /// <summary>The return trip: blocks the receiver kept from its return base (not sent); 0 otherwise.</summary>
+    public ulong ReturnBaseBlocks { get; init; }
 }

@@ -59,6 +59,9 @@ public sealed record MigrationReport(
     /// <summary>Bytes of the hash exchange on the wire, both ways (<c>seed_exchange_bytes</c>); 0 when the receiver had no seeds.</summary>
     public long SeedExchangeBytes { get; init; }
 
+    /// <summary>The return trip: blocks the receiver kept from its return base instead of receiving them (0: none).</summary>
+    public long ReturnBaseBlocks { get; init; }
+
     /// <summary>Freeze to commit (the last final block written and fsynced at the destination).</summary>
     public double? CommitMs { get; init; }
 

@@ -10,7 +10,10 @@ namespace BlockMigrate.Engine;
 ///  16..27  identity: SHA-256(peer key fingerprint, disk name, image size, block size), first 12 bytes
 ///  28..30  0
 ///  31      state: 0 none, 1 a migration is running (bits may be out with it), 2 resumable,
-///          3 handed over: the destination owns the VM, the final blocks not yet acknowledged are out
+///          3 handed over: the destination owns the VM, the final blocks not yet acknowledged are out,
+///          4 returnable (set by a receiver on its gate map at the commit): 0..15 is the disk lineage,
+///            16..23 the generation (little-endian) of the hand-over; the bits are every block the VM
+///            wrote since (the return trip, docs/DESIGN.md)
 /// </code>
 /// A run that dies without giving its bits back leaves state 1: the next run recovers them from the
 /// outstanding record, or copies afresh. State 3 is never copied afresh: a re-run only finishes the
@@ -22,6 +25,8 @@ public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, CookieState S
         SHA256.HashData(Encoding.UTF8.GetBytes($"blockmigrate-resume-v1\n{peer}\n{disk}\n{size}\n{blockSize}"))[..12];
 
     public static byte[] NewLineage() => RandomNumberGenerator.GetBytes(16);
+
+    public static string NewLineageHex() => Convert.ToHexString(NewLineage()).ToLowerInvariant();
 
     public byte[] Encode()
     {
@@ -38,6 +43,17 @@ public sealed record ResumeCookie(byte[] Lineage, byte[] Identity, CookieState S
     public bool AllowsResume(byte[] identity) => State is CookieState.Resumable or CookieState.HandedOver && Identity.AsSpan().SequenceEqual(identity);
 
     public string LineageHex => Convert.ToHexString(Lineage).ToLowerInvariant();
+
+    /// <summary>The cookie a receiver puts on its gate map at the commit: the map's bits from then on are "written since generation <paramref name="generation"/> of <paramref name="diskLineageHex"/>".</summary>
+    public static ResumeCookie Returnable(string diskLineageHex, ulong generation)
+    {
+        var identity = new byte[12];
+        BitConverter.TryWriteBytes(identity, generation);
+        return new ResumeCookie(Convert.FromHexString(diskLineageHex), identity, CookieState.Returnable);
+    }
+
+    /// <summary>For a <see cref="CookieState.Returnable"/> cookie: the generation its bits are relative to.</summary>
+    public ulong ReturnGeneration => BitConverter.ToUInt64(Identity, 0);
 }
 
 /// <summary>Byte 31 of the cookie (the values are on disk: never renumber). A byte outside these is kept
@@ -50,4 +66,6 @@ public enum CookieState : byte
     Resumable = 2,
     /// <summary>The destination owns the VM; the final blocks not yet acknowledged are out.</summary>
     HandedOver = 3,
+    /// <summary>A destination's map since the commit: bits = written since the generation in bytes 16..23.</summary>
+    Returnable = 4,
 }

@@ -112,7 +112,11 @@ internal sealed class SourceDisk : IDisposable
     /// <summary>The handshake kept this map's bits (a resume, or a finishing re-run), not a fresh copy.</summary>
     public bool Resumed { get; set; }
     public ResumeCookie? Cookie { get; set; }
-
+    /// <summary>The disk lineage and generation this migration's hand-over records at both ends (null: none, an old receiver).</summary>
+    public string? DiskLineage { get; set; }
+    public ulong Generation { get; set; }
+    /// <summary>Blocks the receiver kept from its return base (not sent); 0 unless the return claim was accepted.</summary>
+    public ulong ReturnBaseBlocks { get; set; }
     /// <summary>
     /// Takes every dirty bit (atomically per word) and holds it as outstanding until acknowledged; returns
     /// the taken blocks as ascending, disjoint ranges. The map is taken piece by piece through one small

@@ -24,6 +24,7 @@ public static class MessageChecks
             if (!names.Add(d.Name)) throw new ProtocolException($"malformed Hello frame: disk {PeerText.Clean(d.Name)} offered twice");
             if (d.Allocated > d.Size)
                 throw new ProtocolException($"malformed Hello frame: disk {PeerText.Clean(d.Name)} claims {d.Allocated} allocated bytes, more than its size {d.Size}");
+            CheckLineage(d);
         }
         return hello;
     }
@@ -59,6 +60,34 @@ public static class MessageChecks
         return result;
     }
 
+    /// <summary>Longest refusal reason a receiver may give for a return claim.</summary>
+    public const int MaxReasonLength = 400;
+
+    /// <summary>True for 32 lowercase or uppercase hex digits (16 bytes), the form of every lineage.</summary>
+    public static bool IsLineage(string? s) => s is { Length: 32 } && s.All(Uri.IsHexDigit);
+
+    /// <summary>The return-trip fields of an offer: a disk lineage with a generation ≥ 1; a return claim only with them, below the generation, never with a resume or a finish.</summary>
+    private static void CheckLineage(DiskOffer d)
+    {
+        var name = PeerText.Clean(d.Name);
+        if (d.DiskLineage == null)
+        {
+            if (d.Generation != 0 || d.ReturnBase != null)
+                throw new ProtocolException($"malformed Hello frame: disk {name} names a generation or a return base without a disk lineage");
+            return;
+        }
+        if (!IsLineage(d.DiskLineage)) throw new ProtocolException($"malformed Hello frame: disk {name} has a malformed disk lineage");
+        if (d.Generation == 0 || d.Generation == ulong.MaxValue)
+            throw new ProtocolException($"malformed Hello frame: disk {name} has generation {d.Generation}");
+        if (d.ReturnBase is { } b)
+        {
+            if (b == 0 || b >= d.Generation)
+                throw new ProtocolException($"malformed Hello frame: disk {name} claims return base {b} for generation {d.Generation}");
+            if (d.Resume || d.Finish)
+                throw new ProtocolException($"malformed Hello frame: disk {name} claims a return base and a resume at once");
+        }
+    }
+
     /// <summary>The receiver's Welcome must answer our offers, one entry per disk, in order.</summary>
     public static WelcomeMessage Check(WelcomeMessage welcome, IReadOnlyList<DiskOffer> offers)
     {
@@ -66,6 +95,16 @@ public static class MessageChecks
         for (var i = 0; i < offers.Count; i++)
             if (welcome.Disks[i]?.Name != offers[i].Name)
                 throw new ProtocolException($"the receiver's welcome answers disk {PeerText.Clean(welcome.Disks[i]?.Name ?? "(none)")} where disk {offers[i].Name} was offered");
+        for (var i = 0; i < offers.Count; i++)
+        {
+            var a = welcome.Disks[i]!;
+            if (a.ReturnBase && (offers[i].ReturnBase == null || a.Resume))
+                throw new ProtocolException($"the receiver's welcome accepts a return base for disk {offers[i].Name}, which claimed none");
+            if (a.ReturnRefused is { Length: > MaxReasonLength })
+                throw new ProtocolException($"the receiver's welcome gives a {a.ReturnRefused.Length}-character reason for disk {offers[i].Name} (at most {MaxReasonLength})");
+            if (a.DiskLineage != null && (!IsLineage(a.DiskLineage) || a.Generation is 0 or ulong.MaxValue))
+                throw new ProtocolException($"the receiver's welcome names a malformed disk lineage or generation for disk {offers[i].Name}");
+        }
         return welcome;
     }
 }

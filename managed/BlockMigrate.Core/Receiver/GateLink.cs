@@ -133,5 +133,16 @@ internal sealed class GateLink(DirtyMap map) : IDisposable
         map.SetState(MapState.None, MapState.GateAll);
     }
 
+    /// <summary>
+    /// The return trip: clears the map's dirty bits (taken and dropped) just before the destination VM
+    /// may first run on the image (the final set in gate mode, the commit otherwise), so that from then on
+    /// they are exactly the blocks it writes after the hand-over.
+    /// </summary>
+    public void ClearWritten() => map.TakeAll(out _);
+
+    /// <summary>At the commit: the map's bits are relative to generation <paramref name="generation"/> of <paramref name="diskLineage"/> (<see cref="Engine.CookieState.Returnable"/>).</summary>
+    public void MarkReturnable(string diskLineage, ulong generation) =>
+        map.SetCookie(Engine.ResumeCookie.Returnable(diskLineage, generation).Encode());
+
     public void Dispose() => map.Dispose();
 }

@@ -68,11 +68,21 @@ internal sealed class ReceivedDisk : IDisposable
             var sameCopy = image != null && state != null && state.Lineage == offer.Lineage && state.Size == offer.Size
                            && state.BlockSize == offer.BlockSize && state.Source == source && (ulong)length == offer.Size;
             var resume = offer.Resume && sameCopy && state!.Status is ReceiverState.Partial or ReceiverState.HandedOver;
+            // the return trip: keep the image only when its record proves it is the claimed hand-over state, untouched since
+            string? returnRefused = null;
+            if (!resume && offer.ReturnBase is { } claimed)
+            {
+                returnRefused = ReturnRefusal(state, image, imageFile, offer, claimed, held);
+                log?.Line(returnRefused == null
+                    ? $"disk {offer.Name}: return base accepted: {imageFile} is generation {claimed} of lineage {offer.DiskLineage}, untouched since its hand-over; only the blocks written since are sent"
+                    : $"disk {offer.Name}: return base refused: {returnRefused}; full copy");
+            }
+            var returnBase = offer.ReturnBase != null && returnRefused == null;
             if (offer.Finish && !(resume && gate != null))
                 throw new ReceiverException(resume
                     ? $"disk {offer.Name}: cannot finish a handed-over migration: no gate map {Path.Combine(options.GateMapDir, offer.Name + ".map")} says which blocks are still missing"
                     : $"disk {offer.Name}: cannot finish a handed-over migration: this receiver holds no partial copy of lineage {offer.Lineage}");
-            if (!resume)
+            if (!resume && !returnBase)
             {
                 var inUse = state?.Status switch
                 {
@@ -92,19 +102,32 @@ internal sealed class ReceivedDisk : IDisposable
             if (image == null)
                 image = OpenImage(storage, dir, imageFile, imageDir, offer.Name);
             var status = resume ? state!.Status : ReceiverState.Partial;
-            if (!resume)
+            // what the commit records: kept from the copy's start through resumes
+            var diskLineage = resume ? state!.DiskLineage : offer.DiskLineage?.ToLowerInvariant();
+            var generation = resume ? state!.Generation : offer.Generation;
+            if (returnBase)
+            {
+                // the handed-away record is consumed here: from now on the image is a partial copy of this
+                // migration's lineage (a resume continues it), never again a base for the same claim
+                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
+            }
+            else if (!resume)
             {
                 // "preparing" first: an older lineage's record must not survive a truncation that fails
                 // half-way (its source would resume from a wiped image); "partial" only once it is empty
-                new ReceiverState(offer.Lineage, ReceiverState.Preparing, offer.Size, offer.BlockSize, source, Now()).Save(storage, dir, imageDir, offer.Name);
+                new ReceiverState(offer.Lineage, ReceiverState.Preparing, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
                 storage.Truncate(image, 0, StoragePoint.ImageTruncate);
                 storage.Truncate(image, (long)offer.Size, StoragePoint.ImageTruncate);
                 storage.Sync(image, StoragePoint.FlushSync);
-                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now()).Save(storage, dir, imageDir, offer.Name);
+                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
             }
             // a new copy (or a resume before any hand-over) replaces whatever an earlier attempt left gated
             if (gate != null && !offer.Finish) gate.ReleaseAll();
-            var disk = new ReceivedDisk(dir, imageDir, storage, offer, image, source, resume, gate, status) { Finishing = offer.Finish, Final = offer.Finish };
+            var disk = new ReceivedDisk(dir, imageDir, storage, offer, image, source, resume, gate, status)
+            {
+                Finishing = offer.Finish, Final = offer.Finish, ReturnBase = returnBase, ReturnRefused = returnRefused,
+                DiskLineage = diskLineage, Generation = generation,
+            };
             image = null;
             gate = null;
             return disk;
@@ -121,6 +144,45 @@ internal sealed class ReceivedDisk : IDisposable
             gate?.Dispose();
         }
     }
+
+    /// <summary>
+    /// Why the image cannot be the base of the claimed return (null: it can): the state file beside it must
+    /// be a source's "handed-away" record of the same disk lineage, generation and geometry, and the image
+    /// must still be the very file it describes, unchanged (<see cref="ReturnRecord.Mismatch"/>).
+    /// </summary>
+    private static string? ReturnRefusal(ReceiverState? state, SafeFileHandle? image, string imageFile, DiskOffer offer, ulong claimed, ulong held)
+    {
+        if (image == null) return $"record missing: there is no {imageFile} here";
+        if (state == null) return $"record missing: no state file beside {imageFile}";
+        if (state.Status != ReceiverState.HandedAway)
+            return $"record missing: {imageFile} is {state.Status}, not the hand-over state a source recorded";
+        if (state.Return == null) return "record missing: the hand-over recorded no description of the image";
+        if (!string.Equals(state.DiskLineage, offer.DiskLineage, StringComparison.OrdinalIgnoreCase))
+            return $"different lineage: {imageFile} belongs to lineage {state.DiskLineage ?? "(none)"}, the source offers {offer.DiskLineage}";
+        if (state.Generation != claimed)
+            return $"generation: {imageFile} holds generation {state.Generation}, the source's map is relative to generation {claimed}";
+        // the block sizes may differ (each end's map has its own); the sample was read in the recorded one
+        if (state.Size != offer.Size)
+            return $"image changed: recorded {state.Size} bytes, the source offers {offer.Size}";
+        if (held > 0) return $"image in use: its gate holds {held} blocks";
+        try
+        {
+            return state.BlockSize == 0 || state.BlockSize > 1u << 30 ? "record missing: it names no block size"
+                : state.Return.Mismatch(image, imageFile, state.BlockSize) is { } why ? "image changed: " + why : null;
+        }
+        catch (IOException e)
+        {
+            return $"image changed: cannot check it: {e.Message}";
+        }
+    }
+
+    /// <summary>The offer's return claim was accepted: the image is kept and only the source's map is sent.</summary>
+    public bool ReturnBase { get; private init; }
+    /// <summary>Why the offer's return claim was refused (null: accepted, or none made).</summary>
+    public string? ReturnRefused { get; private init; }
+    /// <summary>What the commit records (<see cref="ReceiverState.DiskLineage"/>, <see cref="ReceiverState.Generation"/>).</summary>
+    public string? DiskLineage { get; private init; }
+    public ulong Generation { get; private init; }
 
     private static SafeFileHandle? TryOpenExisting(SafeFileHandle dir, string imageFile, string imageDir, string name)
     {
@@ -159,7 +221,7 @@ internal sealed class ReceivedDisk : IDisposable
     /// Set when the source finishes a handed-over migration (<see cref="DiskOffer.Finish"/>): the
     /// destination VM may be running, so only blocks the gate still holds are written.
     /// </summary>
-    public bool Finishing { get; private set; }
+    public bool Finishing { get; private init; }
 
     /// <summary>Blocks of data frames not written because the gate no longer held them (finishing only).</summary>
     public ulong SkippedBlocks { get; private set; }
@@ -278,7 +340,7 @@ internal sealed class ReceivedDisk : IDisposable
     {
         try
         {
-            new ReceiverState(Offer.Lineage, status, Offer.Size, Offer.BlockSize, Source, Now()).Save(_storage, _dir, _imageDir, Name);
+            new ReceiverState(Offer.Lineage, status, Offer.Size, Offer.BlockSize, Source, Now(), DiskLineage, Generation).Save(_storage, _dir, _imageDir, Name);
             Status = status;
         }
         catch (IOException e)

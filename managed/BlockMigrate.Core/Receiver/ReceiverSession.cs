@@ -137,7 +137,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             {
                 var d = ReceivedDisk.Open(dir, options, offer, channel.Peer, log);
                 lock (_disks) _disks.Add(d);
-                answers.Add(new DiskAnswer(offer.Name, d.Resume, d.Gate != null));
+                answers.Add(new DiskAnswer(offer.Name, d.Resume, d.Gate != null, d.ReturnBase, d.ReturnRefused, d.DiskLineage, d.DiskLineage == null ? 0 : d.Generation));
                 log.Line($"disk {offer.Name}: {(d.Finishing ? "finishing the hand-over of" : d.Resume ? "resuming" : "receiving")} {offer.Size} bytes into {Path.Combine(options.ImageDir, DiskName.ImageFile(offer.Name))}{(d.Gate != null ? " (gated)" : "")}");
             }
             catch
@@ -194,7 +194,12 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     CheckFinalSet(set, disk);
                     // the source may let the destination VM run once this is acknowledged: from then on
                     // a fresh copy must not overwrite the image (recorded durably before the ack)
-                    if (!disk.Final && disk.Gate != null && !disk.Finishing) disk.MarkHandedOver();
+                    if (!disk.Final && disk.Gate != null && !disk.Finishing)
+                    {
+                        disk.MarkHandedOver();
+                        // the destination VM may run once this is acknowledged: its writes from then on are what a return trip sends
+                        disk.Gate.ClearWritten();
+                    }
                     disk.Final = true;
                     // finishing: the gate already holds exactly what is missing; marking again could
                     // re-gate a block the running destination VM has written since
@@ -205,6 +210,7 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 case FrameType.Commit:
                     Commit();
                     _committed = true;
+                    MarkReturnable();
                     foreach (var d in _disks) d.Gate?.ReleaseAll();
                     await _writer.WriteAsync(FrameType.Committed, ct);
                     log.Line($"committed {string.Join(", ", _disks.Select(d => d.Name))} from {channel.Peer}");
@@ -339,6 +345,28 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     if (!_disks[j].Restore(before[j]))
                         log.Warning($"disk {_disks[j].Name}: could not put its state file back to {before[j]} after the failed commit");
                 throw;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The return trip: each gate map (the destination shim's) now counts writes from this hand-over on:
+    /// cleared here unless the final set did it (gate mode: the VM may be running and writing already), and
+    /// its cookie names the generation just committed. Best effort: a failure costs a later return its base only.
+    /// </summary>
+    private void MarkReturnable()
+    {
+        foreach (var d in _disks)
+        {
+            if (d.Gate == null || d.DiskLineage == null) continue;
+            try
+            {
+                if (!d.Final) d.Gate.ClearWritten();
+                d.Gate.MarkReturnable(d.DiskLineage, d.Generation);
+            }
+            catch (BlockMigrateException e)
+            {
+                log.Warning($"disk {d.Name}: could not mark its gate map for a return trip: {e.Message}");
             }
         }
     }

@@ -54,6 +54,33 @@ public class GateSwitchoverTests
         bed.AssertDestinationIsSourceExcept(LastFinal, 0x77);
     }
 
+    /// <summary>
+    /// QEMU stops the guest, then drains its block requests in flight, then calls the switchover: a throttled shim
+    /// would hold that drain, and the guest's pause, for as long as the backlog takes at the cap (5 s of a 5.6 s pause in
+    /// a heavy-writer benchmark). When the adapter says the source stopped, the engine lifts the cap at once.
+    /// </summary>
+    [Test]
+    public async Task The_throttle_is_lifted_as_soon_as_the_source_VM_stops(CancellationToken ct)
+    {
+        using var bed = await GateBed.StartAsync();
+        ScriptedHypervisor vm = null!;
+        vm = new ScriptedHypervisor(
+            beforeSwitchover: () =>
+            {
+                bed.SourceMap.SetThrottle(64 << 10); // the guest is held to 64 KiB/s, as under a heavy writer
+                vm.RaiseSourceStopped();
+                Assert.That(bed.SourceMap.Info().ThrottleBytesPerSecond, Is.Zero, "the cap is gone before the switchover is called");
+                return Task.CompletedTask;
+            },
+            afterSwitchover: () => Task.CompletedTask);
+
+        MigrationReport report;
+        await using (var migration = bed.Migration(vm, SwitchoverMode.Gate))
+            report = await migration.RunAsync(ct);
+        Assert.That(vm.SwitchoverReturned, Is.True);
+        Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, bed.Receiver.Stderr);
+    }
+
     [Test]
     public async Task Commit_mode_resumes_only_after_every_final_block_is_written(CancellationToken ct)
     {
@@ -128,6 +155,10 @@ public class GateSwitchoverTests
     {
         public string Name => "scripted";
         public bool SwitchoverReturned { get; private set; }
+        public event Action? SourceStopped;
+
+        /// <summary>What an adapter does when it sees the source VM stop (QEMU: the STOP event).</summary>
+        public void RaiseSourceStopped() => SourceStopped?.Invoke();
 
         public Task PrepareAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 

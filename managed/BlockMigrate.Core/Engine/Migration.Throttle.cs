@@ -63,8 +63,14 @@ public sealed partial class Migration
     /// </summary>
     private void LiftThrottleAtStop()
     {
-        if (_throttle == 0) return;
-        foreach (var d in _disks) TryRun($"disk {d.Name}: lifting the throttle at the source's stop", () => d.Map.SetThrottle(0));
-        Say("throttle: lifted, the source VM stopped (its writes in flight drain at full speed)");
+        var lifted = false;
+        foreach (var d in _disks)
+            TryRun($"disk {d.Name}: lifting the throttle at the source's stop", () =>
+            {
+                if (d.Map.Counters().ThrottleBytesPerSecond == 0) return;
+                d.Map.SetThrottle(0);
+                lifted = true;
+            });
+        if (lifted) Say("throttle: lifted, the source VM stopped (its writes in flight drain at full speed)");
     }
 }

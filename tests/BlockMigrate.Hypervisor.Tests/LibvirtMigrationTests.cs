@@ -28,8 +28,16 @@ public sealed class LibvirtMigrationTests
         _bed = await LibvirtTestbed.StartAsync("m");
         await _bed.StartGuestAsync(persistent: true);
         var (receiver, address) = await _bed.StartReceiverAsync();
-        var migrate = _bed.StartMigrate(address, "--migration-uri", $"tcp://{_bed.Net.DestinationAddress}", "--memory-plaintext", "--persistent");
+        var picture = _bed.Dir["timeline.svg"];
+        var migrate = _bed.StartMigrate(address, "--migration-uri", $"tcp://{_bed.Net.DestinationAddress}", "--memory-plaintext", "--persistent",
+            "--timeline", picture);
         await MigratedAsync(_bed, migrate, receiver);
+        // the picture of a libvirt migration: its marks where the report puts them, memory from libvirt's domjobinfo
+        var recorded = LibvirtTestbed.Report(migrate).GetProperty("timeline");
+        TimelinePicture.Load(picture).AssertMatchesReport(recorded);
+        var memory = recorded.GetProperty("samples").GetProperty("memory_bytes_per_second").EnumerateArray()
+            .Where(v => v.ValueKind == System.Text.Json.JsonValueKind.Number).Select(v => v.GetDouble()).ToList();
+        Assert.That(memory.Count > 0 && memory.Max() > 0, "libvirt's memory_processed was sampled during its copy");
         Assert.That(await _bed.DefinedAsync(_bed.DestinationUri), Does.Contain(LibvirtTestbed.Domain), "--persistent: defined at the destination");
         Assert.That(await _bed.DefinedAsync(_bed.SourceUri), Does.Not.Contain(LibvirtTestbed.Domain), "--persistent: undefined at the source");
         var inactive = await _bed.VirshCheckAsync(_bed.DestinationUri, "dumpxml", "--inactive", LibvirtTestbed.Domain);

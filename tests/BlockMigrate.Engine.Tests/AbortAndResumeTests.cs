@@ -90,7 +90,7 @@ public class AbortAndResumeTests
         var hash = source.Hash();
         using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
         using var migrate = BackgroundProcess.Cli("migrate", "--disk", source.DiskArg(), "--to", receiver.Address, "--key", keys.SourceKey,
-            "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "8M"); // ~25 s for the data: still copying when interrupted, however loaded the machine
+            "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "40M");
         await receiver.WaitForDataAsync("vda", 4L << 20, TimeSpan.FromSeconds(30));
         Assert.That(migrate.HasExited, Is.False, "still copying");
         System.Diagnostics.Process.Start("kill", ["-INT", migrate.Pid.ToString()])!.WaitForExit();
@@ -112,7 +112,7 @@ public class AbortAndResumeTests
         using (var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys))
         {
             using var migrate = BackgroundProcess.Cli("migrate", "--disk", source.DiskArg(), "--to", receiver.Address, "--key", keys.SourceKey,
-                "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "8M"); // still copying 2 s in, however loaded the machine
+                "--peer-fingerprint", keys.ReceiverFingerprint, "--bandwidth", "40M");
             await migrate.WaitForStderrLineAsync("phase: BulkCopy$", TimeSpan.FromSeconds(30));
             await Task.Delay(2000);
             Assert.That(migrate.HasExited, Is.False, "still copying");

@@ -3,7 +3,8 @@
 #
 #   tools/bench-seed.sh             (after ./build.sh; also run by ./build.sh bench)
 #   BENCH_SEED_RUNS=1 tools/bench-seed.sh           one run of each kind (a smoke test)
-#   BENCH_SEED_BASELINE=/path/to/blockmigrate       the no-seed baseline binary (default: main's, /work/main/build/bin/blockmigrate, if built)
+#   BENCH_SEED_BASELINE=/path/to/blockmigrate       an older build as the no-seed baseline (e.g. one built from a commit
+#                                                   before seeding; default: none, baseline rows skipped)
 #
 # Template: a 1 GiB raw image holding one ext4 file system made with mkfs.ext4 -d from a debootstrap'd
 # Debian bookworm minbase root (cached in build/cache/debian-minbase, as tools/bench-migrate.sh makes it).

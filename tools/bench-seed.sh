@@ -29,9 +29,9 @@ doc=$top/docs/BENCHMARKS.md
 bench=$top/build/bench-seed
 rootfs=${BENCH_SEED_ROOTFS:-$top/build/cache/debian-minbase}
 runs=${BENCH_SEED_RUNS:-3}
-baseline=${BENCH_SEED_BASELINE:-/work/main/build/bin/blockmigrate}
+baseline=${BENCH_SEED_BASELINE:-}
 for f in "$bm" "$filter"; do [ -e "$f" ] || { echo "bench-seed: $f missing; run ./build.sh first" >&2; exit 1; }; done
-[ -x "$baseline" ] || { echo "bench-seed: no baseline binary at $baseline (BENCH_SEED_BASELINE); baseline runs skipped" >&2; baseline=; }
+[ -z "$baseline" ] || [ -x "$baseline" ] || { echo "bench-seed: no baseline binary at $baseline (BENCH_SEED_BASELINE); baseline runs skipped" >&2; baseline=; }
 
 size=$((1024 << 20))
 pids=()

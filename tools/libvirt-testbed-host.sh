@@ -1,6 +1,6 @@
 #!/bin/bash
 # libvirt-testbed-host.sh NETNS IP DIR
-# One libvirt "host" for tests (derived from /work/shared/testbed/libvirt_two_hosts.sh): libvirtd +
+# One libvirt "host" for tests (derived from the shared test-bed recipe libvirt_two_hosts.sh): libvirtd +
 # virtlogd inside network namespace NETNS (which must exist), in their own mount and UTS namespaces:
 # private tmpfs on /run, /var/lib, /var/cache and /var/log, with DIR/{run,lib,cache,log} bound on their
 # libvirt directories and DIR/etc on /etc/libvirt (own libvirtd.conf, qemu.conf, host UUID, hostname

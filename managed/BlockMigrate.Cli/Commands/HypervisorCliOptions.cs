@@ -233,6 +233,8 @@ public sealed class HypervisorCliOptions
         Ms(w, "switchover_ms", hv?.Switchover);
         w.WriteNumber("hypervisor_seconds", Math.Round(hv?.Total.TotalSeconds ?? 0, 3));
         w.WriteNumber("memory_bytes", hv?.MemoryBytes ?? 0);
+        if (hv?.MemoryWireBytes is { } onWire) w.WriteNumber("memory_wire_bytes", onWire);
+        else w.WriteNull("memory_wire_bytes");
     }
 
     /// <summary>The hypervisor's lines of the text report (none for --hypervisor none).</summary>
@@ -241,6 +243,7 @@ public sealed class HypervisorCliOptions
         if (r.HypervisorDetails is not { } hv || r.Hypervisor == "none") return;
         static string Ms(TimeSpan? t) => t is { } v ? $"{v.TotalMilliseconds:0} ms" : "not reported";
         o.WriteLine($"  guest saw:    {Ms(hv.GuestDowntime)} (source STOP to destination RESUME); {hv.Hypervisor} downtime {Ms(hv.HypervisorDowntime)}");
-        o.WriteLine($"  memory:       {Units.Bytes(hv.MemoryBytes)} in {hv.Total.TotalSeconds:0.0} s");
+        var onWire = hv.MemoryWireBytes is { } b ? $" ({Units.Bytes(b)} on the wire)" : "";
+        o.WriteLine($"  memory:       {Units.Bytes(hv.MemoryBytes)}{onWire} in {hv.Total.TotalSeconds:0.0} s");
     }
 }

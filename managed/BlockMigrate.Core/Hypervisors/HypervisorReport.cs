@@ -8,6 +8,13 @@ public sealed record HypervisorReport(
     TimeSpan? GuestDowntime,
     long MemoryBytes)
 {
+    /// <summary>
+    /// The memory stream's bytes on the wire (after compression and TLS, up to the hand-over at least),
+    /// where the hypervisor can see them (QEMU over TCP: the kernel's count for its connections); null
+    /// elsewhere. <see cref="MemoryBytes"/> is the hypervisor's own count, before compression.
+    /// </summary>
+    public long? MemoryWireBytes { get; init; }
+
     /// <summary>How long the switchover callback ran (disk freeze, final dirty set, commit), if measured here.</summary>
     public TimeSpan? Switchover { get; init; }
 

@@ -39,17 +39,32 @@ public sealed partial class QemuHypervisor
 
         var started = Stopwatch.GetTimestamp();
         await PaceByLinkAsync(source, cancellationToken);
+        _wire = MemoryWireMeter.Start(_options.MigrationUri);
+        if (_wire.Unavailable is { } why) Log?.Invoke(LogLevel.Debug, why);
         _phase = QemuPhase.Migrating;
         await source.ExecuteAsync("migrate", new JsonObject { ["uri"] = _options.MigrationUri }, cancellationToken);
 
         DateTimeOffset? stoppedAt = null;
-        await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e =>
+        using (var pacing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
-            if (stoppedAt != null) return;
-            stoppedAt = e;
-            SourceStopped?.Invoke(); // before QEMU's drain of the guest's requests in flight completes
-        }, cancellationToken);
+            var repacing = _pacedCap > 0 ? Task.Run(() => RepaceAsync(source, pacing.Token), CancellationToken.None) : Task.CompletedTask;
+            try
+            {
+                await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e =>
+                {
+                    if (stoppedAt != null) return;
+                    stoppedAt = e;
+                    SourceStopped?.Invoke(); // before QEMU's drain of the guest's requests in flight completes
+                }, cancellationToken);
+            }
+            finally
+            {
+                await pacing.CancelAsync();
+                await repacing;
+            }
+        }
         stoppedAt ??= DateTimeOffset.UtcNow; // STOP precedes pre-switchover; this only covers a lost event
+        _wire?.Total(); // the channels' counts while they are all still open
         Say($"source stopped at {stoppedAt.Value:HH:mm:ss.fff} (STOP), in pre-switchover {Since(stoppedAt.Value)} later");
 
         // The source is stopped for good (finish-migrate) and the destination has not received the
@@ -95,16 +110,22 @@ public sealed partial class QemuHypervisor
         TimeSpan? qemuDowntime = info["downtime"] is JsonValue d ? TimeSpan.FromMilliseconds((long)d) : null;
         return new HypervisorReport(Name, total, qemuDowntime, resumedAt - stoppedAt.Value, memoryBytes)
         {
+            MemoryWireBytes = _wire?.Total(),
             Switchover = switchoverTime,
             StoppedAt = stoppedAt,
             ResumedAt = resumedAt,
         };
     }
 
-    /// <summary>The source's <c>ram.transferred</c> once the migration started (it counts multifd's bytes, before their compression).</summary>
+    /// <summary>
+    /// Memory bytes sent once the migration started: on the wire (<see cref="MemoryWireMeter"/>) when the
+    /// kernel shows the stream's connections, else the source's <c>ram.transferred</c> (which counts multifd's
+    /// bytes before their compression).
+    /// </summary>
     public async Task<long?> MemoryBytesSentAsync(CancellationToken cancellationToken)
     {
         if (_phase is QemuPhase.Idle or QemuPhase.Prepared or QemuPhase.Aborted || _source is not { IsConnected: true } source) return null;
+        if (_wire is { Unavailable: null } wire && wire.Total() is { } onWire) return onWire;
         var info = await source.ExecuteObjectAsync("query-migrate", null, cancellationToken);
         return (long?)(info["ram"] as JsonObject)?["transferred"];
     }
@@ -252,24 +273,83 @@ public sealed partial class QemuHypervisor
     }
 
     private double? _linkRate;
+    private long _pacedCap;          // the max-bandwidth our pacing set (0: not pacing)
+    private MemoryWireMeter? _wire;  // the memory stream's bytes on the wire, from Migrate on
 
     public void LinkRateMeasured(double bytesPerSecond) => _linkRate = bytesPerSecond;
 
     /// <summary>
     /// Without an admin's --memory-bandwidth, and when the disk copy measured the link: max-bandwidth =
-    /// 90% of the link (twice that with multifd compression, which QEMU 7.2 counts before compressing;
-    /// zstd shrinks guest RAM 2-3× here). Unpaced, QEMU fills its socket buffers (1-2 MB at 20 Mbit/s),
+    /// 90% of the link, in QEMU's units. Unpaced, QEMU fills its socket buffers (1-2 MB at 20 Mbit/s),
     /// stops the guest when it believes little is left, and the guest then waits for those buffers to
     /// drain: 930 ms of pause against 240 ms paced, in the 20 Mbit/s benchmark (docs/BENCHMARKS.md).
+    /// QEMU 7.2 counts multifd's pages before compression, so with compression the cap starts at twice
+    /// that and <see cref="RepaceAsync"/> corrects it by the ratio measured on the wire.
     /// </summary>
     private async Task PaceByLinkAsync(QmpClient source, CancellationToken cancellationToken)
     {
         if (_options.MaxBandwidth != null || _linkRate is not { } link) return;
         var compressed = _options.Multifd && _options.MultifdCompression != "none";
-        var cap = (long)(link * 0.9 * (compressed ? 2 : 1));
+        var cap = PacedCap(link, compressed ? 2 : 1);
         if (cap >= QemuOptions.QemuDefaultMaxBandwidth || cap <= 0) return;
         await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, cancellationToken);
-        Say($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s the disk copy measured{(compressed ? ", times 2 for multifd compression (counted before compressing)" : "")}");
+        _pacedCap = cap;
+        Say($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s the disk copy measured{(compressed ? ", times 2 for multifd compression (counted before compressing) until measured" : "")}");
+    }
+
+    /// <summary>The cap for a link of <paramref name="link"/> bytes/s when QEMU counts <paramref name="ratio"/> bytes per byte on the wire.</summary>
+    internal static long PacedCap(double link, double ratio) => (long)(link * 0.9 * Math.Clamp(ratio, MinRatio, MaxRatio));
+
+    internal const double MinRatio = 0.9, MaxRatio = 8;
+    private static readonly TimeSpan RepaceEvery = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// While the memory copy runs: every 500 ms, how many bytes QEMU counted (<c>ram.transferred</c>) per
+    /// byte acknowledged on the wire over the last second, and the cap moved to 90% of the link in those
+    /// units when it is more than 10% off (<see cref="Repace"/>). zstd shrinks this guest's RAM 2.4× overall
+    /// and unevenly (its zero and text pages early, its data later): a fixed 2× left a quarter of the link
+    /// idle in the 100 Mbit/s benchmark. Best effort: a failed reading ends it, the cap stays.
+    /// </summary>
+    private async Task RepaceAsync(QmpClient source, CancellationToken ct)
+    {
+        if (_wire is not { Unavailable: null } wire || _linkRate is not { } link) return;
+        var window = new Queue<(long Counted, long Wire)>();
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                await Task.Delay(RepaceEvery, ct);
+                var info = await source.ExecuteObjectAsync("query-migrate", null, ct);
+                if ((string?)info["status"] != "active") continue;
+                var counted = (long?)(info["ram"] as JsonObject)?["transferred"];
+                if (counted == null || wire.Total() is not { } onWire) return;
+                window.Enqueue((counted.Value, onWire));
+                if (window.Count > 3) window.Dequeue();
+                var (c0, w0) = window.Peek();
+                if (Repace(_pacedCap, link, counted.Value - c0, onWire - w0) is not { } cap) continue;
+                await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, ct);
+                Say($"max-bandwidth {cap / 1e6:0.0} MB/s: memory measured at {(double)(counted.Value - c0) / (onWire - w0):0.00} bytes counted per byte on the wire");
+                _pacedCap = cap;
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is QmpException or HypervisorException or IOException)
+        {
+            Ignored("re-pacing the memory copy", e);
+        }
+    }
+
+    /// <summary>
+    /// The law of <see cref="RepaceAsync"/>: the new cap, or null to keep <paramref name="current"/>: too
+    /// little on the wire in the window (under 256 KiB) to measure, or within 10% of it.
+    /// </summary>
+    internal static long? Repace(long current, double link, long counted, long onWire)
+    {
+        if (onWire < 256 << 10 || counted <= 0) return null;
+        var cap = PacedCap(link, (double)counted / onWire);
+        return Math.Abs(cap - current) > current / 10 && cap < QemuOptions.QemuDefaultMaxBandwidth ? cap : null;
     }
 
     private static string Since(DateTimeOffset t) => $"{(DateTimeOffset.UtcNow - t).TotalMilliseconds:0} ms";

@@ -1,0 +1,186 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using BlockMigrate.Hypervisors.Qemu;
+using BlockMigrate.Interop;
+using NUnit.Framework;
+
+namespace BlockMigrate.Hypervisor.Tests;
+
+/// <summary>
+/// The memory stream's bytes on the wire, from the kernel's sock_diag (real TCP connections on
+/// loopback), and the pacing law that uses them.
+/// </summary>
+[TestFixture]
+public sealed class MemoryWireMeterTests
+{
+    private static (Socket Client, Socket Server, TcpListener Listener) Pair()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndpoint);
+        return (client, listener.AcceptSocket(), listener);
+    }
+
+    private static void SendAndDrain(Socket from, Socket to, int bytes)
+    {
+        var chunk = new byte[64 << 10];
+        var reader = Task.Run(() =>
+        {
+            var buf = new byte[64 << 10];
+            var got = 0;
+            while (got < bytes) got += to.Receive(buf);
+        });
+        for (var sent = 0; sent < bytes; sent += chunk.Length) from.Send(chunk, Math.Min(chunk.Length, bytes - sent), SocketFlags.None);
+        Assert.That(reader.Wait(TimeSpan.FromSeconds(20)), "the receiving side read everything");
+    }
+
+    [Test]
+    public void The_kernel_reports_what_the_peer_acknowledged_on_each_connection_to_the_address_and_port()
+    {
+        var (client, server, listener) = Pair();
+        using var c = client;
+        using var s = server;
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        SendAndDrain(client, server, 3 << 20);
+        Thread.Sleep(50); // the last ACK
+
+        var found = TcpBytesAcked.Read(IPAddress.Loopback, port);
+        Assert.That(found, Has.Count.EqualTo(1), "only the client's socket has this port as its destination");
+        Assert.That(found[0].BytesAcked, Is.EqualTo(3 << 20).Within(64), "tcpi_bytes_acked counts the payload (plus the SYN's one byte)");
+        Assert.That(TcpBytesAcked.Read(IPAddress.Loopback, port == 65535 ? 1 : port + 1), Is.Empty);
+        Assert.That(TcpBytesAcked.Read(IPAddress.Parse("127.0.0.2"), port), Is.Empty, "another address");
+    }
+
+    [Test]
+    public void The_meter_counts_only_connections_opened_after_it_started_and_keeps_a_closed_ones_bytes()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        Socket Connect()
+        {
+            var c = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            c.Connect(listener.LocalEndpoint);
+            return c;
+        }
+        using var old = Connect();
+        using var oldServer = listener.AcceptSocket();
+        SendAndDrain(old, oldServer, 1 << 20);
+
+        var meter = MemoryWireMeter.Start($"tcp:127.0.0.1:{port}");
+        Assert.That(meter.Unavailable, Is.Null);
+        Assert.That(meter.Total(), Is.Null, "nothing of the migration seen yet: not measured, not 0");
+
+        var first = Connect();
+        var firstServer = listener.AcceptSocket();
+        SendAndDrain(first, firstServer, 2 << 20);
+        using var second = Connect();
+        using var secondServer = listener.AcceptSocket();
+        SendAndDrain(second, secondServer, 1 << 20);
+        SendAndDrain(old, oldServer, 4 << 20); // not ours: open before the meter started
+        Thread.Sleep(50);
+        Assert.That(meter.Total(), Is.EqualTo(3 << 20).Within(256));
+
+        first.Dispose();
+        firstServer.Dispose();
+        Thread.Sleep(100); // past FIN_WAIT into TIME_WAIT, where the kernel has no tcp_info
+        SendAndDrain(second, secondServer, 1 << 20);
+        Thread.Sleep(50);
+        Assert.That(meter.Total(), Is.EqualTo(4 << 20).Within(256), "a channel that closed keeps what it sent");
+        listener.Stop();
+    }
+
+    [TestCase("unix:/run/x.sock")]
+    [TestCase("tcp:no-such-host.invalid:4444")]
+    [TestCase("tcp:10.0.0.1")]
+    [TestCase("tcp:10.0.0.1:0")]
+    [TestCase("tcp:10.0.0.1:70000")]
+    [TestCase("exec:cat")]
+    public void A_uri_the_meter_cannot_follow_is_said_once_and_measures_nothing(string uri)
+    {
+        var meter = MemoryWireMeter.Start(uri);
+        Assert.That(meter.Unavailable, Does.Contain("not measured"));
+        Assert.That(meter.Total(), Is.Null);
+    }
+
+    [TestCase("tcp:10.1.2.3:4444", "10.1.2.3", 4444)]
+    [TestCase("tcp:[fd00::2]:4444", "fd00::2", 4444)]
+    [TestCase("tcp:10.1.2.3:4444,ipv4", "10.1.2.3", 4444)]
+    [TestCase("tcp:localhost:5", "127.0.0.1", 5)]
+    public void Uris_parse_to_the_endpoint_QEMU_connects_to(string uri, string address, int port)
+    {
+        var ep = MemoryWireMeter.Parse(uri);
+        Assert.That(ep, Is.Not.Null);
+        Assert.That(ep!.Port, Is.EqualTo(port));
+        Assert.That(ep.Address.ToString(), address == "127.0.0.1" ? Is.EqualTo("127.0.0.1").Or.EqualTo("::1") : Is.EqualTo(address));
+    }
+
+    [Test]
+    public void Pacing_follows_the_measured_compression_within_bounds()
+    {
+        const double link = 12.5e6;
+        // 2.4 bytes counted per byte on the wire: 0.9 × link × 2.4
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 24_000_000, 10_000_000), Is.EqualTo((long)(link * 0.9 * 2.4)));
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 21_000_000, 10_000_000), Is.Null, "within 10%: left alone");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2_000_000, 100_000), Is.Null, "too little on the wire to measure");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 1_000_000_000, 10_000_000), Is.EqualTo((long)(link * 0.9 * QemuHypervisor.MaxRatio)), "bounded above");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 1_000_000, 10_000_000), Is.EqualTo((long)(link * 0.9 * QemuHypervisor.MinRatio)), "bounded below (TLS, headers)");
+        Assert.That(QemuHypervisor.Repace(22_500_000, 1e9, 30_000_000, 10_000_000), Is.Null, "a cap at or above QEMU's default is no pacing");
+    }
+
+    // A reply datagram: nlmsghdr + inet_diag_msg (+ attributes), as the kernel sends it.
+    private static byte[] Reply(ushort type, int family, int dport, byte[] dst, ulong cookie, byte[]? attributes, int? lengthField = null)
+    {
+        var body = new byte[72 + (attributes?.Length ?? 0)];
+        body[0] = (byte)family;
+        BinaryPrimitives.WriteUInt16BigEndian(body.AsSpan(6), (ushort)dport);
+        dst.CopyTo(body, 4 + 20);
+        BinaryPrimitives.WriteUInt64LittleEndian(body.AsSpan(4 + 40), cookie);
+        attributes?.CopyTo(body, 72);
+        var m = new byte[16 + body.Length];
+        BinaryPrimitives.WriteUInt32LittleEndian(m, (uint)(lengthField ?? m.Length));
+        BinaryPrimitives.WriteUInt16LittleEndian(m.AsSpan(4), type);
+        body.CopyTo(m, 16);
+        return m;
+    }
+
+    private static byte[] InfoAttribute(ulong acked, int length = 4 + 232)
+    {
+        var a = new byte[length];
+        BinaryPrimitives.WriteUInt16LittleEndian(a, (ushort)length);
+        BinaryPrimitives.WriteUInt16LittleEndian(a.AsSpan(2), 2);
+        if (length >= 4 + 128) BinaryPrimitives.WriteUInt64LittleEndian(a.AsSpan(4 + 120), acked);
+        return a;
+    }
+
+    [Test]
+    public void Damaged_replies_are_refused_or_skipped_never_read_past()
+    {
+        var dst = IPAddress.Parse("10.0.0.2").GetAddressBytes();
+        var found = new List<(ulong, long)>();
+        Assert.That(TcpBytesAcked.Parse(Reply(20, 2, 4444, dst, 7, InfoAttribute(1234)), 2, dst, 4444, found), Is.False);
+        Assert.That(found, Is.EqualTo(new List<(ulong, long)> { (7, 1234) }));
+
+        found.Clear();
+        Assert.Throws<IOException>(() => TcpBytesAcked.Parse(Reply(20, 2, 4444, dst, 7, InfoAttribute(1), lengthField: 4000), 2, dst, 4444, found),
+            "a message longer than its datagram");
+        TcpBytesAcked.Parse(Reply(20, 2, 4444, dst, 7, InfoAttribute(1, length: 40)), 2, dst, 4444, found);
+        Assert.That(found, Is.Empty, "a tcp_info too short to hold bytes_acked");
+        var badAttr = InfoAttribute(1);
+        BinaryPrimitives.WriteUInt16LittleEndian(badAttr, 60000);
+        TcpBytesAcked.Parse(Reply(20, 2, 4444, dst, 7, badAttr), 2, dst, 4444, found);
+        Assert.That(found, Is.Empty, "an attribute longer than the message");
+        TcpBytesAcked.Parse(Reply(20, 10, 4444, dst, 7, InfoAttribute(1)), 2, dst, 4444, found);
+        Assert.That(found, Is.Empty, "another family");
+        TcpBytesAcked.Parse(Reply(20, 2, 4445, dst, 7, InfoAttribute(1)), 2, dst, 4444, found);
+        Assert.That(found, Is.Empty, "another port");
+        Assert.That(TcpBytesAcked.Parse(Reply(3, 2, 0, dst, 0, null), 2, dst, 4444, found), Is.True, "NLMSG_DONE ends the dump");
+        var error = Reply(2, 0, 0, dst, 0, null);
+        BinaryPrimitives.WriteInt32LittleEndian(error.AsSpan(16), -13);
+        Assert.That(Assert.Throws<IOException>(() => TcpBytesAcked.Parse(error, 2, dst, 4444, found))!.Message, Does.Contain("refused"));
+        Assert.That(TcpBytesAcked.Parse(new byte[10], 2, dst, 4444, found), Is.False, "a runt datagram holds nothing");
+    }
+}

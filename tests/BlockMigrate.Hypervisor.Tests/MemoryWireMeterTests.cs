@@ -93,6 +93,37 @@ public sealed class MemoryWireMeterTests
         listener.Stop();
     }
 
+    [Test]
+    public void Written_counts_what_waits_in_the_send_queue_too()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var meter = MemoryWireMeter.Start($"tcp:127.0.0.1:{port}");
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndpoint);
+        using var server = listener.AcceptSocket(); // never reads: the data backs up into the client's send queue
+        client.Blocking = false;
+        var chunk = new byte[64 << 10];
+        long written = 0;
+        while (true)
+        {
+            try
+            {
+                written += client.Send(chunk);
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+            {
+                break;
+            }
+        }
+        Thread.Sleep(50);
+        var acked = meter.Total()!.Value;
+        Assert.That(acked, Is.LessThan(written - (64 << 10)), "some of it is still queued at the sender");
+        Assert.That(meter.Written(), Is.EqualTo(written).Within(2), "acknowledged + queued = what the application wrote (+ the SYN's byte)");
+        listener.Stop();
+    }
+
     [TestCase("unix:/run/x.sock")]
     [TestCase("tcp:no-such-host.invalid:4444")]
     [TestCase("tcp:10.0.0.1")]
@@ -119,16 +150,19 @@ public sealed class MemoryWireMeterTests
     }
 
     [Test]
-    public void Pacing_follows_the_measured_compression_within_bounds()
+    public void Pacing_follows_the_measured_compression_and_drains_the_send_queue()
     {
         const double link = 12.5e6;
-        // 2.4 bytes counted per byte on the wire: 0.9 × link × 2.4
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 24_000_000, 10_000_000), Is.EqualTo((long)(link * 0.9 * 2.4)));
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 21_000_000, 10_000_000), Is.Null, "within 10%: left alone");
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2_000_000, 100_000), Is.Null, "too little on the wire to measure");
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 1_000_000_000, 10_000_000), Is.EqualTo((long)(link * 0.9 * QemuHypervisor.MaxRatio)), "bounded above");
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 1_000_000, 10_000_000), Is.EqualTo((long)(link * 0.9 * QemuHypervisor.MinRatio)), "bounded below (TLS, headers)");
-        Assert.That(QemuHypervisor.Repace(22_500_000, 1e9, 30_000_000, 10_000_000), Is.Null, "a cap at or above QEMU's default is no pacing");
+        // a short queue (100 ms of the link): 95% of the link, in QEMU's units at 2.4 bytes counted per byte written
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2.4, (long)(link * 0.1)), Is.EqualTo((long)(link * 0.95 * 2.4)));
+        Assert.That(QemuHypervisor.Repace((long)(link * 0.95 * 2.4), link, 2.45, (long)(link * 0.1)), Is.Null, "within 5%: left alone");
+        // a long queue (300 ms of the link) is drained: the wire gets 0.95 - 0.4 = 55% of the link
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, (long)(link * 0.3)), Is.EqualTo((long)(link * 0.55 * 2)).Within(2));
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, (long)(link * 3)), Is.EqualTo((long)(link * 0.3 * 2)), "never below 30% of the link");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, 0), Is.EqualTo((long)(link * 1.15 * 2)).Within(2), "an empty queue: a little more than the link");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 100, (long)(link * 0.1)), Is.EqualTo((long)(link * 0.95 * QemuHypervisor.MaxRatio)), "bounded above");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 0.5, (long)(link * 0.1)), Is.EqualTo((long)(link * 0.95 * QemuHypervisor.MinRatio)), "bounded below (TLS, headers)");
+        Assert.That(QemuHypervisor.Repace(22_500_000, 1e9, 2, 0), Is.Null, "a cap at or above QEMU's default is no pacing");
     }
 
     // A reply datagram: nlmsghdr + inet_diag_msg (+ attributes), as the kernel sends it.
@@ -139,6 +173,7 @@ public sealed class MemoryWireMeterTests
         BinaryPrimitives.WriteUInt16BigEndian(body.AsSpan(6), (ushort)dport);
         dst.CopyTo(body, 4 + 20);
         BinaryPrimitives.WriteUInt64LittleEndian(body.AsSpan(4 + 40), cookie);
+        BinaryPrimitives.WriteUInt32LittleEndian(body.AsSpan(60), 99); // idiag_wqueue
         attributes?.CopyTo(body, 72);
         var m = new byte[16 + body.Length];
         BinaryPrimitives.WriteUInt32LittleEndian(m, (uint)(lengthField ?? m.Length));
@@ -160,9 +195,9 @@ public sealed class MemoryWireMeterTests
     public void Damaged_replies_are_refused_or_skipped_never_read_past()
     {
         var dst = IPAddress.Parse("10.0.0.2").GetAddressBytes();
-        var found = new List<(ulong, long)>();
+        var found = new List<(ulong, long, long)>();
         Assert.That(TcpBytesAcked.Parse(Reply(20, 2, 4444, dst, 7, InfoAttribute(1234)), 2, dst, 4444, found), Is.False);
-        Assert.That(found, Is.EqualTo(new List<(ulong, long)> { (7, 1234) }));
+        Assert.That(found, Is.EqualTo(new List<(ulong, long, long)> { (7, 1234, 99) }));
 
         found.Clear();
         Assert.Throws<IOException>(() => TcpBytesAcked.Parse(Reply(20, 2, 4444, dst, 7, InfoAttribute(1), lengthField: 4000), 2, dst, 4444, found),

@@ -27,10 +27,11 @@ internal static unsafe class TcpBytesAcked
     private const int BytesAckedOffset = 120; // struct tcp_info: 8 bytes of u8 fields, 24 u32, pacing_rate, max_pacing_rate, bytes_acked
 
     /// <summary>
-    /// Every matching connection's (socket cookie, bytes acknowledged); empty when none matches.
+    /// Every matching connection's (socket cookie, bytes acknowledged, bytes written to it and not yet
+    /// acknowledged: its send queue); empty when none matches.
     /// Throws <see cref="IOException"/> when the kernel cannot be asked (no sock_diag).
     /// </summary>
-    public static List<(ulong Cookie, long BytesAcked)> Read(IPAddress destination, int port)
+    public static List<(ulong Cookie, long BytesAcked, long Queued)> Read(IPAddress destination, int port)
     {
         var family = destination.AddressFamily == AddressFamily.InterNetworkV6 ? LibC.AF_INET6 : LibC.AF_INET;
         var wanted = destination.GetAddressBytes();
@@ -52,7 +53,7 @@ internal static unsafe class TcpBytesAcked
             if (LibC.send(fd, req, NlmsgHdrLen + InetDiagReqLen, 0) < 0)
                 throw new IOException("sock_diag: send: " + NativeMethods.ErrnoText(Marshal.GetLastPInvokeError()));
 
-            var found = new List<(ulong, long)>();
+            var found = new List<(ulong, long, long)>();
             var buf = new byte[64 * 1024];
             while (true)
             {
@@ -75,7 +76,7 @@ internal static unsafe class TcpBytesAcked
     }
 
     /// <summary>Adds the matching sockets of one reply datagram to <paramref name="found"/>; true at the dump's end.</summary>
-    internal static bool Parse(ReadOnlySpan<byte> d, int family, byte[] wanted, int port, List<(ulong, long)> found)
+    internal static bool Parse(ReadOnlySpan<byte> d, int family, byte[] wanted, int port, List<(ulong, long, long)> found)
     {
         while (d.Length >= NlmsgHdrLen)
         {
@@ -96,13 +97,14 @@ internal static unsafe class TcpBytesAcked
         return false;
     }
 
-    private static void Match(ReadOnlySpan<byte> m, byte[] wanted, int port, List<(ulong, long)> found)
+    private static void Match(ReadOnlySpan<byte> m, byte[] wanted, int port, List<(ulong, long, long)> found)
     {
         // struct inet_diag_msg: family, state, timer, retrans; id { sport, dport (big-endian), src[16], dst[16], if, cookie[2] }
         var id = m[4..];
         if (BinaryPrimitives.ReadUInt16BigEndian(id[2..]) != port) return;
         if (!id.Slice(20, wanted.Length).SequenceEqual(wanted)) return;
         var cookie = BinaryPrimitives.ReadUInt64LittleEndian(id[40..]);
+        var queued = BinaryPrimitives.ReadUInt32LittleEndian(m[60..]); // idiag_wqueue: written, not yet acknowledged
         for (var a = m[InetDiagMsgLen..]; a.Length >= 4;)
         {
             var alen = BinaryPrimitives.ReadUInt16LittleEndian(a);
@@ -111,7 +113,7 @@ internal static unsafe class TcpBytesAcked
             if (atype == INET_DIAG_INFO && alen >= 4 + BytesAckedOffset + 8)
             {
                 var acked = BinaryPrimitives.ReadUInt64LittleEndian(a[(4 + BytesAckedOffset)..]);
-                found.Add((cookie, (long)Math.Min(acked, long.MaxValue)));
+                found.Add((cookie, (long)Math.Min(acked, long.MaxValue), queued));
                 return;
             }
             a = a[Math.Min(a.Length, (alen + 3) & ~3)..];

@@ -20,6 +20,7 @@ internal sealed class MemoryWireMeter
     private readonly IPAddress? _address;
     private readonly int _port;
     private readonly Dictionary<ulong, long> _seen = new();
+    private long _queued; // the send queues at the last reading
     private readonly HashSet<ulong> _before = new();
     private bool _broken;
 
@@ -38,7 +39,7 @@ internal sealed class MemoryWireMeter
         if (meter._address != null)
             try
             {
-                foreach (var (cookie, _) in TcpBytesAcked.Read(meter._address, meter._port)) meter._before.Add(cookie);
+                foreach (var (cookie, _, _) in TcpBytesAcked.Read(meter._address, meter._port)) meter._before.Add(cookie);
             }
             catch (IOException e)
             {
@@ -53,14 +54,32 @@ internal sealed class MemoryWireMeter
         lock (_seen) return TotalLocked();
     }
 
+    /// <summary>
+    /// The bytes QEMU has written to its connections so far (acknowledged + still in the send queues):
+    /// what to set against QEMU's own count, which it takes as it writes; the acknowledged bytes alone lag
+    /// it by the queues (megabytes on a slow link), which made a pacing loop on them oscillate.
+    /// </summary>
+    public long? Written() => Read() is { } r ? r.Acked + r.Queued : null;
+
+    /// <summary>One reading: acknowledged so far, and what waits in the send queues now; null when not measured.</summary>
+    public (long Acked, long Queued)? Read()
+    {
+        lock (_seen) return TotalLocked() is { } acked ? (acked, _queued) : null;
+    }
+
     private long? TotalLocked()
     {
         if (_address == null || _broken) return null;
         try
         {
-            foreach (var (cookie, acked) in TcpBytesAcked.Read(_address, _port))
-                if (!_before.Contains(cookie) && (!_seen.TryGetValue(cookie, out var had) || acked > had))
-                    _seen[cookie] = acked;
+            long queued = 0;
+            foreach (var (cookie, acked, inQueue) in TcpBytesAcked.Read(_address, _port))
+            {
+                if (_before.Contains(cookie)) continue;
+                queued += inQueue;
+                if (!_seen.TryGetValue(cookie, out var had) || acked > had) _seen[cookie] = acked;
+            }
+            _queued = queued;
         }
         catch (IOException e)
         {

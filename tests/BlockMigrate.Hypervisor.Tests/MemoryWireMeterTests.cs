@@ -153,16 +153,31 @@ public sealed class MemoryWireMeterTests
     public void Pacing_follows_the_measured_compression_and_drains_the_send_queue()
     {
         const double link = 12.5e6;
-        // a short queue (100 ms of the link): 95% of the link, in QEMU's units at 2.4 bytes counted per byte written
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2.4, (long)(link * 0.1)), Is.EqualTo((long)(link * 0.95 * 2.4)));
-        Assert.That(QemuHypervisor.Repace((long)(link * 0.95 * 2.4), link, 2.45, (long)(link * 0.1)), Is.Null, "within 5%: left alone");
-        // a long queue (300 ms of the link) is drained: the wire gets 0.95 - 0.4 = 55% of the link
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, (long)(link * 0.3)), Is.EqualTo((long)(link * 0.55 * 2)).Within(2));
+        // a short queue (50 ms of the link): 95% of the link, in QEMU's units at 2.4 bytes counted per byte written
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2.4, (long)(link * 0.05)), Is.EqualTo((long)(link * 0.95 * 2.4)).Within(2));
+        Assert.That(QemuHypervisor.Repace((long)(link * 0.95 * 2.4), link, 2.45, (long)(link * 0.05)), Is.Null, "within 5%: left alone");
+        // a long queue (250 ms of the link) is drained: the wire gets 0.95 - 0.4 = 55% of the link
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, (long)(link * 0.25)), Is.EqualTo((long)(link * 0.55 * 2)).Within(2));
         Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, (long)(link * 3)), Is.EqualTo((long)(link * 0.3 * 2)), "never below 30% of the link");
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, 0), Is.EqualTo((long)(link * 1.15 * 2)).Within(2), "an empty queue: a little more than the link");
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 100, (long)(link * 0.1)), Is.EqualTo((long)(link * 0.95 * QemuHypervisor.MaxRatio)), "bounded above");
-        Assert.That(QemuHypervisor.Repace(22_500_000, link, 0.5, (long)(link * 0.1)), Is.EqualTo((long)(link * 0.95 * QemuHypervisor.MinRatio)), "bounded below (TLS, headers)");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, 0), Is.EqualTo((long)(link * 1.05 * 2)).Within(2), "an empty queue: a little more than the link");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 100, (long)(link * 0.05)), Is.EqualTo((long)(link * 0.95 * QemuHypervisor.MaxRatio)).Within(8), "bounded above");
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 0.5, (long)(link * 0.05)), Is.EqualTo((long)(link * 0.95 * QemuHypervisor.MinRatio)).Within(2), "bounded below (TLS, headers)");
         Assert.That(QemuHypervisor.Repace(22_500_000, 1e9, 2, 0), Is.Null, "a cap at or above QEMU's default is no pacing");
+    }
+
+    [Test]
+    public void The_downtime_limit_starts_low_and_relaxes_to_QEMUs_default_while_the_copy_does_not_converge()
+    {
+        Assert.That(QemuHypervisor.RelaxDowntime(50, 1, 0), Is.Null, "the first pass");
+        Assert.That(QemuHypervisor.RelaxDowntime(50, 3, 0), Is.Null, "a light guest converges by its 3rd pass");
+        Assert.That(QemuHypervisor.RelaxDowntime(50, 4, 0), Is.EqualTo(75));
+        Assert.That(QemuHypervisor.RelaxDowntime(75, 5, 4), Is.Null, "every second pass");
+        Assert.That(QemuHypervisor.RelaxDowntime(75, 6, 4), Is.EqualTo(112));
+        long limit = 50, at = 0;
+        for (long sync = 1; sync <= 20; sync++)
+            if (QemuHypervisor.RelaxDowntime(limit, sync, at) is { } next) (limit, at) = (next, sync);
+        Assert.That(limit, Is.EqualTo(300), "QEMU's default is the ceiling");
+        Assert.That(at, Is.LessThanOrEqualTo(14));
     }
 
     // A reply datagram: nlmsghdr + inet_diag_msg (+ attributes), as the kernel sends it.

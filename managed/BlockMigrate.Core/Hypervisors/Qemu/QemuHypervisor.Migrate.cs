@@ -376,7 +376,7 @@ public sealed partial class QemuHypervisor
     /// small in gate mode (the final set is gated, not sent, before the hand-over). So aim at 50 ms and
     /// relax toward QEMU's default while the copy does not converge (<see cref="RelaxDowntime"/>).
     /// </summary>
-    internal const long AimedDowntimeMs = 50;
+    public const long AimedDowntimeMs = 50;
 
     /// <summary>
     /// The law: from QEMU's 4th pass over memory (dirty-sync-count) on, every 2nd pass raises the limit

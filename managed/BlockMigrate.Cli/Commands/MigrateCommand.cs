@@ -242,9 +242,10 @@ public static class MigrateCommand
         if (r.SeedExchangeBytes > 0)
             o.WriteLine($"  seeds:        {r.BlocksFromSeeds} blocks written at the destination from its seeds, {r.BlocksSent} sent as data; hash exchange {Units.Bytes(r.SeedExchangeBytes)}");
         HypervisorCliOptions.WriteText(o, r);
+        var deferred = r.BlocksDeferred > 0 ? $"; {r.BlocksDeferred} deferred to a later round (written again before they were read)" : "";
         o.WriteLine(r.ReturnBaseBlocks > 0
-            ? $"  blocks:       {r.BlocksSent} sent as data, {r.ReturnBaseBlocks} taken from the return base (the receiver's image as of the last hand-over)"
-            : $"  blocks:       {r.BlocksSent} sent as data");
+            ? $"  blocks:       {r.BlocksSent} sent as data, {r.ReturnBaseBlocks} taken from the return base (the receiver's image as of the last hand-over){deferred}"
+            : $"  blocks:       {r.BlocksSent} sent as data{deferred}");
         o.WriteLine($"  rounds:       {r.Rounds} after the bulk copy; " + (r.ThrottleTightestBytesPerSecond == 0 ? "never throttled"
             : $"throttled {r.ThrottledSeconds:0.0} s, writes capped down to {Units.Bytes((long)r.ThrottleTightestBytesPerSecond)}/s (writes delayed {r.WritesDelayedSeconds:0.0} s)"));
         o.WriteLine($"  verified:     {r.Verified switch { true => "yes, SHA-256 of every image equal on both sides", false => "NO: the images differ", null => "not requested (--verify)" }}");
@@ -272,6 +273,7 @@ public static class MigrateCommand
             w.WriteNumber("bytes_to_send", r.BytesToSend);
             w.WriteNumber("blocks_from_seeds", r.BlocksFromSeeds);
             w.WriteNumber("blocks_sent", r.BlocksSent);
+            w.WriteNumber("blocks_deferred", r.BlocksDeferred);
             w.WriteNumber("seed_exchange_bytes", r.SeedExchangeBytes);
             w.WriteNumber("rounds", r.Rounds);
             w.WriteNumber("throttled_seconds", Math.Round(r.ThrottledSeconds, 3));

@@ -36,12 +36,27 @@ internal sealed class FrameProducer(DataEncoding codec)
         BlockCodec.All.Select((c, i) => (c.Name, Bytes: Interlocked.Read(ref _codecBytes[i]))).ToDictionary(x => x.Name, x => x.Bytes);
 
     public Task ProduceAsync(IEnumerable<(SourceDisk Disk, List<BlockRange> Taken)> work, ChannelWriter<OutgoingFrame> output,
-        CancellationToken cancellationToken) =>
-        ProduceAsync(work.Select(w => (w.Disk, (IEnumerable<BlockRange>)w.Taken)), output, cancellationToken);
+        CancellationToken cancellationToken, bool deferDirtyAgain = false) =>
+        ProduceAsync(work.Select(w => (w.Disk, (IEnumerable<BlockRange>)w.Taken)), output, cancellationToken, deferDirtyAgain);
 
-    /// <summary>As <see cref="ProduceAsync(IEnumerable{ValueTuple{SourceDisk, List{BlockRange}}}, ChannelWriter{OutgoingFrame}, CancellationToken)"/>, over ranges of blocks (ascending).</summary>
+    /// <summary>Blocks of a round not read because the guest had written them again since they were taken (Interlocked).</summary>
+    public long DeferredBlocks;
+
+    /// <summary>Their bytes (Interlocked).</summary>
+    public long DeferredBytes;
+
+    /// <summary>
+    /// As <see cref="ProduceAsync(IEnumerable{ValueTuple{SourceDisk, List{BlockRange}}}, ChannelWriter{OutgoingFrame}, CancellationToken, bool)"/>, over ranges of blocks (ascending).
+    /// With <paramref name="deferDirtyAgain"/> (the rounds before the switchover, while the guest writes), each
+    /// chunk's blocks whose bit is set again in the map are not read: the guest wrote them since they were
+    /// taken, so a later round sends them anyway (at the latest the final set, taken from the frozen map), and
+    /// sending them now too is bytes the link carries twice. A hot region is thus sent once, when the throttle
+    /// has slowed its writer, instead of in full every round. They leave the outstanding bits (the map holds
+    /// them), counted in <see cref="DeferredBlocks"/>. Only a bit set in the map defers a block, and only the
+    /// engine clears bits (its takes, one round at a time): nothing deferred can be lost.
+    /// </summary>
     public async Task ProduceAsync(IEnumerable<(SourceDisk Disk, IEnumerable<BlockRange> Ranges)> work, ChannelWriter<OutgoingFrame> output,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, bool deferDirtyAgain = false)
     {
         foreach (var (disk, ranges) in work)
         {
@@ -60,7 +75,9 @@ internal sealed class FrameProducer(DataEncoding codec)
                     for (var b = first; b < first + count; b += chunkBlocks)
                     {
                         cancellationToken.ThrowIfCancellationRequested();
-                        foreach (var (zero, frame) in DataRun(disk, b, Math.Min(chunkBlocks, first + count - b)))
+                        var n = Math.Min(chunkBlocks, first + count - b);
+                        foreach (var (runFirst, runCount) in deferDirtyAgain ? CleanRuns(disk, b, n) : [(b, n)])
+                        foreach (var (zero, frame) in DataRun(disk, runFirst, runCount))
                         {
                             if (frame is null)
                             {
@@ -79,6 +96,38 @@ internal sealed class FrameProducer(DataEncoding codec)
                 }
             if (zeros is { } last) await output.WriteAsync(Zero(disk, last.First, last.Count), cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// The runs of [first, first+count) whose bits are clear in the map now; the blocks whose bits are set
+    /// again are deferred (released from the outstanding bits, counted). One peek of the words that cover them.
+    /// </summary>
+    private List<(ulong First, ulong Count)> CleanRuns(SourceDisk disk, ulong first, ulong count)
+    {
+        var firstWord = first / 64;
+        var words = new ulong[(first + count - 1) / 64 - firstWord + 1];
+        disk.Map.Peek(firstWord, words);
+        var runs = new List<(ulong, ulong)>();
+        ulong? cleanFrom = null, dirtyFrom = null;
+        for (var b = first; b <= first + count; b++)
+        {
+            var end = b == first + count;
+            var dirty = !end && (words[b / 64 - firstWord] >> (int)(b % 64) & 1) != 0;
+            if ((end || dirty) && cleanFrom is { } c) { runs.Add((c, b - c)); cleanFrom = null; }
+            if ((end || !dirty) && dirtyFrom is { } d) { Defer(disk, d, b - d); dirtyFrom = null; }
+            if (end) break;
+            if (dirty) dirtyFrom ??= b;
+            else cleanFrom ??= b;
+        }
+        return runs;
+    }
+
+    private void Defer(SourceDisk disk, ulong first, ulong count)
+    {
+        disk.Acknowledge(first, count);
+        Interlocked.Add(ref DeferredBlocks, (long)count);
+        var (start, end) = Bytes(disk, first, count);
+        Interlocked.Add(ref DeferredBytes, end - start);
     }
 
     /// <summary>

@@ -77,7 +77,7 @@ public sealed partial class Migration
             work.Add((d, taken));
         }
         _timeline?.Round(_round, blocks, blockBytes);
-        var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct);
+        var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct, deferDirtyAgain: true);
         _rates.Observe(stats);
         _log.RoundSent(_round, stats.BlockBytes, stats.DataBytes, stats.WireBytes, stats.Elapsed.TotalMilliseconds,
             100 * stats.LinkWaitFraction, _rates.WireRate, _rates.BlockRate);
@@ -85,19 +85,24 @@ public sealed partial class Migration
     }
 
     /// <summary>Runs the pipeline over taken bits: producer (read, classify, compress) → sender (window, cap, socket).</summary>
-    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, bool drain, CancellationToken ct)
+    /// <remarks><paramref name="deferDirtyAgain"/>: see <see cref="FrameProducer.ProduceAsync(IEnumerable{ValueTuple{SourceDisk, IEnumerable{BlockRange}}}, System.Threading.Channels.ChannelWriter{OutgoingFrame}, CancellationToken, bool)"/>;
+    /// the round's block bytes then count only what was not deferred (the drain rate is of blocks sent).</remarks>
+    private async Task<RoundStats> SendBlocksAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, bool drain, CancellationToken ct,
+        bool deferDirtyAgain = false)
     {
         var started = Stopwatch.GetTimestamp();
         var linkWait0 = _sender!.LinkWait.Ticks;
         var wire0 = _channel!.Counter.BytesWritten;
         var data0 = Interlocked.Read(ref _producer!.DataBytes);
+        var deferred0 = Interlocked.Read(ref _producer.DeferredBytes);
         _roundBytesTotal = blockBytes;
         _roundBytesStart = data0 + Interlocked.Read(ref _producer.ZeroBytes);
-        await PipeAsync((frames, stop) => _producer.ProduceAsync(work, frames, stop), ct);
+        await PipeAsync((frames, stop) => _producer.ProduceAsync(work, frames, stop, deferDirtyAgain), ct);
         if (drain) await _sender!.DrainAsync(ct);
         var elapsedTicks = Math.Max(1, Stopwatch.GetTimestamp() - started);
+        var sentBlockBytes = blockBytes - (Interlocked.Read(ref _producer.DeferredBytes) - deferred0);
         return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
-            Interlocked.Read(ref _producer.DataBytes) - data0, blockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
+            Interlocked.Read(ref _producer.DataBytes) - data0, sentBlockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
     }
 
     /// <summary>The pipeline: <paramref name="produceInto"/> (read, classify, compress) → sender (window, cap, socket); returns once every frame is sent.</summary>

@@ -262,6 +262,7 @@ public sealed partial class Migration
         BytesByCodec = _producer.CodecBytes(),
         BlocksFromSeeds = _sender!.SeedBlocks,
         BlocksSent = Interlocked.Read(ref _producer.DataBlocks),
+        BlocksDeferred = Interlocked.Read(ref _producer.DeferredBlocks),
         SeedExchangeBytes = _sender.SeedWireBytes,
         ReturnBaseBlocks = (long)ReturnBaseBlocks,
     };

@@ -56,6 +56,12 @@ public sealed record MigrationReport(
     /// <summary>Blocks sent as data frames carrying bytes, every round (zero ranges not counted) (<c>blocks_sent</c>).</summary>
     public long BlocksSent { get; init; }
 
+    /// <summary>
+    /// Blocks a round before the switchover did not read because the guest had written them again since
+    /// they were taken: a later round sent them (<c>blocks_deferred</c>; <see cref="FrameProducer"/>).
+    /// </summary>
+    public long BlocksDeferred { get; init; }
+
     /// <summary>Bytes of the hash exchange on the wire, both ways (<c>seed_exchange_bytes</c>); 0 when the receiver had no seeds.</summary>
     public long SeedExchangeBytes { get; init; }
 

@@ -312,8 +312,8 @@ public sealed partial class QemuHypervisor
     /// <summary>
     /// While the memory copy runs, every 250 ms: how many bytes QEMU counted (<c>ram.transferred</c>) per
     /// byte it wrote to its connections over the last half second (<see cref="MemoryWireMeter"/>), and how
-    /// much waits in their send queues; the cap is then set so that the wire carries 95% of the link plus
-    /// what brings the queues back to 50 ms of the link within half a second (<see cref="Repace"/>).
+    /// much waits in their send queues; the cap is then set so that the wire carries 90% of the link, less
+    /// what brings longer queues back to 50 ms of the link within half a second (<see cref="Repace"/>).
     /// Why both: zstd shrinks this guest's RAM 2.4× overall but region by region from 1.2× to 3.6× (its
     /// compressed initramfs, its page cache), so a cap from a fixed ratio left a quarter of the link idle
     /// (100 Mbit/s benchmark), and one from the last ratio alone lagged each change of region; the queue
@@ -391,14 +391,17 @@ public sealed partial class QemuHypervisor
     }
 
     /// <summary>
-    /// The law of <see cref="RepaceAsync"/>: the wire should carry 95% of the <paramref name="link"/> plus
-    /// (50 ms of the link − <paramref name="queued"/>) / 0.5 s, between 30% and 120% of the link; the cap is
-    /// that in QEMU's units (× <paramref name="ratio"/>, bounded). Null keeps <paramref name="current"/>:
+    /// The law of <see cref="RepaceAsync"/>: the wire should carry 90% of the <paramref name="link"/>, less
+    /// (<paramref name="queued"/> − 50 ms of the link) / 0.5 s when the queues are longer, never under 30%;
+    /// the cap is that in QEMU's units (× <paramref name="ratio"/>, bounded). Never more than 90%: the queue
+    /// seen is the one of QEMU's own sockets, and a relay on the path (an SSH tunnel, a WAN emulator) takes
+    /// what the link cannot carry into queues of its own, which this cannot see: in the 20 Mbit/s benchmark
+    /// (a relay per stream) a cap over the link left 1.2 s of memory in them when the guest stopped. Null keeps <paramref name="current"/>:
     /// within 5% of it, or at or above QEMU's default (no pacing).
     /// </summary>
     internal static long? Repace(long current, double link, double ratio, long queued)
     {
-        var wire = Math.Clamp(link * 0.95 + (link * 0.05 - queued) / 0.5, link * 0.3, link * 1.2);
+        var wire = Math.Clamp(link * 0.9 + (link * 0.05 - queued) / 0.5, link * 0.3, link * 0.9);
         var cap = (long)(wire * Math.Clamp(ratio, MinRatio, MaxRatio));
         return Math.Abs(cap - current) > current / 20 && cap < QemuOptions.QemuDefaultMaxBandwidth ? cap : null;
     }

@@ -325,7 +325,7 @@ public sealed partial class QemuHypervisor
         if (_linkRate is not { } link) return;
         var wire = _pacedCap > 0 && _wire is { Unavailable: null } w ? w : null;
         var window = new Queue<(long Counted, long Written)>();
-        var ratio = 2.0;
+        double? ratio = null; // measured: until then the cap PaceByLinkAsync set stays
         long relaxedAt = 0;
         try
         {
@@ -349,10 +349,10 @@ public sealed partial class QemuHypervisor
                 if (window.Count > 3) window.Dequeue();
                 var (c0, w0) = window.Peek();
                 if (written - w0 >= 64 << 10 && counted.Value > c0) ratio = (double)(counted.Value - c0) / (written - w0);
-                if (Repace(_pacedCap, link, ratio, r.Queued) is not { } cap) continue;
+                if (ratio is not { } measured || Repace(_pacedCap, link, measured, r.Queued) is not { } cap) continue;
                 await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, ct);
-                Log?.Invoke(LogLevel.Debug, $"max-bandwidth {cap / 1e6:0.0} MB/s: {ratio:0.00} bytes counted per byte written, {r.Queued / 1e3:0} kB queued");
-                if (!_repaced) Say($"max-bandwidth follows the memory's compression measured on the wire (first: {ratio:0.00} bytes counted per byte written)");
+                Log?.Invoke(LogLevel.Debug, $"max-bandwidth {cap / 1e6:0.0} MB/s: {measured:0.00} bytes counted per byte written, {r.Queued / 1e3:0} kB queued");
+                if (!_repaced) Say($"max-bandwidth follows the memory's compression measured on the wire (first: {measured:0.00} bytes counted per byte written)");
                 _repaced = true;
                 _pacedCap = cap;
             }

@@ -292,7 +292,7 @@ public sealed partial class QemuHypervisor
         {
             await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["downtime-limit"] = AimedDowntimeMs }, cancellationToken);
             _downtimeLimit = AimedDowntimeMs;
-            Say($"downtime-limit {AimedDowntimeMs} ms, raised toward QEMU's {QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds:0} ms while the memory copy does not converge");
+            Say($"downtime-limit {AimedDowntimeMs} ms, raised while the memory copy does not converge (up to {MaxRelaxedDowntimeMs} ms)");
         }
         if (_options.MaxBandwidth != null || _linkRate is not { } link) return;
         var compressed = _options.Multifd && _options.MultifdCompression != "none";
@@ -374,20 +374,25 @@ public sealed partial class QemuHypervisor
     /// memory would take this long at the rate it measured. Its default, 300 ms, leaves up to 300 ms of
     /// pages for the pause although a light guest converges far lower; the disks' share of the pause is
     /// small in gate mode (the final set is gated, not sent, before the hand-over). So aim at 50 ms and
-    /// relax toward QEMU's default while the copy does not converge (<see cref="RelaxDowntime"/>).
+    /// relax while the copy does not converge (<see cref="RelaxDowntime"/>), up to 2 s.
     /// </summary>
     public const long AimedDowntimeMs = 50;
 
     /// <summary>
     /// The law: from QEMU's 4th pass over memory (dirty-sync-count) on, every 2nd pass raises the limit
-    /// by half, up to QEMU's default; null leaves it. A guest that dirties memory faster than a small
-    /// limit allows thus converges as it would have on QEMU's default, a few passes later.
+    /// by half, past QEMU's default up to <see cref="MaxRelaxedDowntimeMs"/>; null leaves it. A guest that
+    /// dirties memory faster than a small limit allows thus converges a few passes later. Past 300 ms,
+    /// because the paced copy's bandwidth is the link's, not QEMU's unpaced guess: a 128 MiB TCG guest at
+    /// 99% CPU throttle still kept 1 MB dirty, which at 90% of 20 Mbit/s is 480 ms, and the copy ran for
+    /// 500 passes (8 min) at 300 ms; unpaced, QEMU counts its socket buffers as bandwidth and stops the
+    /// guest with as much left, which then waits for the buffers (962 ms of pause in the same run).
     /// </summary>
+    public const long MaxRelaxedDowntimeMs = 2000;
+
     internal static long? RelaxDowntime(long current, long syncs, long relaxedAt)
     {
-        var ceiling = (long)QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds;
-        if (current >= ceiling || syncs < 4 || syncs - relaxedAt < 2) return null;
-        return Math.Min(ceiling, current * 3 / 2);
+        if (current >= MaxRelaxedDowntimeMs || syncs < 4 || syncs - relaxedAt < 2) return null;
+        return Math.Min(MaxRelaxedDowntimeMs, current * 3 / 2);
     }
 
     /// <summary>

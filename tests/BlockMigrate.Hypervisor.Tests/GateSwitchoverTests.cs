@@ -181,7 +181,8 @@ public class GateSwitchoverTests
         await using (var migration = bed.Migration(vm, SwitchoverMode.Gate))
         {
             migration.SourceStopped = _ => divert.Task;
-            var e = Assert.CatchAsync<BlockMigrateException>(() => migration.RunAsync(CancellationToken.None));
+            // a hand-over that waited for the divert would never come here (the divert fails only after it): time out
+            var e = Assert.CatchAsync<BlockMigrateException>(() => migration.RunAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(90)));
             Assert.That(e!.Message, Does.Contain("divert broke"));
             if (failsBeforeHandOver)
             {

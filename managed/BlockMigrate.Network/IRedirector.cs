@@ -22,9 +22,9 @@ public interface IRedirector
     /// tracking connections to the old address. Nothing changes for traffic yet.</summary>
     Task<RedirectionReport> PrepareAsync(CancellationToken cancellationToken);
 
-    /// <summary>At the freeze, when the source VM has stopped for good and before the hand-over: route the
-    /// old address through the tunnel now, so that what clients send while the VM is being moved waits at
-    /// the destination (a paused VM's tap queues it) instead of being lost at the stopped source.
+    /// <summary>At the freeze, as soon as the source VM has stopped (QEMU's STOP event), not waited for by the
+    /// hand-over: route the old address through the tunnel now, so that what clients send while the VM is
+    /// being moved waits at the destination (a paused VM's tap queues it) instead of being lost at the stopped source.
     /// Nothing else (no DNS change). If the migration then fails before the hand-over,
     /// <see cref="AbortAsync"/> sends the old address back to the source.</summary>
     Task<RedirectionReport> DivertAsync(CancellationToken cancellationToken);

@@ -38,17 +38,21 @@ public sealed partial class TunnelRedirector
             await AddLinkAsync(_destination, "destination", remote, local, _plan.OverlayDestination, ct).ConfigureAwait(false);
             if (kind == TunnelKind.WireGuard)
                 await ConfigureWireGuardAsync(local, remote, ct).ConfigureAwait(false);
-            // The routes of table T, on both hosts now: no rule points at the table yet, so no packet uses
-            // them, and the switch at the freeze is only the rules (one short ip process per host).
+            // The rules, on both hosts now, and all of the destination's table T but the reply route. Nothing
+            // moves yet: the source's table T stays empty (a rule whose table has no route falls through to the
+            // next rule: main), the destination's "to OLD" rule takes only what comes out of the tunnel (nothing,
+            // until the source's switch) and its "from OLD" rule finds no route for a reply in table T until the
+            // switch. So the switch at the freeze is one `ip route add` per host.
             string toVm = gateway is null ? $"dev {dev}" : $"via {gateway} dev {dev}";
             await BatchAsync(_destination, "destination",
             [
                 ($"route add {_plan.Old32} {toVm} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
-                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
+                ($"rule add to {_plan.Old32} iif {_plan.Link} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} iif {_plan.Link} lookup {_plan.Table} pref {_plan.RulePriority}"),
+                ($"rule add from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
             ], ct).ConfigureAwait(false);
             await BatchAsync(_source, "source",
             [
-                ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+                ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
             ], ct).ConfigureAwait(false);
             _destinationShell = await StartShellAsync(_destination, "destination", ct).ConfigureAwait(false);
             _sourceShell = await StartShellAsync(_source, "source", ct).ConfigureAwait(false);
@@ -65,23 +69,24 @@ public sealed partial class TunnelRedirector
         return true;
     }
 
-    // Redirect (at the freeze: the source VM has stopped for good): the rules that send the old address
-    // into table T. Destination first (so it is ready for the first packet), then the source's one rule that
-    // turns traffic for the old address into the tunnel. Packets that reach the destination before its VM
-    // runs wait in the VM's tap (a paused QEMU does not read it) instead of being lost with the source QEMU.
+    // Redirect (at the freeze: the source VM has stopped): one route per host, both at once. The source's turns
+    // traffic for the old address into the tunnel; the destination's is the reply route (from the old address
+    // back into the tunnel), needed only once the VM runs there. Packets that reach the destination before its
+    // VM runs wait in the VM's tap (a paused QEMU does not read it) instead of being lost with the source QEMU.
     async Task RedirectCoreAsync(CancellationToken ct)
     {
         try
         {
-            await BatchAsync(_destination, "destination",
+            // both undo entries are pushed (synchronously, in BatchAsync) before either command runs
+            var destination = BatchAsync(_destination, "destination",
             [
-                ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
-                ($"rule add from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
-            ], ct, _destinationShell).ConfigureAwait(false);
-            await BatchAsync(_source, "source",
+                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
+            ], ct, _destinationShell);
+            var source = BatchAsync(_source, "source",
             [
-                ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
-            ], ct, _sourceShell).ConfigureAwait(false);
+                ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+            ], ct, _sourceShell);
+            await Task.WhenAll(destination, source).ConfigureAwait(false);   // both ended, whatever either did
         }
         catch (SetupException ex)
         {

@@ -11,9 +11,14 @@ namespace BlockMigrate.Network;
 ///  client ──► source host ──rule "to OLD" → table T: OLD via overlay──► bmtunN ══ VXLAN/GRE/IPIP/WG ══╗
 ///                 ▲                                                                                  ║
 ///                 ║                                      destination host: bmtunN ◄══════════════════╝
-///                 ║                                        rule "to OLD"   → table T: OLD dev VM-link ──► VM
+///                 ║                                        rule "to OLD iif bmtunN" → table T: OLD dev VM-link ──► VM
 ///                 ╚════════ bmtunN ◄── rule "from OLD" → table T: default via overlay ◄── replies from OLD
 /// </code>
+///
+/// Prepare installs the links, all rules and the destination's route to the VM; the switch at the freeze is
+/// one route per host (the source's "OLD via overlay", the destination's "default via overlay"). Until then
+/// the source's table T is empty and a rule whose table has no matching route falls through to the next
+/// rule (main), so nothing changes for traffic before the switch.
 ///
 /// Replies go back through the tunnel (not straight from the destination), so they leave the source host
 /// exactly as before the move: the client, its firewalls and strict reverse-path filters see the same path.

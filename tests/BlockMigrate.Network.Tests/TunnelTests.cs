@@ -184,7 +184,7 @@ public sealed class TunnelTests
         var before = await SnapshotAsync(ct);
         var o = Options(tunnelId: 9) with { DnsName = null };
         var source = new FaultyRunner(CommandPrefixRunner.InNamespace(_net.Src),
-            (p, a, stdin) => p == "ip" && a.Contains("-batch") && stdin?.Contains("rule add") == true,
+            (p, a, stdin) => p == "ip" && a.Contains("-batch") && stdin?.Contains("route add") == true,   // the switch (the rules came at prepare)
             cmd => new HostCommandResult(cmd, 2, "", "RTNETLINK answers: Operation not permitted (injected)"));
         var tunnel = new TunnelRedirector(o, source, CommandPrefixRunner.InNamespace(_net.Dst));
 
@@ -205,7 +205,7 @@ public sealed class TunnelTests
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var o = Options(tunnelId: 10) with { DnsName = null };
         var source = new FaultyRunner(CommandPrefixRunner.InNamespace(_net.Src),
-            (p, a, stdin) => p == "ip" && a.Contains("-batch") && stdin?.Contains("rule add") == true,
+            (p, a, stdin) => p == "ip" && a.Contains("-batch") && stdin?.Contains("route add") == true,   // the switch (the rules came at prepare)
             _ => { cancel.Cancel(); throw new OperationCanceledException(cancel.Token); });
         var tunnel = new TunnelRedirector(o, source, CommandPrefixRunner.InNamespace(_net.Dst));
         await tunnel.PrepareAsync(ct);

@@ -1,7 +1,9 @@
 // Runs an IRedirector around one migration, in the order docs/network.md gives:
 //   PrepareAsync                before the migration starts (TTL lowered, tunnel links built)
-//   DivertAsync                 at the freeze (Migration.SourceStopped): the tunnel takes the old address
-//                               now, so what clients send during the downtime waits at the destination
+//   DivertAsync                 at the source VM's stop (Migration.SourceStopped: QEMU's STOP event, or the
+//                               switchover's start): the tunnel takes the old address now, so what clients
+//                               send during the downtime waits at the destination; the hand-over does not
+//                               wait for it, the redirect (DNS) and the migration's report do
 //   RedirectAsync               started at the hand-over (Migration.HandedOver): the DNS update
 //   WaitDrainedAndTeardownAsync after the migration returned: the command stays in the foreground,
 //                               showing the wait, until the tunnel is gone; Ctrl-C/SIGTERM tears it down now
@@ -21,7 +23,7 @@ public sealed class NetworkRedirection
     private readonly RedirectionOptions? _options;
     private readonly ProgressDisplay _display;
     private readonly StatusFile? _status;
-    private Task? _divert;              // set once, by OnSourceStopped (the switchover's thread)
+    private Task? _divert;              // set once, by OnSourceStopped (the hypervisor's event thread or the switchover's), before the hand-over
     private Task? _redirect;            // set once, by OnHandedOver (the switchover's thread)
     private CancellationToken _ct;      // the command's token, for the redirect started at the hand-over
 
@@ -52,12 +54,13 @@ public sealed class NetworkRedirection
             Log.Info($"network: TTL of {_options.DnsName} lowered from {prev} s to {Report.DnsPreparedTtl} s; old answers expire by {Report.DnsOldTtlExpiresAt:HH:mm:ss}");
     }
 
-    /// <summary>The hand-over waits this long at most for the divert (a hung destination command must not
-    /// hold the stopped VM); the divert goes on regardless and the hand-over's redirect waits for it.</summary>
+    /// <summary>The engine waits this long at most for the divert before it reports (the hand-over does not wait
+    /// for it); the divert goes on regardless, and the redirect and <see cref="FinishAsync"/> wait for it.</summary>
     private static readonly TimeSpan DivertWait = TimeSpan.FromSeconds(2);
 
-    /// <summary>Hook for <c>Migration.SourceStopped</c>: sends the old address into the tunnel now (before the
-    /// hand-over); the returned task (which never throws) ends when that is done, or after <see cref="DivertWait"/>.</summary>
+    /// <summary>Hook for <c>Migration.SourceStopped</c>: sends the old address into the tunnel now (returns at once;
+    /// runs once); the returned task (which never throws) ends when that is done, or after <see cref="DivertWait"/>.
+    /// A switch that fails is an error in the report (the tunnel is removed), never an exception.</summary>
     public Task OnSourceStopped(CancellationToken ct)
     {
         if (_options is null || !_options.TunnelEnabled || _divert is not null) return Task.CompletedTask;
@@ -73,7 +76,7 @@ public sealed class NetworkRedirection
     private static async Task WaitQuietly(Task t, CancellationToken ct)
     {
         try { await t.WaitAsync(DivertWait, ct); }
-        catch (TimeoutException) { Log.Warn($"network: the tunnel is not up {DivertWait.TotalSeconds:0} s after the freeze; handing over all the same"); }
+        catch (TimeoutException) { Log.Warn($"network: the tunnel is not up {DivertWait.TotalSeconds:0} s after the freeze; the redirection still waits for it"); }
         catch (OperationCanceledException) { }
         catch (Exception e) { Log.Warn($"network: {e.Message}"); }
     }

@@ -41,7 +41,7 @@ public sealed partial class Migration
     {
         SetPhase(MigrationPhase.Switchover);
         var started = Stopwatch.GetTimestamp();
-        var stopped = SourceStopped?.Invoke(ct) ?? Task.CompletedTask; // e.g. the tunnel takes the VM's traffic now
+        _ = StartDivert("switchover"); // not awaited (Migration.Divert.cs); normally started at the hypervisor's STOP already; then a no-op
         await StopMemoryRoundsAsync(); // the VM is stopped: no new writes; the round under way finishes first
         _frozenAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         foreach (var d in _disks)
@@ -54,7 +54,7 @@ public sealed partial class Migration
         {
             // acks are cumulative and in order: this one says every final block is held by the gate
             await _sender!.WaitAckedAsync(lastFinalSet, ct);
-            await stopped;
+            await ThrowIfDivertFailedAsync(); // not waiting for it: Migration.Divert.cs says why
             HandOver(started);
             SetPhase(MigrationPhase.FinalBlocks);
             _finalData = Task.Run(async () =>
@@ -69,7 +69,7 @@ public sealed partial class Migration
             return;
         }
         await SendFinalDataAsync(work, blockBytes, started, ct);
-        await stopped;
+        await ThrowIfDivertFailedAsync();
         HandOver(started);
         if (_options.Verify) await VerifyAsync(ct);
     }

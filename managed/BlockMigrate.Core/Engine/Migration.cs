@@ -66,6 +66,7 @@ public sealed partial class Migration : IAsyncDisposable
         _hypervisor = hypervisor;
         _log = logger ?? NullLogger.Instance;
         _hypervisor.Log += (level, line) => _log.HypervisorLine(level, _hypervisor.Name, line);
+        _hypervisor.SourceStopped += DivertAtStop; // first: the network's divert is what clients wait for
         _hypervisor.SourceStopped += LiftThrottleAtStop;
         if (options.RecordTimeline)
             _timeline = new TimelineSampler(() => _channel?.Counter.BytesWritten ?? 0, hypervisor.MemoryBytesSentAsync, () => _throttle);
@@ -78,9 +79,13 @@ public sealed partial class Migration : IAsyncDisposable
     /// switchover's thread; e.g. to start network redirection. Must not block.</summary>
     public event Action? HandedOver;
 
-    /// <summary>Called once as the switchover starts (the source VM has stopped for good; before the hand-over),
-    /// e.g. to send the VM's traffic to the destination now; it runs alongside the freeze and the final set,
-    /// and the hand-over waits for its task. Must not throw.</summary>
+    /// <summary>Called once when the source VM stops for the switchover, e.g. to send the VM's traffic to the
+    /// destination now: at the hypervisor's <see cref="IHypervisor.SourceStopped"/> (QEMU: its STOP event, before
+    /// QEMU drains the disks and calls the switchover), or, for an adapter that does not raise it, as the
+    /// switchover starts. It runs alongside the switchover; the hand-over does not wait for it (only a task
+    /// already failed by then fails the migration before the hand-over), but the migration does before it
+    /// reports (a failure after the hand-over is an <see cref="AfterHandOverException"/>): Migration.Divert.cs.
+    /// Must return at once (it may be called on the hypervisor's event thread) and its task must not throw.</summary>
     public Func<CancellationToken, Task>? SourceStopped { get; set; }
 
     public MigrationPhase Phase => _state.Phase;
@@ -93,6 +98,7 @@ public sealed partial class Migration : IAsyncDisposable
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         if (_options.Timeout is { } t) deadline.CancelAfter(t);
         var ct = deadline.Token;
+        _runToken = ct;
         using var ticker = new Timer(_ =>
         {
             AdaptCodec(LiveRate());
@@ -112,6 +118,7 @@ public sealed partial class Migration : IAsyncDisposable
                 hv = await MigrateMemoryAsync(ct);
                 if (!_state.IsHandedOver) throw new MigrationException($"hypervisor {_hypervisor.Name} finished without calling the switchover");
                 await AwaitFinalDataAsync();
+                await AwaitDivertAsync();
             }
             await AfterCommitAsync();
             SetPhase(MigrationPhase.Done);

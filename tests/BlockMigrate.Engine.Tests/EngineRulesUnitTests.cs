@@ -138,7 +138,7 @@ public class EngineRulesUnitTests
         r.Observe(new RoundStats(TimeSpan.FromSeconds(1), 10 << 20, 10 << 20, 10 << 20, 0, Take: TimeSpan.FromMilliseconds(2)));
         var e = r.Switchover(5 << 20, Commit1);
         Assert.That((e.Take.TotalMilliseconds, e.Send.TotalMilliseconds, e.Tail.TotalMilliseconds, e.Records.TotalMilliseconds),
-            Is.EqualTo((2.0, 500.0, 1.0, 3.0)), "no round ended with bytes in flight: the tail is one ack");
+            Is.EqualTo((2.0, 500.0, 501.0, 3.0)), "no round ended with bytes in flight: one ack + the bytes at the rate acked bytes went");
         Assert.That(r.Switchover(5 << 20, Commit1 with { Disks = 3 }).Records, Is.EqualTo(TimeSpan.FromMilliseconds(9)), "one record per disk");
     }
 

@@ -13,7 +13,7 @@ internal readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, lon
 /// What the switchover pays besides the data, measured before it (Migration.PreCopy.cs):
 /// <paramref name="AckLatency"/>: a small frame's send → ack on an idle link (a round trip plus the receiver's
 /// fsync of nearly nothing); <paramref name="Record"/>: one durable state record at the receiver (write, fsync,
-/// rename, directory fsync), from the handshake's time beyond that round trip; <paramref name="Disks"/>: one
+/// rename, directory fsync: two fsyncs, each costed as the ack latency's); <paramref name="Disks"/>: one
 /// record each (commit: "committed", gate: "handed over"); <paramref name="Window"/>: the most bytes in flight.
 /// </summary>
 internal readonly record struct SwitchoverCosts(TimeSpan AckLatency, TimeSpan Record, int Disks, bool Gate, long Window);
@@ -76,7 +76,9 @@ internal sealed class DrainRate
     /// <item>fsync and ack: the receiver makes the last bytes in flight durable and says so. Measured at the end of
     ///   each round: the bytes still in flight when its last frame went out took Tail to be acked, so each costs
     ///   (Tail − ack latency) / bytes; the final set's wire bytes (at most a window) cost the same, plus one ack
-    ///   latency. Gate mode: one ack latency (the final-set frames carry no data);</item>
+    ///   latency. While no round has measured it: the wire rate's time for those bytes (the round's rate already
+    ///   waited for the receiver's fsyncs, acks being sent after them: an upper bound when the link was slower).
+    ///   Gate mode: one ack latency (the final-set frames carry no data);</item>
     /// <item>records: one durable state record per disk at the receiver ("committed" or "handed over").</item>
     /// </list>
     /// While no rate is known the data term is 0.
@@ -86,13 +88,13 @@ internal sealed class DrainRate
         var records = c.Record * Math.Max(c.Disks, 1);
         if (c.Gate) return new SwitchoverEstimate(Take, TimeSpan.Zero, c.AckLatency, records);
         var send = BlockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / BlockRate) : TimeSpan.Zero;
+        var wireRatio = BlockRate > 0 && WireRate > 0 ? Math.Min(WireRate / BlockRate, 1.2) : 1;
+        var inFlight = Math.Min(dirtyBytes * wireRatio, c.Window);
         var tail = c.AckLatency;
         if (Drain is { } d)
-        {
-            var perByte = Math.Max(0, (d.Tail - c.AckLatency).TotalSeconds) / d.WireBytes;
-            var wireRatio = BlockRate > 0 && WireRate > 0 ? Math.Min(WireRate / BlockRate, 1.2) : 1;
-            tail += TimeSpan.FromSeconds(perByte * Math.Min(dirtyBytes * wireRatio, c.Window));
-        }
+            tail += TimeSpan.FromSeconds(Math.Max(0, (d.Tail - c.AckLatency).TotalSeconds) / d.WireBytes * inFlight);
+        else if (WireRate > 0)
+            tail += TimeSpan.FromSeconds(inFlight / WireRate); // no round ended with data in flight: as fast as acked bytes went, an upper bound
         return new SwitchoverEstimate(Take, send, tail, records);
     }
 }

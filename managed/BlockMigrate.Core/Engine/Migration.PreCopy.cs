@@ -28,10 +28,9 @@ public sealed partial class Migration
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
         SetPhase(MigrationPhase.DirtyRounds);
         // the switchover costs a round trip on top of the data (final set out, Committed back), and a durable
-        // record per disk at the receiver: the handshake wrote two per new disk ("preparing", "partial") and
-        // fsynced the image; its time beyond the round trip, over those three, is what one such write costs there
+        // record per disk at the receiver (its file's fsync, its directory's fsync: each costed like the fsync an ack waits for)
         var roundTrip = _sender!.MinAckLatency is { } ack && ack < _roundTrip ? ack : _roundTrip;
-        var record = (_roundTrip - roundTrip) / (3.0 * Math.Max(_disks.Count, 1));
+        var record = 2 * roundTrip;
         var costs = new SwitchoverCosts(roundTrip, record, _disks.Count, _state.Plan == SwitchoverPlan.Gate, _options.WindowBytes);
         Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms; a state record there: {record.TotalMilliseconds:0.0} ms");
         if (roundTrip >= _options.MaxDowntime / 2)

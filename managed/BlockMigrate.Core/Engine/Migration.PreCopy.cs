@@ -82,6 +82,9 @@ public sealed partial class Migration
         var take = Stopwatch.GetElapsedTime(takeStarted);
         _timeline?.Round(_round, blocks, blockBytes);
         var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct) with { Take = take };
+        // the bulk copy's tail says nothing of the final set's fsync: it ends on hole punches and its wire
+        // bytes are compressed many times over; the dirty rounds, data like the final set's, measure it
+        if (_round == 0) stats = stats with { TailWireBytes = 0 };
         _rates.Observe(stats);
         _log.RoundSent(_round, stats.BlockBytes, stats.DataBytes, stats.WireBytes, stats.Elapsed.TotalMilliseconds,
             100 * stats.LinkWaitFraction, _rates.WireRate, _rates.BlockRate);

@@ -8,7 +8,7 @@
 #     writes sequence-numbered blocks;
 #  2. serves it with nbdkit + the blockmigrate filter (unix socket), makes keys for both ends, starts a
 #     receiver (TLS 1.3, pinned keys) on 127.0.0.1;
-#  3. starts a writer writing through NBD (2000 writes/s) and keeps it writing during the whole migration;
+#  3. starts a writer writing through NBD (2000 writes/s, DEMO_RATE to change) and keeps it writing during the whole migration;
 #  4. blockmigrate migrate --hypervisor none --verify --keep-source-frozen: bulk copy, dirty rounds,
 #     freeze, final set, commit; the source stays frozen like a stopped VM;
 #  5. checks: SHA-256 of both images at the freeze (the migration's own verify), `blockmigrate verify`
@@ -68,7 +68,7 @@ port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/receiver.out")
 echo "receiver listening on 127.0.0.1:$port"
 
 say "3. a writer writing through NBD, during the whole migration"
-$seq write "$src_uri" --blocks $tail_blocks --offset $tail_off --rate 2000 --log "$work/writer.log" > "$work/writer.out" 2>&1 &
+$seq write "$src_uri" --blocks $tail_blocks --offset $tail_off --rate "${DEMO_RATE:-2000}" --log "$work/writer.log" > "$work/writer.out" 2>&1 &
 writer=$!
 pids+=($writer)
 sleep 2
@@ -82,7 +82,8 @@ python3 - "$work/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 mib = lambda b: f"{b / 2**20:.1f} MiB"
-print(f"migrated in {r['total_seconds']:.2f} s, downtime {r['downtime_ms']:.0f} ms (freeze to commit, {r['final_blocks']} final blocks)")
+est = f", estimated {r['downtime_estimate_ms']:.0f} ms" if r.get('downtime_estimate_ms') is not None else ""
+print(f"migrated in {r['total_seconds']:.2f} s, downtime {r['downtime_ms']:.0f} ms (freeze to commit, {r['final_blocks']} final blocks{est})")
 print(f"on the wire {mib(r['bytes_on_wire'])} for {mib(r['bytes_of_data'])} of data + {mib(r['bytes_zero'])} of zeros/holes; "
       f"{r['rounds']} dirty rounds, throttled {r['throttled_seconds']:.1f} s; verified: {r['verified']}")
 PY

@@ -128,13 +128,57 @@ public class EngineRulesUnitTests
         Assert.That(r.BlockRate, Is.EqualTo(32 << 20));
     }
 
+    private static readonly SwitchoverCosts Commit1 = new(TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(3), Disks: 1, Gate: false, Window: 32 << 20);
+
     [Test]
-    public void Switchover_estimate_is_drain_time_plus_the_fixed_cost()
+    public void Switchover_estimate_is_take_plus_drain_time_plus_ack_plus_records()
     {
         var r = new DrainRate();
-        Assert.That(r.SwitchoverEstimate(1e9, TimeSpan.FromMilliseconds(5)), Is.EqualTo(TimeSpan.FromMilliseconds(5)), "no rate yet: only the fixed cost");
-        r.Observe(new RoundStats(TimeSpan.FromSeconds(1), 10 << 20, 10 << 20, 10 << 20, 0));
-        Assert.That(r.SwitchoverEstimate(5 << 20, TimeSpan.FromMilliseconds(5)).TotalMilliseconds, Is.EqualTo(505).Within(0.01));
+        Assert.That(r.Switchover(1e9, Commit1).Total, Is.EqualTo(TimeSpan.FromMilliseconds(4)), "no rate yet: the ack and the record only");
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(1), 10 << 20, 10 << 20, 10 << 20, 0, Take: TimeSpan.FromMilliseconds(2)));
+        var e = r.Switchover(5 << 20, Commit1);
+        Assert.That((e.Take.TotalMilliseconds, e.Send.TotalMilliseconds, e.Tail.TotalMilliseconds, e.Records.TotalMilliseconds),
+            Is.EqualTo((2.0, 500.0, 501.0, 3.0)), "no round ended with bytes in flight: one ack + the bytes at the rate acked bytes went");
+        Assert.That(r.Switchover(5 << 20, Commit1 with { Disks = 3 }).Records, Is.EqualTo(TimeSpan.FromMilliseconds(9)), "one record per disk");
+    }
+
+    /// <summary>
+    /// The demo's case (issue 11): a fast link, a receiver whose fsync dominates. The bulk round's last
+    /// 8 MiB in flight took 41 ms to be acked (1 ms of it the ack's way): 5 ms per MiB. A 4 MiB final set
+    /// then costs 20 ms of fsync on top of its 20 ms on the link; the old model (drain time + round trip)
+    /// said 21 ms.
+    /// </summary>
+    [Test]
+    public void Switchover_estimate_counts_the_receivers_fsync_of_the_final_set()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(0.5), 100 << 20, 100 << 20, 100 << 20, 0,
+            Tail: TimeSpan.FromMilliseconds(41), TailWireBytes: 8 << 20, Take: TimeSpan.FromMilliseconds(0.5)));
+        var e = r.Switchover(4 << 20, Commit1);
+        Assert.That(e.Send.TotalMilliseconds, Is.EqualTo(20).Within(0.01));
+        Assert.That(e.Tail.TotalMilliseconds, Is.EqualTo(1 + 20).Within(0.01), "one ack + 4 MiB × 5 ms/MiB of fsync");
+        Assert.That(e.Total.TotalMilliseconds, Is.EqualTo(0.5 + 20 + 21 + 3).Within(0.01));
+        Assert.That(r.Switchover(1L << 30, Commit1).Tail.TotalMilliseconds, Is.EqualTo(1 + 32 * 5).Within(0.01),
+            "at most a window is in flight when the last frame goes out");
+    }
+
+    [Test]
+    public void Gate_mode_hands_over_before_the_data_so_its_estimate_has_no_data_term()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(0.5), 100 << 20, 100 << 20, 100 << 20, 0,
+            Tail: TimeSpan.FromMilliseconds(41), TailWireBytes: 8 << 20, Take: TimeSpan.FromMilliseconds(0.5)));
+        var e = r.Switchover(4 << 20, Commit1 with { Gate = true });
+        Assert.That(e.Total.TotalMilliseconds, Is.EqualTo(0.5 + 1 + 3).Within(0.01), "take + the final set's ack + the handed-over record");
+    }
+
+    [Test]
+    public void A_round_ending_with_little_in_flight_keeps_the_measured_fsync_cost()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(0.5), 100 << 20, 100 << 20, 100 << 20, 0, Tail: TimeSpan.FromMilliseconds(41), TailWireBytes: 8 << 20));
+        r.Observe(new RoundStats(TimeSpan.FromMilliseconds(5), 4096, 4096, 4096, 0, Tail: TimeSpan.FromMilliseconds(1), TailWireBytes: 4096));
+        Assert.That(r.Drain, Is.EqualTo((TimeSpan.FromMilliseconds(41), 8L << 20)));
     }
 
     // ---- SmoothedRate ----

@@ -120,6 +120,9 @@ internal sealed class BlockSender : IAsyncDisposable, ISourceSessionEvents
         }
     }
 
+    /// <summary>Bytes sent and not acknowledged yet.</summary>
+    public long InflightBytes { get { lock (_lock) return _inflightBytes; } }
+
     /// <summary>Waits until every frame sent has been acknowledged.</summary>
     public async Task DrainAsync(CancellationToken cancellationToken)
     {

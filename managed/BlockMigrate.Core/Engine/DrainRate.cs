@@ -1,7 +1,31 @@
 namespace BlockMigrate.Engine;
 
-/// <summary>What one round of sending measured (Migration.PreCopy.cs).</summary>
-internal readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes, double LinkWaitFraction);
+/// <summary>
+/// What one round of sending measured (Migration.PreCopy.cs). <paramref name="Tail"/>: from the last frame in
+/// the socket to the last ack (the receiver writing and fsyncing what was still in flight, and the ack's way
+/// back), <paramref name="TailWireBytes"/>: the bytes in flight then; <paramref name="Take"/>: taking the round's
+/// dirty set from the maps (the final take scans the same maps).
+/// </summary>
+internal readonly record struct RoundStats(TimeSpan Elapsed, long WireBytes, long DataBytes, long BlockBytes, double LinkWaitFraction,
+    TimeSpan Tail = default, long TailWireBytes = 0, TimeSpan? Take = null);
+
+/// <summary>
+/// What the switchover pays besides the data, measured before it (Migration.PreCopy.cs):
+/// <paramref name="AckLatency"/>: a small frame's send → ack on an idle link (a round trip plus the receiver's
+/// fsync of nearly nothing); <paramref name="Record"/>: one durable state record at the receiver (write, fsync,
+/// rename, directory fsync: two fsyncs, each costed as the ack latency's); <paramref name="Disks"/>: one
+/// record each (commit: "committed", gate: "handed over"); <paramref name="Window"/>: the most bytes in flight.
+/// </summary>
+internal readonly record struct SwitchoverCosts(TimeSpan AckLatency, TimeSpan Record, int Disks, bool Gate, long Window);
+
+/// <summary>The switchover estimate, step by step (each term measured; see <see cref="DrainRate.Switchover"/>).</summary>
+internal readonly record struct SwitchoverEstimate(TimeSpan Take, TimeSpan Send, TimeSpan Tail, TimeSpan Records)
+{
+    public TimeSpan Total => Take + Send + Tail + Records;
+
+    public override string ToString() =>
+        $"{Total.TotalMilliseconds:0} ms (take {Take.TotalMilliseconds:0.0} + data {Send.TotalMilliseconds:0.0} + fsync and ack {Tail.TotalMilliseconds:0.0} + records {Records.TotalMilliseconds:0.0})";
+}
 
 /// <summary>
 /// The rates convergence is judged by, from the rounds (no clock, no I/O: inputs are the rounds'
@@ -20,9 +44,17 @@ internal sealed class DrainRate
     /// <summary>Bytes/s on the wire of a large round (≥ 4 MiB, ≥ 1 s) that waited on the link at least half its time: the link's own rate.</summary>
     public double? LinkRate { get; private set; }
 
+    /// <summary>The latest round's take (the final take scans the same maps).</summary>
+    public TimeSpan Take { get; private set; }
+
+    /// <summary>The latest round that ended with at least 64 KiB in flight: how long those took to be written, fsynced and acked.</summary>
+    public (TimeSpan Tail, long WireBytes)? Drain { get; private set; }
+
     /// <summary>Updates the rates from a round large enough to say something (a small one sets only what is still unknown).</summary>
     public void Observe(RoundStats s)
     {
+        if (s.Take is { } take) Take = take;
+        if (s.TailWireBytes >= 64 * 1024) Drain = (s.Tail, s.TailWireBytes);
         var seconds = Math.Max(s.Elapsed.TotalSeconds, 1e-4);
         if (s.WireBytes >= 256 * 1024 || WireRate == 0)
             WireRate = s.WireBytes / seconds;
@@ -36,9 +68,35 @@ internal sealed class DrainRate
         }
     }
 
-    /// <summary>How long the switchover would take for <paramref name="dirtyBytes"/>: their drain time (0 while no rate is known) plus <paramref name="fixedCost"/>.</summary>
-    public TimeSpan SwitchoverEstimate(double dirtyBytes, TimeSpan fixedCost) =>
-        (BlockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / BlockRate) : TimeSpan.Zero) + fixedCost;
+    /// <summary>
+    /// How long freeze → hand-over would take with <paramref name="dirtyBytes"/> in the final set, step by step:
+    /// <list type="bullet">
+    /// <item>take: the final take scans the maps like the latest round's take did;</item>
+    /// <item>data (commit mode only; gate mode hands over before the final blocks are sent): dirty bytes / drain rate;</item>
+    /// <item>fsync and ack: the receiver makes the last bytes in flight durable and says so. Measured at the end of
+    ///   each round: the bytes still in flight when its last frame went out took Tail to be acked, so each costs
+    ///   (Tail − ack latency) / bytes; the final set's wire bytes (at most a window) cost the same, plus one ack
+    ///   latency. While no round has measured it: the wire rate's time for those bytes (the round's rate already
+    ///   waited for the receiver's fsyncs, acks being sent after them: an upper bound when the link was slower).
+    ///   Gate mode: one ack latency (the final-set frames carry no data);</item>
+    /// <item>records: one durable state record per disk at the receiver ("committed" or "handed over").</item>
+    /// </list>
+    /// While no rate is known the data term is 0.
+    /// </summary>
+    public SwitchoverEstimate Switchover(double dirtyBytes, SwitchoverCosts c)
+    {
+        var records = c.Record * Math.Max(c.Disks, 1);
+        if (c.Gate) return new SwitchoverEstimate(Take, TimeSpan.Zero, c.AckLatency, records);
+        var send = BlockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / BlockRate) : TimeSpan.Zero;
+        var wireRatio = BlockRate > 0 && WireRate > 0 ? Math.Min(WireRate / BlockRate, 1.2) : 1;
+        var inFlight = Math.Min(dirtyBytes * wireRatio, c.Window);
+        var tail = c.AckLatency;
+        if (Drain is { } d)
+            tail += TimeSpan.FromSeconds(Math.Max(0, (d.Tail - c.AckLatency).TotalSeconds) / d.WireBytes * inFlight);
+        else if (WireRate > 0)
+            tail += TimeSpan.FromSeconds(inFlight / WireRate); // no round ended with data in flight: as fast as acked bytes went, an upper bound
+        return new SwitchoverEstimate(Take, send, tail, records);
+    }
 }
 
 /// <summary>

@@ -27,20 +27,22 @@ public sealed partial class Migration
         _bulkWireBytes = _channel!.Counter.BytesWritten;
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
         SetPhase(MigrationPhase.DirtyRounds);
-        // the switchover costs a round trip on top of the data (final set out, Committed back)
+        // the switchover costs a round trip on top of the data (final set out, Committed back), and a durable
+        // record per disk at the receiver (its file's fsync, its directory's fsync: each costed like the fsync an ack waits for)
         var roundTrip = _sender!.MinAckLatency is { } ack && ack < _roundTrip ? ack : _roundTrip;
-        var fixedCost = roundTrip < _options.MaxDowntime / 2 ? roundTrip : TimeSpan.Zero;
-        Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms");
-        if (fixedCost == TimeSpan.Zero)
+        var record = 2 * roundTrip;
+        var costs = new SwitchoverCosts(roundTrip, record, _disks.Count, _state.Plan == SwitchoverPlan.Gate, _options.WindowBytes);
+        Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms; a state record there: {record.TotalMilliseconds:0.0} ms");
+        if (roundTrip >= _options.MaxDowntime / 2)
             Warn($"the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();
             var dirtyRate = dirtyBytes / Math.Max(stats.Elapsed.TotalSeconds, 1e-3);
-            var estimate = _rates.SwitchoverEstimate(dirtyBytes, fixedCost);
-            _downtimeEstimate = estimate;
-            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, switchover would take {estimate.TotalMilliseconds:0} ms");
-            if (dirtyBlocks == 0 || estimate <= _options.MaxDowntime) return;
+            var estimate = _rates.Switchover(dirtyBytes, costs);
+            _downtimeEstimate = estimate.Total;
+            Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, switchover would take {estimate}");
+            if (dirtyBlocks == 0 || estimate.Total <= _options.MaxDowntime) return;
             if (_round >= _options.MaxRounds)
                 throw new DidNotConvergeException(
                     $"did not converge in {_options.MaxRounds} rounds: {Mib(dirtyBytes)} still dirty, dirtied at {Mib(dirtyRate)}/s against {Mib(_rates.BlockRate)}/s drained" +
@@ -69,6 +71,7 @@ public sealed partial class Migration
         var work = new List<(SourceDisk, List<BlockRange>)>();
         long blockBytes = 0;
         ulong blocks = 0;
+        var takeStarted = Stopwatch.GetTimestamp();
         foreach (var d in _disks)
         {
             var taken = d.Take(out var n);
@@ -76,8 +79,12 @@ public sealed partial class Migration
             blockBytes += (long)Math.Min(n * d.BlockSize, d.Size);
             work.Add((d, taken));
         }
+        var take = Stopwatch.GetElapsedTime(takeStarted);
         _timeline?.Round(_round, blocks, blockBytes);
-        var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct, deferDirtyAgain: true);
+        var stats = await SendBlocksAsync(work, blockBytes, drain: true, ct, deferDirtyAgain: true) with { Take = take };
+        // the bulk copy's tail says nothing of the final set's fsync: it ends on hole punches and its wire
+        // bytes are compressed many times over; the dirty rounds, data like the final set's, measure it
+        if (_round == 0) stats = stats with { TailWireBytes = 0 };
         _rates.Observe(stats);
         _log.RoundSent(_round, stats.BlockBytes, stats.DataBytes, stats.WireBytes, stats.Elapsed.TotalMilliseconds,
             100 * stats.LinkWaitFraction, _rates.WireRate, _rates.BlockRate);
@@ -98,11 +105,15 @@ public sealed partial class Migration
         _roundBytesTotal = blockBytes;
         _roundBytesStart = data0 + Interlocked.Read(ref _producer.ZeroBytes);
         await PipeAsync((frames, stop) => _producer.ProduceAsync(work, frames, stop, deferDirtyAgain), ct);
-        if (drain) await _sender!.DrainAsync(ct);
+        // the tail: what was still in flight after the last frame, written, fsynced and acked (the switchover estimate's fsync term)
+        var (tailStart, tailBytes) = (Stopwatch.GetTimestamp(), _sender!.InflightBytes);
+        if (drain) await _sender.DrainAsync(ct);
+        var tail = drain ? Stopwatch.GetElapsedTime(tailStart) : TimeSpan.Zero;
         var elapsedTicks = Math.Max(1, Stopwatch.GetTimestamp() - started);
         var sentBlockBytes = blockBytes - (Interlocked.Read(ref _producer.DeferredBytes) - deferred0);
         return new RoundStats(Stopwatch.GetElapsedTime(started), _channel.Counter.BytesWritten - wire0,
-            Interlocked.Read(ref _producer.DataBytes) - data0, sentBlockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks);
+            Interlocked.Read(ref _producer.DataBytes) - data0, sentBlockBytes, (double)(_sender.LinkWait.Ticks - linkWait0) / elapsedTicks,
+            tail, drain ? tailBytes : 0);
     }
 
     /// <summary>The pipeline: <paramref name="produceInto"/> (read, classify, compress) → sender (window, cap, socket); returns once every frame is sent.</summary>

@@ -15,6 +15,7 @@ public sealed partial class Migration
     private long _finalBlocks;
     private bool? _verified;
     private TimeSpan? _switchoverTime;
+    private (TimeSpan Frozen, TimeSpan Taken, TimeSpan Sent) _steps; // switchover steps, from its start
     private Task? _finalData;        // gate mode: the final blocks still streaming after the hand-over
     private readonly TaskCompletionSource _hypervisorDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -49,7 +50,9 @@ public sealed partial class Migration
             d.Map.Freeze(_options.FreezeTimeout);
             d.Frozen = true;
         }
+        _steps.Frozen = Stopwatch.GetElapsedTime(started);
         var (work, blockBytes, lastFinalSet) = await SendFinalSetAsync(ct);
+        _steps.Taken = Stopwatch.GetElapsedTime(started);
         if (_state.Plan == SwitchoverPlan.Gate)
         {
             // acks are cumulative and in order: this one says every final block is held by the gate
@@ -118,6 +121,7 @@ public sealed partial class Migration
     private async Task SendFinalDataAsync(List<(SourceDisk, List<BlockRange>)> work, long blockBytes, long started, CancellationToken ct)
     {
         await SendBlocksAsync(work, blockBytes, drain: false, ct);
+        _steps.Sent = Stopwatch.GetElapsedTime(started);
         await _sender!.SendControlAsync(FrameType.Commit, [], ct);
         await _sender.WaitCommittedAsync(ct);
         _commitTime = Stopwatch.GetElapsedTime(started);
@@ -138,6 +142,10 @@ public sealed partial class Migration
     {
         _downtime = _commitTime ?? Stopwatch.GetElapsedTime(started);
         _switchoverTime = _downtime;
+        // the measured steps beside the estimate's (Migration.PreCopy.cs): where a misestimate came from
+        Say($"switchover steps: frozen at {_steps.Frozen.TotalMilliseconds:0.0} ms, final set taken and sent at {_steps.Taken.TotalMilliseconds:0.0} ms" +
+            (_commitTime != null ? $", final data sent at {_steps.Sent.TotalMilliseconds:0.0} ms, committed (fsync, records, ack) at {_downtime.TotalMilliseconds:0.0} ms" : $", gated and acked at {_downtime.TotalMilliseconds:0.0} ms") +
+            (_downtimeEstimate is { } e ? $"; estimated {e.TotalMilliseconds:0} ms" : ""));
         var committed = _state.IsCommitted;
         if (!committed)
             foreach (var d in _disks)

@@ -164,6 +164,8 @@ public sealed class MemoryWireMeterTests
         Assert.That(QemuHypervisor.Repace(22_500_000, link, 100, 0), Is.EqualTo((long)(link * 0.9 * QemuHypervisor.MaxRatio)).Within(8), "bounded above");
         Assert.That(QemuHypervisor.Repace(22_500_000, link, 0.5, 0), Is.EqualTo((long)(link * 0.9 * QemuHypervisor.MinRatio)).Within(2), "bounded below (TLS, headers)");
         Assert.That(QemuHypervisor.Repace(22_500_000, 1e9, 2, 0), Is.Null, "a cap at or above QEMU's default is no pacing");
+        // the disks' rounds sent 30% of the link over the window: memory gets 60%
+        Assert.That(QemuHypervisor.Repace(22_500_000, link, 2, 0, otherRate: link * 0.3), Is.EqualTo((long)(link * 0.6 * 2)).Within(2));
     }
 
     [Test]

@@ -28,6 +28,7 @@ public sealed partial class Migration
             Say($"link measured by the disk copy: {rate / 1e6:0.0} MB/s on the wire");
             _hypervisor.LinkRateMeasured(rate);
         }
+        _hypervisor.SharesLinkWith(() => _channel?.Counter.BytesWritten ?? 0);
         using var memory = CancellationTokenSource.CreateLinkedTokenSource(ct);
         _memoryRounds = Task.Run(() => MemoryRoundsAsync(memory), CancellationToken.None);
         try

@@ -33,6 +33,13 @@ public interface IHypervisor : IAsyncDisposable
     void LinkRateMeasured(double bytesPerSecond) { }
 
     /// <summary>
+    /// Called before <see cref="MigrateAsync"/> with the engine's own byte counter (bytes it has written to the
+    /// link, monotonic, any thread): the disks' rounds share the link with the memory stream, and an adapter
+    /// pacing its stream by the link leaves them their share.
+    /// </summary>
+    void SharesLinkWith(Func<long> bytesSent) { }
+
+    /// <summary>
     /// A key made for this migration's memory stream (64 hex digits), which the engine delivers to the
     /// receiver inside the pinned channel before <see cref="PrepareAsync"/>; null when the adapter needs
     /// none (its stream is protected otherwise, or the admin asked for plaintext).

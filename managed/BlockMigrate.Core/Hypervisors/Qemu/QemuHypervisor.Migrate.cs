@@ -278,6 +278,10 @@ public sealed partial class QemuHypervisor
 
     public void LinkRateMeasured(double bytesPerSecond) => _linkRate = bytesPerSecond;
 
+    private Func<long>? _otherBytes; // the engine's bytes on the same link (its disk rounds)
+
+    public void SharesLinkWith(Func<long> bytesSent) => _otherBytes = bytesSent;
+
     /// <summary>
     /// Without an admin's --memory-bandwidth, and when the disk copy measured the link: max-bandwidth =
     /// 90% of the link, in QEMU's units. Unpaced, QEMU fills its socket buffers (1-2 MB at 20 Mbit/s),
@@ -324,7 +328,7 @@ public sealed partial class QemuHypervisor
     {
         if (_linkRate is not { } link) return;
         var wire = _pacedCap > 0 && _wire is { Unavailable: null } w ? w : null;
-        var window = new Queue<(long Counted, long Written)>();
+        var window = new Queue<(long Counted, long Written, long Other, long At)>();
         double? ratio = null; // measured: until then the cap PaceByLinkAsync set stays
         long relaxedAt = 0;
         try
@@ -345,11 +349,14 @@ public sealed partial class QemuHypervisor
                 var counted = (long?)(info["ram"] as JsonObject)?["transferred"];
                 if (counted == null || wire.Read() is not { } r) return;
                 var written = r.Acked + r.Queued;
-                window.Enqueue((counted.Value, written));
+                var other = _otherBytes?.Invoke() ?? 0;
+                var now = Stopwatch.GetTimestamp();
+                window.Enqueue((counted.Value, written, other, now));
                 if (window.Count > 3) window.Dequeue();
-                var (c0, w0) = window.Peek();
+                var (c0, w0, o0, t0) = window.Peek();
                 if (written - w0 >= 64 << 10 && counted.Value > c0) ratio = (double)(counted.Value - c0) / (written - w0);
-                if (ratio is not { } measured || Repace(_pacedCap, link, measured, r.Queued) is not { } cap) continue;
+                var otherRate = now > t0 ? (other - o0) / Stopwatch.GetElapsedTime(t0, now).TotalSeconds : 0;
+                if (ratio is not { } measured || Repace(_pacedCap, link, measured, r.Queued, otherRate) is not { } cap) continue;
                 await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, ct);
                 Log?.Invoke(LogLevel.Debug, $"max-bandwidth {cap / 1e6:0.0} MB/s: {measured:0.00} bytes counted per byte written, {r.Queued / 1e3:0} kB queued");
                 if (!_repaced) Say($"max-bandwidth follows the memory's compression measured on the wire (first: {measured:0.00} bytes counted per byte written)");
@@ -396,7 +403,8 @@ public sealed partial class QemuHypervisor
     }
 
     /// <summary>
-    /// The law of <see cref="RepaceAsync"/>: the wire should carry 90% of the <paramref name="link"/>, less
+    /// The law of <see cref="RepaceAsync"/>: the wire should carry 90% of the <paramref name="link"/>, less what
+    /// the engine's disk rounds sent over the same half second (<paramref name="otherRate"/>, bytes/s), less
     /// (<paramref name="queued"/> − 50 ms of the link) / 0.5 s when the queues are longer, never under 30%;
     /// the cap is that in QEMU's units (× <paramref name="ratio"/>, bounded). Never more than 90%: the queue
     /// seen is the one of QEMU's own sockets, and a relay on the path (an SSH tunnel, a WAN emulator) takes
@@ -404,9 +412,9 @@ public sealed partial class QemuHypervisor
     /// (a relay per stream) a cap over the link left 1.2 s of memory in them when the guest stopped. Null keeps <paramref name="current"/>:
     /// within 5% of it, or at or above QEMU's default (no pacing).
     /// </summary>
-    internal static long? Repace(long current, double link, double ratio, long queued)
+    internal static long? Repace(long current, double link, double ratio, long queued, double otherRate = 0)
     {
-        var wire = Math.Clamp(link * 0.9 + (link * 0.05 - queued) / 0.5, link * 0.3, link * 0.9);
+        var wire = Math.Clamp(link * 0.9 - Math.Max(0, otherRate) + (link * 0.05 - queued) / 0.5, link * 0.3, link * 0.9);
         var cap = (long)(wire * Math.Clamp(ratio, MinRatio, MaxRatio));
         return Math.Abs(cap - current) > current / 20 && cap < QemuOptions.QemuDefaultMaxBandwidth ? cap : null;
     }

@@ -414,7 +414,7 @@ public sealed partial class QemuHypervisor
     /// </summary>
     internal static long? Repace(long current, double link, double ratio, long queued, double otherRate = 0)
     {
-        var wire = Math.Clamp(link * 0.9 - Math.Max(0, otherRate) + (link * 0.05 - queued) / 0.5, link * 0.3, link * 0.9);
+        var wire = Math.Clamp(link * 0.9 - Math.Max(0, otherRate) - Math.Max(0, queued - link * 0.05) / 0.5, link * 0.3, link * 0.9);
         var cap = (long)(wire * Math.Clamp(ratio, MinRatio, MaxRatio));
         return Math.Abs(cap - current) > current / 20 && cap < QemuOptions.QemuDefaultMaxBandwidth ? cap : null;
     }

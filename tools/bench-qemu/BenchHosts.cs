@@ -185,7 +185,29 @@ public sealed class BenchHosts : IDisposable
         {
             state = "destination state unknown: " + e.Message;
         }
-        return $"{state}; destination console ends: {Destination.Serial.Tail(160).ReplaceLineEndings(" / ")}";
+        return $"{state}; {GateState()}; destination console ends: {Destination.Serial.Tail(160).ReplaceLineEndings(" / ")}";
+    }
+
+    /// <summary>
+    /// The destination shim's map (BlockMigrate's runs only): a request the gate still held would keep a
+    /// guest from going on, so a failed run says whether any block or the whole disk was still gated, how
+    /// long requests waited at the gate in all, and how many writes the shim saw and still had in flight.
+    /// </summary>
+    private string GateState()
+    {
+        var map = System.IO.Path.Combine(GateDir, "vda.map");
+        if (!File.Exists(map)) return "no destination gate map";
+        try
+        {
+            using var m = BlockMigrate.Maps.DirtyMap.Open(map);
+            var i = m.Info();
+            return string.Create(CultureInfo.InvariantCulture,
+                $"destination map: state {i.State}, {i.GatedBlocks} blocks gated, requests held at the gate {i.Gated.TotalMilliseconds:0} ms in all, {i.Writes} writes seen, {i.WritesInFlight} in flight");
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return "destination map unreadable: " + e.Message;
+        }
     }
 
     public void Dispose() => _bed.Dispose();

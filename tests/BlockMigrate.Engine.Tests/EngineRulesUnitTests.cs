@@ -173,6 +173,21 @@ public class EngineRulesUnitTests
     }
 
     [Test]
+    public void Rounds_stop_when_the_estimate_fits_or_on_a_long_round_trip_when_what_they_can_shrink_fits()
+    {
+        TimeSpan Ms(double ms) => TimeSpan.FromMilliseconds(ms);
+        var target = Ms(300);
+        // a short round trip: the whole estimate must fit
+        Assert.That(new SwitchoverEstimate(Ms(1), Ms(200), Ms(20), Ms(10)).Fits(Ms(31), target), Is.True);
+        Assert.That(new SwitchoverEstimate(Ms(1), Ms(290), Ms(20), Ms(10)).Fits(Ms(31), target), Is.False);
+        // a 200 ms round trip: ack + two records are 600 ms, over the target whatever the rounds do; the
+        // rounds stop once the data they can shrink fits in the target on top of that (else they never stop)
+        var floor = Ms(1 + 200 + 400);
+        Assert.That(new SwitchoverEstimate(Ms(1), Ms(250), Ms(200), Ms(400)).Fits(floor, target), Is.True);
+        Assert.That(new SwitchoverEstimate(Ms(1), Ms(350), Ms(200), Ms(400)).Fits(floor, target), Is.False);
+    }
+
+    [Test]
     public void A_round_ending_with_little_in_flight_keeps_the_measured_fsync_cost()
     {
         var r = new DrainRate();

@@ -23,6 +23,16 @@ internal readonly record struct SwitchoverEstimate(TimeSpan Take, TimeSpan Send,
 {
     public TimeSpan Total => Take + Send + Tail + Records;
 
+    /// <summary>
+    /// Whether the rounds may stop: the whole estimate within <paramref name="maxDowntime"/>, or, when the
+    /// part no round can shrink (<paramref name="floor"/>: the estimate of an empty final set — the round trip,
+    /// the records) takes half the target or more (a long round trip), what rounds can shrink within the
+    /// target on top of it. Without that, a link with a 200 ms round trip could never meet a 300 ms target
+    /// and the copy would never end (the round-trip rule the engine had before this estimate, kept).
+    /// </summary>
+    public bool Fits(TimeSpan floor, TimeSpan maxDowntime) =>
+        Total <= maxDowntime || (floor >= maxDowntime / 2 && Total - floor <= maxDowntime);
+
     public override string ToString() =>
         $"{Total.TotalMilliseconds:0} ms (take {Take.TotalMilliseconds:0.0} + data {Send.TotalMilliseconds:0.0} + fsync and ack {Tail.TotalMilliseconds:0.0} + records {Records.TotalMilliseconds:0.0})";
 }

@@ -33,8 +33,13 @@ public sealed partial class Migration
         var record = 2 * roundTrip;
         var costs = new SwitchoverCosts(roundTrip, record, _disks.Count, _state.Plan == SwitchoverPlan.Gate, _options.WindowBytes);
         Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms; a state record there: {record.TotalMilliseconds:0.0} ms");
-        if (roundTrip >= _options.MaxDowntime / 2)
-            Warn($"the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) leaves little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target");
+        // When to stop the rounds is judged as in commit mode in both modes: in gate mode the final blocks' data
+        // does not delay the hand-over, but the resumed guest waits at the gate for any of them it touches, and
+        // the throttle (which only the rounds here adjust) must have tamed a hot writer before the memory phase.
+        var judged = costs with { Gate = false };
+        var floor = _rates.Switchover(0, judged).Total; // what no round can shrink: the round trip, the records
+        if (floor >= _options.MaxDowntime / 2)
+            Warn($"the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) and its records ({floor.TotalMilliseconds:0} ms in all) leave little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target: the rounds stop when the rest fits in it");
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();
@@ -42,7 +47,8 @@ public sealed partial class Migration
             var estimate = _rates.Switchover(dirtyBytes, costs);
             _downtimeEstimate = estimate.Total;
             Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, switchover would take {estimate}");
-            if (dirtyBlocks == 0 || estimate.Total <= _options.MaxDowntime) return;
+            floor = _rates.Switchover(0, judged).Total;
+            if (dirtyBlocks == 0 || _rates.Switchover(dirtyBytes, judged).Fits(floor, _options.MaxDowntime)) return;
             if (_round >= _options.MaxRounds)
                 throw new DidNotConvergeException(
                     $"did not converge in {_options.MaxRounds} rounds: {Mib(dirtyBytes)} still dirty, dirtied at {Mib(dirtyRate)}/s against {Mib(_rates.BlockRate)}/s drained" +

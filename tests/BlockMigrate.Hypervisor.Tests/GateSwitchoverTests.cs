@@ -143,16 +143,20 @@ public class GateSwitchoverTests
                 return Task.CompletedTask;
             });
 
-        await using var migration = bed.Migration(vm, SwitchoverMode.Gate);
-        migration.SourceStopped = _ => divert.Task;
-        var run = migration.RunAsync(ct);
-        await handedOver.Task.WaitAsync(TimeSpan.FromSeconds(60), ct);
-        Assert.That(divert.Task.IsCompleted, Is.False, "handed over while the divert still runs");
-        await Task.Delay(1000, ct);
-        Assert.That(run.IsCompleted, Is.False, "no report while the divert still runs");
-        divert.SetResult();
-        var report = await run.WaitAsync(TimeSpan.FromSeconds(60), ct);
+        MigrationReport report;
+        await using (var migration = bed.Migration(vm, SwitchoverMode.Gate))
+        {
+            migration.SourceStopped = _ => divert.Task;
+            var run = migration.RunAsync(ct);
+            await handedOver.Task.WaitAsync(TimeSpan.FromSeconds(60), ct);
+            Assert.That(divert.Task.IsCompleted, Is.False, "handed over while the divert still runs");
+            await Task.Delay(1000, ct);
+            Assert.That(run.IsCompleted, Is.False, "no report while the divert still runs");
+            divert.SetResult();
+            report = await run.WaitAsync(TimeSpan.FromSeconds(60), ct);
+        }
         Assert.That(report.Switchover, Is.EqualTo(SwitchoverMode.Gate));
+        // the migration closed (as the CLI does after the report): a --once receiver ends its session
         Assert.That(await bed.Receiver.WaitForExitAsync(TimeSpan.FromSeconds(30)), Is.Zero, bed.Receiver.Stderr);
     }
 

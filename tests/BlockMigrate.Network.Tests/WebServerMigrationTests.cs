@@ -283,7 +283,7 @@ public sealed class WebServerMigrationTests
             "--to", to, "--key", keys.SourceKey, "--peer-fingerprint", keys.ReceiverFingerprint, "--json", "--timeout", "300",
             "--hypervisor", "qemu", "--qmp-source", source.QmpSocket, "--qmp-destination", destination.QmpSocket,
             "--migration-uri", migrationUri, "--incoming-uri", "tcp:0.0.0.0:4444",
-            "--multifd", "--memory-compression", "zstd", // QEMU's downtime-limit: the engine's (aimed low, raised while the copy does not converge)
+            "--multifd", "--memory-compression", "zstd", "--downtime-limit", "300",
             // on the slow link as tools/bench-vm.sh: one channel, and auto-converge (without it the memory copy
             // did not converge and QEMU stopped the guest for 4.4 s); at 100 Mbit/s it only slowed the server
             .. (wan ? (string[])["--multifd-channels", "1", "--auto-converge"] : []),

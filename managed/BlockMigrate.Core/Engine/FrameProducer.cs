@@ -105,14 +105,15 @@ internal sealed class FrameProducer(DataEncoding codec)
     private List<(ulong First, ulong Count)> CleanRuns(SourceDisk disk, ulong first, ulong count)
     {
         var firstWord = first / 64;
-        var words = new ulong[(first + count - 1) / 64 - firstWord + 1];
+        var n = (int)((first + count - 1) / 64 - firstWord + 1);
+        Span<ulong> words = n <= 64 ? stackalloc ulong[n] : new ulong[n]; // a 1 MiB chunk: 4 words at 4 KiB blocks; no garbage per chunk
         disk.Map.Peek(firstWord, words);
         var runs = new List<(ulong, ulong)>();
         ulong? cleanFrom = null, dirtyFrom = null;
         for (var b = first; b <= first + count; b++)
         {
             var end = b == first + count;
-            var dirty = !end && (words[b / 64 - firstWord] >> (int)(b % 64) & 1) != 0;
+            var dirty = !end && (words[(int)(b / 64 - firstWord)] >> (int)(b % 64) & 1) != 0;
             if ((end || dirty) && cleanFrom is { } c) { runs.Add((c, b - c)); cleanFrom = null; }
             if ((end || !dirty) && dirtyFrom is { } d) { Defer(disk, d, b - d); dirtyFrom = null; }
             if (end) break;

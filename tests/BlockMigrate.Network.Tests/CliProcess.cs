@@ -59,7 +59,14 @@ internal sealed class CliProcess : IDisposable
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         cts.CancelAfter(timeout);
-        await _process.WaitForExitAsync(cts.Token);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new TimeoutException($"still running after {timeout.TotalSeconds:0} s:\n{Stdout}\n{Stderr}");
+        }
         _process.WaitForExit();
         return _process.ExitCode;
     }

@@ -38,16 +38,18 @@ public sealed partial class QemuHypervisor
         using var destinationEvents = destination.Subscribe("RESUME", "MIGRATION");
 
         var started = Stopwatch.GetTimestamp();
-        await PaceByLinkAsync(source, cancellationToken);
+        if (_linkRate is { } measured)
+            await PaceByLinkAsync(source, measured, MemoryCompressed ? 2 : 1, cancellationToken);
         _wire = MemoryWireMeter.Start(_options.MigrationUri);
         if (_wire.Unavailable is { } why) Log?.Invoke(LogLevel.Debug, why);
+        var probing = _linkRate == null && (_options.MaxBandwidth == null || _options.DowntimeLimit == null) && _wire.Unavailable == null;
         _phase = QemuPhase.Migrating;
         await source.ExecuteAsync("migrate", new JsonObject { ["uri"] = _options.MigrationUri }, cancellationToken);
 
         DateTimeOffset? stoppedAt = null;
         using (var pacing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
-            var repacing = _pacedCap > 0 || _downtimeLimit > 0 ? Task.Run(() => RepaceAsync(source, pacing.Token), CancellationToken.None) : Task.CompletedTask;
+            var repacing = _pacedCap > 0 || _downtimeLimit > 0 || probing ? Task.Run(() => RepaceAsync(source, pacing.Token), CancellationToken.None) : Task.CompletedTask;
             try
             {
                 await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e =>
@@ -282,29 +284,33 @@ public sealed partial class QemuHypervisor
 
     public void SharesLinkWith(Func<long> bytesSent) => _otherBytes = bytesSent;
 
+    private bool MemoryCompressed => _options.Multifd && _options.MultifdCompression != "none";
+
     /// <summary>
-    /// Without an admin's --memory-bandwidth, and when the disk copy measured the link: max-bandwidth =
-    /// 90% of the link, in QEMU's units. Unpaced, QEMU fills its socket buffers (1-2 MB at 20 Mbit/s),
-    /// stops the guest when it believes little is left, and the guest then waits for those buffers to
-    /// drain: 930 ms of pause against 240 ms paced, in the 20 Mbit/s benchmark (docs/BENCHMARKS.md).
-    /// QEMU 7.2 counts multifd's pages before compression, so with compression the cap starts at twice
-    /// that and <see cref="RepaceAsync"/> corrects it by the ratio measured on the wire.
+    /// Once the link's rate is known (measured by the disk copy before the memory copy starts, or by
+    /// <see cref="StreamLinkProbe"/> on the memory stream itself): QEMU's downtime-limit aimed at
+    /// <see cref="AimedDowntimeMs"/> unless the admin gave one, and, unless the admin gave a
+    /// --memory-bandwidth, max-bandwidth = 90% of the link in QEMU's units. Unpaced, QEMU fills its socket
+    /// buffers (1-2 MB at 20 Mbit/s), stops the guest when it believes little is left, and the guest then
+    /// waits for those buffers to drain: 930 ms of pause against 240 ms paced, in the 20 Mbit/s benchmark
+    /// (docs/BENCHMARKS.md). QEMU 7.2 counts multifd's pages before compression, so the cap is that times
+    /// <paramref name="ratio"/> (2 for compression until <see cref="RepaceAsync"/> measures it on the wire).
     /// </summary>
-    private async Task PaceByLinkAsync(QmpClient source, CancellationToken cancellationToken)
+    private async Task PaceByLinkAsync(QmpClient source, double link, double ratio, CancellationToken cancellationToken)
     {
-        if (_options.DowntimeLimit == null && _linkRate != null)
+        if (_options.DowntimeLimit == null)
         {
             await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["downtime-limit"] = AimedDowntimeMs }, cancellationToken);
             _downtimeLimit = AimedDowntimeMs;
             Say($"downtime-limit {AimedDowntimeMs} ms, raised while the memory copy does not converge (up to {MaxRelaxedDowntimeMs} ms)");
         }
-        if (_options.MaxBandwidth != null || _linkRate is not { } link) return;
-        var compressed = _options.Multifd && _options.MultifdCompression != "none";
-        var cap = PacedCap(link, compressed ? 2 : 1);
+        if (_options.MaxBandwidth != null) return;
+        var cap = PacedCap(link, ratio);
         if (cap >= QemuOptions.QemuDefaultMaxBandwidth || cap <= 0) return;
         await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, cancellationToken);
         _pacedCap = cap;
-        Say($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s the disk copy measured{(compressed ? ", times 2 for multifd compression (counted before compressing) until measured" : "")}");
+        Say($"max-bandwidth {cap / 1e6:0.0} MB/s: 90% of the {link / 1e6:0.0} MB/s link, times {ratio:0.00} bytes QEMU counts per byte on the wire" +
+            (MemoryCompressed && !_repaced ? " (multifd compression; measured from now on)" : ""));
     }
 
     /// <summary>The cap for a link of <paramref name="link"/> bytes/s when QEMU counts <paramref name="ratio"/> bytes per byte on the wire.</summary>
@@ -326,11 +332,12 @@ public sealed partial class QemuHypervisor
     /// </summary>
     private async Task RepaceAsync(QmpClient source, CancellationToken ct)
     {
-        if (_linkRate is not { } link) return;
-        var wire = _pacedCap > 0 && _wire is { Unavailable: null } w ? w : null;
+        var wire = _wire is { Unavailable: null } w ? w : null;
+        var probe = _linkRate == null ? new StreamLinkProbe() : null;
         var window = new Queue<(long Counted, long Written, long Other, long At)>();
         double? ratio = null; // measured: until then the cap PaceByLinkAsync set stays
         long relaxedAt = 0;
+        var origin = Stopwatch.GetTimestamp();
         try
         {
             while (!ct.IsCancellationRequested)
@@ -355,6 +362,15 @@ public sealed partial class QemuHypervisor
                 if (window.Count > 3) window.Dequeue();
                 var (c0, w0, o0, t0) = window.Peek();
                 if (written - w0 >= 64 << 10 && counted.Value > c0) ratio = (double)(counted.Value - c0) / (written - w0);
+                if (_linkRate is not { } link)
+                {
+                    if (probe!.Add(r.Acked, r.Queued, other, Stopwatch.GetElapsedTime(origin, now)) is not { } found) continue;
+                    _linkRate = found;
+                    Say($"link measured by the memory stream: {found / 1e6:0.0} MB/s on the wire (its send queues full; the disk copy was too small to measure it)");
+                    await PaceByLinkAsync(source, found, ratio ?? (MemoryCompressed ? 2 : 1), ct);
+                    continue;
+                }
+                if (_pacedCap <= 0) continue; // the admin's --memory-bandwidth, or a link too fast to pace
                 var otherRate = now > t0 ? (other - o0) / Stopwatch.GetElapsedTime(t0, now).TotalSeconds : 0;
                 if (ratio is not { } measured || Repace(_pacedCap, link, measured, r.Queued, otherRate) is not { } cap) continue;
                 await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = cap }, ct);

@@ -44,7 +44,8 @@ public sealed class ProtocolFuzzTests
         Gen.Select(Gen.Select(NameGen, Gen.Bool, Gen.Bool, (n, r, g) => new DiskAnswer(n, r, g)).List[0, 4],
             Gen.Frequency((1, Gen.Const((List<string>?)null)), (3, Gen.OneOf("zstd", "lz4", "").List[0, 3].Select(l => (List<string>?)l))),
             Gen.Frequency((2, Gen.Const((string?)null)), (1, Gen.Byte.Array[32].Select(b => (string?)Convert.ToHexString(b).ToLowerInvariant()))),
-            (d, c, k) => new WelcomeMessage(d, c, SeedKey: k));
+            Gen.Frequency((1, Gen.Const((double?)null)), (2, Gen.Double[0, WelcomeMessage.MaxRecordMs].Select(r => (double?)r))),
+            (d, c, k, r) => new WelcomeMessage(d, c, SeedKey: k, RecordMs: r));
 
     private static readonly Gen<SeedHashes> SeedHashesGen =
         // whole only with ranges ascending and disjoint whose blocks add up to the hashes (1 to MaxHashes)
@@ -136,6 +137,7 @@ public sealed class ProtocolFuzzTests
         Assert.That(w.Disks.All(d => d is { Name: not null }));
         Assert.That(w.Codecs == null || w.Codecs.All(c => c != null));
         Assert.That(w.SeedKey == null || (w.SeedKey.Length == 64 && w.SeedKey.All(Uri.IsHexDigit)), "a seed key is 64 hex digits");
+        Assert.That(w.RecordMs == null || w.RecordMs is >= 0 and <= WelcomeMessage.MaxRecordMs, "a record time is 0 to 10 minutes");
     }
 
     private static void WellFormed(VerifyResultMessage v)
@@ -198,6 +200,7 @@ public sealed class ProtocolFuzzTests
                 FrameType.Welcome, ProtocolJson.Default.WelcomeMessage);
             Assert.That(back.Disks, Is.EqualTo(welcome.Disks));
             Assert.That(back.Codecs, Is.EqualTo(welcome.Codecs));
+            Assert.That(back.RecordMs, Is.EqualTo(welcome.RecordMs));
         });
 
     [Test]

@@ -166,6 +166,7 @@ public sealed partial class Migration
             }
             if (!finishOnly) _state.Decide(ChooseGateResume(welcome.Disks) ? SwitchoverPlan.Gate : SwitchoverPlan.Commit);
             _zstdOffered = welcome.Codecs?.Contains(WelcomeMessage.Zstd) == true;
+            _receiverRecord = welcome.RecordMs is { } recordMs ? TimeSpan.FromMilliseconds(recordMs) : null;
             _seedKey = welcome.SeedKey is { } seedKey && !finishOnly ? Convert.FromHexString(seedKey) : null;
             if (_seedKey != null) Say("the receiver holds seed images: the first round sends block hashes first, data only for blocks it cannot find");
         }

@@ -10,6 +10,7 @@ public sealed partial class Migration
     private long _bulkWireBytes; // socket bytes when the bulk copy ended
     private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
     private TimeSpan? _downtimeEstimate; // the last round's prediction of the switchover (reported beside the measured one)
+    private TimeSpan? _receiverRecord;   // what a durable state record took at the receiver (its Welcome), if it said
 
 
     /// <summary>
@@ -28,11 +29,13 @@ public sealed partial class Migration
         Say($"bulk copy: {Mib(stats.BlockBytes)} of blocks ({Mib(stats.DataBytes)} data) as {Mib(stats.WireBytes)} on the wire in {stats.Elapsed.TotalSeconds:0.00} s");
         SetPhase(MigrationPhase.DirtyRounds);
         // the switchover costs a round trip on top of the data (final set out, Committed back), and a durable
-        // record per disk at the receiver (its file's fsync, its directory's fsync: each costed like the fsync an ack waits for)
+        // record per disk at the receiver (its file's fsync, its directory's fsync): as long as the one it timed
+        // while opening the disks (its Welcome says), else costed like two fsyncs an ack waits for
         var roundTrip = _sender!.MinAckLatency is { } ack && ack < _roundTrip ? ack : _roundTrip;
-        var record = 2 * roundTrip;
+        var record = _receiverRecord ?? 2 * roundTrip;
         var costs = new SwitchoverCosts(roundTrip, record, _disks.Count, _state.Plan == SwitchoverPlan.Gate, _options.WindowBytes);
-        Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms; a state record there: {record.TotalMilliseconds:0.0} ms");
+        Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms; a state record there: {record.TotalMilliseconds:0.0} ms" +
+            (_receiverRecord != null ? " (timed there)" : " (not timed there: two round trips assumed)"));
         // When to stop the rounds is judged as in commit mode in both modes: in gate mode the final blocks' data
         // does not delay the hand-over, but the resumed guest waits at the gate for any of them it touches, and
         // the throttle (which only the rounds here adjust) must have tamed a hot writer before the memory phase.

@@ -8,11 +8,17 @@ namespace BlockMigrate.Protocol;
 /// <c>SeedKey</c>: the receiver holds seed images (<c>receive --seed</c>, <c>seed-dir</c>) and drew this key
 /// (64 hex digits) for this migration's <see cref="BlockHash"/>es; only then may the source send
 /// <see cref="FrameType.SeedHashes"/>. Null (the field left out): no seeds, no exchange.
+/// <c>RecordMs</c>: what the receiver's slowest durable state record took while it opened the disks (write,
+/// fsync, rename, directory fsync), in milliseconds; the switchover writes one per disk before its answer, so
+/// the source's estimate of it uses this. Null (left out, e.g. on a resume, which writes none): not measured.
 /// </summary>
 public sealed record WelcomeMessage(IReadOnlyList<DiskAnswer> Disks, IReadOnlyList<string>? Codecs = null, string? MemoryKeyDir = null,
-    string? SeedKey = null) : IProtocolMessage
+    string? SeedKey = null, double? RecordMs = null) : IProtocolMessage
 {
     public const string Zstd = BlockCodec.ZstdName;
+
+    /// <summary>The longest record time a Welcome may state (10 minutes: past any source's stall timeout).</summary>
+    public const double MaxRecordMs = 600_000;
 
     public void Validate()
     {
@@ -21,5 +27,7 @@ public sealed record WelcomeMessage(IReadOnlyList<DiskAnswer> Disks, IReadOnlyLi
         if (Codecs != null && Codecs.Any(c => c == null)) throw new ProtocolException("welcome with a null codec");
         if (SeedKey != null && (SeedKey.Length != 2 * BlockHash.KeyBytes || !SeedKey.All(Uri.IsHexDigit)))
             throw new ProtocolException($"welcome with a seed key that is not {2 * BlockHash.KeyBytes} hex digits");
+        if (RecordMs is { } r && !(r >= 0 && r <= MaxRecordMs))
+            throw new ProtocolException($"welcome with a record time that is not 0 to {MaxRecordMs} ms");
     }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using BlockMigrate.Interop;
 using BlockMigrate.Maps;
 using BlockMigrate.Protocol;
@@ -40,6 +41,9 @@ internal sealed class ReceivedDisk : IDisposable
     public bool Final { get; set; }
     /// <summary>What the state file says now (<see cref="ReceiverState"/>).</summary>
     public string Status { get; private set; }
+
+    /// <summary>How long the latest durable state record took (write, fsync, rename, directory fsync); null before one.</summary>
+    public TimeSpan? LastRecord { get; private set; }
 
     /// <summary>
     /// Checks the offer against what the image directory and the gate hold, then opens (a resume) or
@@ -105,11 +109,14 @@ internal sealed class ReceivedDisk : IDisposable
             // what the commit records: kept from the copy's start through resumes
             var diskLineage = resume ? state!.DiskLineage : offer.DiskLineage?.ToLowerInvariant();
             var generation = resume ? state!.Generation : offer.Generation;
+            TimeSpan? record = null; // what the last state record took (the switchover's records cost the same)
             if (returnBase)
             {
                 // the handed-away record is consumed here: from now on the image is a partial copy of this
                 // migration's lineage (a resume continues it), never again a base for the same claim
+                var t = Stopwatch.GetTimestamp();
                 new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
+                record = Stopwatch.GetElapsedTime(t);
             }
             else if (!resume)
             {
@@ -119,14 +126,16 @@ internal sealed class ReceivedDisk : IDisposable
                 storage.Truncate(image, 0, StoragePoint.ImageTruncate);
                 storage.Truncate(image, (long)offer.Size, StoragePoint.ImageTruncate);
                 storage.Sync(image, StoragePoint.FlushSync);
+                var t = Stopwatch.GetTimestamp();
                 new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
+                record = Stopwatch.GetElapsedTime(t);
             }
             // a new copy (or a resume before any hand-over) replaces whatever an earlier attempt left gated
             if (gate != null && !offer.Finish) gate.ReleaseAll();
             var disk = new ReceivedDisk(dir, imageDir, storage, offer, image, source, resume, gate, status)
             {
                 Finishing = offer.Finish, Final = offer.Finish, ReturnBase = returnBase, ReturnRefused = returnRefused,
-                DiskLineage = diskLineage, Generation = generation,
+                DiskLineage = diskLineage, Generation = generation, LastRecord = record,
             };
             image = null;
             gate = null;
@@ -340,7 +349,9 @@ internal sealed class ReceivedDisk : IDisposable
     {
         try
         {
+            var t = Stopwatch.GetTimestamp();
             new ReceiverState(Offer.Lineage, status, Offer.Size, Offer.BlockSize, Source, Now(), DiskLineage, Generation).Save(_storage, _dir, _imageDir, Name);
+            LastRecord = Stopwatch.GetElapsedTime(t);
             Status = status;
         }
         catch (IOException e)

@@ -155,7 +155,9 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
         _seeds = SeedStore.Open(options, log);
         if (_seeds != null)
             foreach (var d in _disks) _seedFiles.Add(_seeds.AddImage(d.Image, DiskName.ImageFile(d.Name)));
-        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, BlockCodec.Advertised, _memoryKeyDir, _seeds?.KeyHex),
+        var record = _disks.Select(d => d.LastRecord).Max();
+        await _writer.WriteAsync(FrameType.Welcome, ProtocolJson.Encode(new WelcomeMessage(answers, BlockCodec.Advertised, _memoryKeyDir, _seeds?.KeyHex,
+                record is { } r ? Math.Round(r.TotalMilliseconds, 2) : null),
             ProtocolJson.Default.WelcomeMessage), default, ct);
     }
 

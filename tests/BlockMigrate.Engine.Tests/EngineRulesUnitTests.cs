@@ -187,6 +187,32 @@ public class EngineRulesUnitTests
         Assert.That(new SwitchoverEstimate(Ms(1), Ms(350), Ms(200), Ms(400)).Fits(floor, target), Is.False);
     }
 
+    /// <summary>
+    /// The demo at 100 writes/s (issue 11): 29 final blocks predicted at 12 ms, measured 19 ms — the per-byte
+    /// model priced their fsync at almost nothing and the time to read them through the shim at none. A round
+    /// of a few blocks measures both: its tail (a journal commit however little is written) and its time before
+    /// the tail beyond its bytes at the drain rate.
+    /// </summary>
+    [Test]
+    public void A_small_final_set_pays_what_a_small_round_paid_to_start_and_to_fsync()
+    {
+        var r = new DrainRate();
+        r.Observe(new RoundStats(TimeSpan.FromSeconds(0.5), 100 << 20, 100 << 20, 100 << 20, 0,
+            Tail: TimeSpan.FromMilliseconds(41), TailWireBytes: 8 << 20, Take: TimeSpan.FromMilliseconds(0.5)));
+        Assert.That(r.Startup, Is.EqualTo(TimeSpan.Zero).Within(TimeSpan.FromMilliseconds(0.01)), "a large round's time is its bytes");
+        // 112 KiB of blocks, 48 KiB in flight at the end: 3 ms before the tail (0.55 ms of it bytes at 200 MiB/s), 4 ms tail
+        r.Observe(new RoundStats(TimeSpan.FromMilliseconds(7), 48 << 10, 112 << 10, 112 << 10, 0,
+            Tail: TimeSpan.FromMilliseconds(4), TailWireBytes: 48 << 10, Take: TimeSpan.FromMilliseconds(0.5)));
+        Assert.That(r.SmallTail, Is.EqualTo(TimeSpan.FromMilliseconds(4)));
+        var bytesTime = (112 << 10) / r.BlockRate;
+        Assert.That(r.Startup.TotalMilliseconds, Is.EqualTo(3 - bytesTime * 1000).Within(0.01));
+        var e = r.Switchover(116 << 10, Commit1);
+        Assert.That(e.Send.TotalMilliseconds, Is.EqualTo(r.Startup.TotalMilliseconds + (116 << 10) / r.BlockRate * 1000).Within(0.01));
+        Assert.That(e.Tail, Is.EqualTo(TimeSpan.FromMilliseconds(4)), "at least what a few blocks' fsync and ack took");
+        Assert.That(r.Switchover(0, Commit1).Total, Is.EqualTo(TimeSpan.FromMilliseconds(0.5 + 1 + 3)), "an empty final set sends nothing and fsyncs nothing");
+        Assert.That(r.Switchover(4 << 20, Commit1 with { Gate = true }).Tail, Is.EqualTo(TimeSpan.FromMilliseconds(4)), "gate mode: the final set's ack waits for an fsync too");
+    }
+
     [Test]
     public void A_round_ending_with_little_in_flight_keeps_the_measured_fsync_cost()
     {

@@ -60,11 +60,25 @@ internal sealed class DrainRate
     /// <summary>The latest round that ended with at least 64 KiB in flight: how long those took to be written, fsynced and acked.</summary>
     public (TimeSpan Tail, long WireBytes)? Drain { get; private set; }
 
+    /// <summary>
+    /// The latest round that ended with data in flight, but less than 64 KiB: how long those few blocks took to
+    /// be written, fsynced and acked. An fsync with anything to write costs a journal commit however little it
+    /// writes, which the per-byte cost of <see cref="Drain"/> does not see: a small final set pays at least this.
+    /// </summary>
+    public TimeSpan? SmallTail { get; private set; }
+
+    /// <summary>
+    /// The latest drained round's time before its tail that its bytes at <see cref="BlockRate"/> do not explain
+    /// (reading the blocks through the shim, the pipeline's start): what a small final set pays before its bytes.
+    /// </summary>
+    public TimeSpan Startup { get; private set; }
+
     /// <summary>Updates the rates from a round large enough to say something (a small one sets only what is still unknown).</summary>
     public void Observe(RoundStats s)
     {
         if (s.Take is { } take) Take = take;
         if (s.TailWireBytes >= 64 * 1024) Drain = (s.Tail, s.TailWireBytes);
+        else if (s.TailWireBytes > 0) SmallTail = s.Tail;
         var seconds = Math.Max(s.Elapsed.TotalSeconds, 1e-4);
         if (s.WireBytes >= 256 * 1024 || WireRate == 0)
             WireRate = s.WireBytes / seconds;
@@ -76,28 +90,37 @@ internal sealed class DrainRate
             var ratio = Math.Clamp((double)s.WireBytes / Math.Max(s.DataBytes, 1), 0.05, 1.2);
             BlockRate = s.DataBytes > 0 ? WireRate / ratio : Math.Max(BlockRate, s.BlockBytes / seconds);
         }
+        if (s.Tail > TimeSpan.Zero && BlockRate > 0)
+        {
+            var before = s.Elapsed - s.Tail;
+            Startup = TimeSpan.FromSeconds(Math.Clamp(before.TotalSeconds - s.BlockBytes / BlockRate, 0, Math.Max(0, before.TotalSeconds)));
+        }
     }
 
     /// <summary>
     /// How long freeze → hand-over would take with <paramref name="dirtyBytes"/> in the final set, step by step:
     /// <list type="bullet">
     /// <item>take: the final take scans the maps like the latest round's take did;</item>
-    /// <item>data (commit mode only; gate mode hands over before the final blocks are sent): dirty bytes / drain rate;</item>
+    /// <item>data (commit mode only; gate mode hands over before the final blocks are sent): dirty bytes / drain rate,
+    ///   plus the latest round's <see cref="Startup"/> (what it spent before its bytes could flow);</item>
     /// <item>fsync and ack: the receiver makes the last bytes in flight durable and says so. Measured at the end of
     ///   each round: the bytes still in flight when its last frame went out took Tail to be acked, so each costs
     ///   (Tail − ack latency) / bytes; the final set's wire bytes (at most a window) cost the same, plus one ack
     ///   latency. While no round has measured it: the wire rate's time for those bytes (the round's rate already
     ///   waited for the receiver's fsyncs, acks being sent after them: an upper bound when the link was slower).
-    ///   Gate mode: one ack latency (the final-set frames carry no data);</item>
-    /// <item>records: one durable state record per disk at the receiver ("committed" or "handed over").</item>
+    ///   Never less than <see cref="SmallTail"/> (a round's few blocks: an fsync's fixed cost). Gate mode: one ack
+    ///   latency (the final-set frames carry no data), or the small tail if longer (the ack still waits for an fsync);</item>
+    /// <item>records: one durable state record per disk at the receiver ("committed" or "handed over"), each as long as
+    ///   the receiver's own timing of one (its Welcome), else two ack latencies.</item>
     /// </list>
     /// While no rate is known the data term is 0.
     /// </summary>
     public SwitchoverEstimate Switchover(double dirtyBytes, SwitchoverCosts c)
     {
         var records = c.Record * Math.Max(c.Disks, 1);
-        if (c.Gate) return new SwitchoverEstimate(Take, TimeSpan.Zero, c.AckLatency, records);
-        var send = BlockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / BlockRate) : TimeSpan.Zero;
+        // the final set's ack, in gate mode too, waits for an fsync of whatever was written since the last one
+        if (c.Gate) return new SwitchoverEstimate(Take, TimeSpan.Zero, SmallTail is { } small && small > c.AckLatency ? small : c.AckLatency, records);
+        var send = BlockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / BlockRate) + (dirtyBytes > 0 ? Startup : TimeSpan.Zero) : TimeSpan.Zero;
         var wireRatio = BlockRate > 0 && WireRate > 0 ? Math.Min(WireRate / BlockRate, 1.2) : 1;
         var inFlight = Math.Min(dirtyBytes * wireRatio, c.Window);
         var tail = c.AckLatency;
@@ -105,6 +128,7 @@ internal sealed class DrainRate
             tail += TimeSpan.FromSeconds(Math.Max(0, (d.Tail - c.AckLatency).TotalSeconds) / d.WireBytes * inFlight);
         else if (WireRate > 0)
             tail += TimeSpan.FromSeconds(inFlight / WireRate); // no round ended with data in flight: as fast as acked bytes went, an upper bound
+        if (dirtyBytes > 0 && SmallTail is { } few && few > tail) tail = few; // never under what a few blocks cost
         return new SwitchoverEstimate(Take, send, tail, records);
     }
 }

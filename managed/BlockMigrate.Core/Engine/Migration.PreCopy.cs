@@ -11,6 +11,7 @@ public sealed partial class Migration
     private TimeSpan _roundTrip;  // hello → welcome: a round trip plus the receiver's setup (an upper bound)
     private TimeSpan? _downtimeEstimate; // the last round's prediction of the switchover (reported beside the measured one)
     private TimeSpan? _receiverRecord;   // what a durable state record took at the receiver (its Welcome), if it said
+    private SwitchoverCosts? _costs;     // what the switchover pays besides the data, set when the dirty rounds start
 
 
     /// <summary>
@@ -34,6 +35,7 @@ public sealed partial class Migration
         var roundTrip = _sender!.MinAckLatency is { } ack && ack < _roundTrip ? ack : _roundTrip;
         var record = _receiverRecord ?? 2 * roundTrip;
         var costs = new SwitchoverCosts(roundTrip, record, _disks.Count, _state.Plan == SwitchoverPlan.Gate, _options.WindowBytes);
+        _costs = costs;
         Say($"round trip to the receiver: {roundTrip.TotalMilliseconds:0.0} ms; a state record there: {record.TotalMilliseconds:0.0} ms" +
             (_receiverRecord != null ? " (timed there)" : " (not timed there: two round trips assumed)"));
         // When to stop the rounds is judged as in commit mode in both modes: in gate mode the final blocks' data

@@ -44,6 +44,9 @@ public sealed partial class Migration
         var started = Stopwatch.GetTimestamp();
         _ = StartDivert("switchover"); // not awaited (Migration.Divert.cs); normally started at the hypervisor's STOP already; then a no-op
         await StopMemoryRoundsAsync(); // the VM is stopped: no new writes; the round under way finishes first
+        // the estimate again with what the rounds of the memory phase measured and what is dirty now (the final
+        // set but for writes in flight): the one reported beside the measured downtime
+        if (_costs is { } costs) _downtimeEstimate = _rates.Switchover(Dirty().Bytes, costs).Total;
         _frozenAtUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         foreach (var d in _disks)
         {

@@ -47,6 +47,8 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     TunnelKind? _kind;                                   // chosen at prepare
     State _state;                                        // guarded by _step
     bool _noConntrack;                                   // conntrack missing: drain by timeout only
+    readonly ConntrackDrain _drain;                      // the drain's memory of conntrack entries (lock it)
+    readonly HashSet<string> _staleLogged = [];          // entries already logged as stale (under _drain's lock)
     HostShell? _sourceShell, _destinationShell;          // open from prepare to the switch (guarded by _step)
     Task _shellsClosing = Task.CompletedTask;            // their end, after the switch
 
@@ -65,6 +67,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
         _source = source;
         _destination = destination;
         _plan = TunnelPlan.From(options);
+        _drain = new ConntrackDrain(options.DrainStaleAfter);
     }
 
     /// <summary>A tunnel redirector with runners from <see cref="RedirectionOptions.SourceCommand"/> and

@@ -82,7 +82,6 @@ public sealed class DrainTests
             SourceCommand = $"ip netns exec {_net.Src}",
             DestinationCommand = $"ip netns exec {_net.Dst}",
         };
-        var stale = TimeSpan.FromSeconds(10);   // TEMP: before the fix
         await using var tunnel = new TunnelRedirector(o);
         var prepared = await tunnel.PrepareAsync(ct);   // the source host's conntrack starts tracking the old address
         Assert.That(prepared.Errors, Is.Empty, () => prepared.ToJson());
@@ -119,17 +118,17 @@ public sealed class DrainTests
         var closed = clock.Elapsed;
 
         RedirectionReport final;
-        try { final = await teardown.WaitAsync(stale + TimeSpan.FromSeconds(10), ct); }
+        try { final = await teardown.WaitAsync(o.DrainStaleAfter + TimeSpan.FromSeconds(10), ct); }
         catch (TimeoutException)
         {
-            Assert.Fail($"the tunnel still waits {stale.TotalSeconds + 10:0} s after the last connection closed; the source's conntrack:\n{await SourceConntrackAsync(ct)}");
+            Assert.Fail($"the tunnel still waits {o.DrainStaleAfter.TotalSeconds + 10:0} s after the last connection closed; the source's conntrack:\n{await SourceConntrackAsync(ct)}");
             throw;
         }
         var after = clock.Elapsed - closed;
         TestContext.Out.WriteLine($"tunnel removed {after.TotalMilliseconds:0} ms after the last connection closed");
         Assert.That(final.TunnelRemovedBecause, Is.EqualTo(TunnelRemovalReason.Drained), () => final.ToJson());
         Assert.That(final.Errors, Is.Empty, () => final.ToJson());
-        Assert.That(after, Is.LessThan(stale + TimeSpan.FromSeconds(2)), "the tunnel goes soon after the last connection");
+        Assert.That(after, Is.LessThan(o.DrainStaleAfter + TimeSpan.FromSeconds(2)), "the tunnel goes soon after the last connection");
         SnapshotAssert.Same(before.Src, await HostSnapshot.TakeAsync(_net.Src, ct), "source host's network configuration");
         SnapshotAssert.Same(before.Dst, await HostSnapshot.TakeAsync(_net.Dst, ct), "destination host's network configuration");
     }

@@ -12,13 +12,14 @@ namespace BlockMigrate.Network;
 ///                 ▲                                                                                  ║
 ///                 ║                                      destination host: bmtunN ◄══════════════════╝
 ///                 ║                                        rule "to OLD iif bmtunN" → table T: OLD dev VM-link ──► VM
-///                 ╚════════ bmtunN ◄── rule "from OLD" → table T: default via overlay ◄── replies from OLD
+///                 ╚════════ bmtunN ◄── rule "from OLD iif VM-link" → table T: default via overlay ◄── replies from OLD
 /// </code>
 ///
-/// Prepare installs the links, all rules and the destination's route to the VM; the switch at the freeze is
-/// one route per host (the source's "OLD via overlay", the destination's "default via overlay"). Until then
-/// the source's table T is empty and a rule whose table has no matching route falls through to the next
-/// rule (main), so nothing changes for traffic before the switch.
+/// Prepare installs the links, all rules and the destination's whole table T (its rules only take what
+/// comes out of the tunnel and what the VM sends from the old address on its link, so nothing before the
+/// switch or before the VM runs there); the switch at the freeze is one route on the source ("OLD via
+/// overlay"). Until then the source's table T is empty and a rule whose table has no matching route falls
+/// through to the next rule (main), so nothing changes for traffic before the switch.
 ///
 /// Replies go back through the tunnel (not straight from the destination), so they leave the source host
 /// exactly as before the move: the client, its firewalls and strict reverse-path filters see the same path.
@@ -49,7 +50,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     bool _noConntrack;                                   // conntrack missing: drain by timeout only
     readonly ConntrackDrain _drain;                      // the drain's memory of conntrack entries (lock it)
     readonly HashSet<string> _staleLogged = [];          // entries already logged as stale (under _drain's lock)
-    HostShell? _sourceShell, _destinationShell;          // open from prepare to the switch (guarded by _step)
+    HostShell? _sourceShell;                             // open from prepare to the switch (guarded by _step)
     Task _shellsClosing = Task.CompletedTask;            // their end, after the switch
 
     enum State { New, Prepared, Up, Removed }

@@ -61,6 +61,42 @@ public sealed class DrainTests
     async Task<string> SourceConntrackAsync(CancellationToken ct) =>
         (await Sh.TryAsync($"conntrack -L -f ipv4 -d {TestNetwork.Old}; conntrack -L -f ipv4 -s {TestNetwork.Old}", _net.Src, ct)).StandardOutput;
 
+    /// <summary>The drain trusts the source's conntrack to see every tunnelled connection both ways. A reply the
+    /// destination sent straight to the client (the VM running before the destination's reply route was
+    /// there) left the source's entry in SYN_SENT while the connection carried data through the tunnel. The
+    /// reply route is now in place from prepare, taking only what the VM sends from the old address on its link.</summary>
+    [Test, CancelAfter(60_000)]
+    public async Task The_destination_sends_the_VMs_replies_into_the_tunnel_from_prepare_on(CancellationToken ct)
+    {
+        var before = (Src: await HostSnapshot.TakeAsync(_net.Src, ct), Dst: await HostSnapshot.TakeAsync(_net.Dst, ct));
+        await using var tunnel = new TunnelRedirector(Options(tunnelId: 22));
+        var prepared = await tunnel.PrepareAsync(ct);
+        Assert.That(prepared.Errors, Is.Empty, () => prepared.ToJson());
+        var fromVm = await Sh.RunAsync($"ip route get 10.77.0.3 from {TestNetwork.Old} iif vmbr0", _net.Dst, ct);
+        var fromLan = await Sh.RunAsync($"ip route get 10.77.0.3 from {TestNetwork.Old} iif eth0", _net.Dst, ct);
+        var ownTraffic = await Sh.RunAsync($"ip route get {TestNetwork.Old}", _net.Src, ct);
+        await tunnel.AbortAsync(ct);
+        Assert.That(fromVm, Does.Contain("dev bmtun22"), "a reply from the old address on the VM's link goes into the tunnel");
+        Assert.That(fromLan, Does.Not.Contain("bmtun22"), "traffic from the old address that does not come from the VM's link is not touched");
+        Assert.That(ownTraffic, Does.Not.Contain("bmtun22"), "the source sends nothing into the tunnel before the switch");
+        SnapshotAssert.Same(before.Src, await HostSnapshot.TakeAsync(_net.Src, ct), "source host's network configuration");
+        SnapshotAssert.Same(before.Dst, await HostSnapshot.TakeAsync(_net.Dst, ct), "destination host's network configuration");
+    }
+
+    RedirectionOptions Options(int tunnelId) => new()
+    {
+        VmName = "web",
+        OldAddress = TestNetwork.Old,
+        NewAddresses = [TestNetwork.New],
+        TunnelRemote = TestNetwork.DestinationHost,
+        TunnelId = tunnelId,
+        TunnelMinimumHold = TimeSpan.FromSeconds(1),
+        DrainPollInterval = TimeSpan.FromMilliseconds(250),
+        TunnelTimeout = TimeSpan.FromSeconds(60),
+        SourceCommand = $"ip netns exec {_net.Src}",
+        DestinationCommand = $"ip netns exec {_net.Dst}",
+    };
+
     [Test, CancelAfter(90_000)]
     public async Task Connections_that_were_closing_when_tracking_started_do_not_hold_the_tunnel(CancellationToken ct)
     {
@@ -69,19 +105,7 @@ public sealed class DrainTests
         using var closeWait = await HalfClosedByTheVmAsync(ct);
         var lonelyPort = ((IPEndPoint)lonelyAck.LocalEndPoint!).Port;
         var closeWaitPort = ((IPEndPoint)closeWait.LocalEndPoint!).Port;
-        var o = new RedirectionOptions
-        {
-            VmName = "web",
-            OldAddress = TestNetwork.Old,
-            NewAddresses = [TestNetwork.New],
-            TunnelRemote = TestNetwork.DestinationHost,
-            TunnelId = 21,
-            TunnelMinimumHold = TimeSpan.FromSeconds(1),
-            DrainPollInterval = TimeSpan.FromMilliseconds(250),
-            TunnelTimeout = TimeSpan.FromSeconds(60),
-            SourceCommand = $"ip netns exec {_net.Src}",
-            DestinationCommand = $"ip netns exec {_net.Dst}",
-        };
+        var o = Options(tunnelId: 21);
         await using var tunnel = new TunnelRedirector(o);
         var prepared = await tunnel.PrepareAsync(ct);   // the source host's conntrack starts tracking the old address
         Assert.That(prepared.Errors, Is.Empty, () => prepared.ToJson());

@@ -28,7 +28,7 @@ namespace BlockMigrate.Network;
 ///
 /// Everything we add is pushed on an undo list before it is added, and the list is played back on
 /// teardown or abort; we only ever delete what is on it. Our things: links bmtunN, their /30 overlay
-/// addresses, routing table T (checked empty first), two rules per host at <see cref="RedirectionOptions.RulePriority"/>,
+/// addresses, routing table T (checked empty first), our rules (one on the source, two on the destination) at <see cref="RedirectionOptions.RulePriority"/>,
 /// and chain tN in table inet blockmigrate (the table is removed when its last chain is).
 /// Requirements: iproute2 and IPv4 forwarding on both hosts, conntrack-tools on the source host.
 /// </summary>

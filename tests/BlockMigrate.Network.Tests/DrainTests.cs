@@ -83,6 +83,14 @@ public sealed class DrainTests
         SnapshotAssert.Same(before.Dst, await HostSnapshot.TakeAsync(_net.Dst, ct), "destination host's network configuration");
     }
 
+    sealed class LineLogger(System.Collections.Concurrent.ConcurrentQueue<string> lines) : Microsoft.Extensions.Logging.ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => logLevel >= Microsoft.Extensions.Logging.LogLevel.Information;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
+            Func<TState, Exception?, string> formatter) => lines.Enqueue(formatter(state, exception));
+    }
+
     RedirectionOptions Options(int tunnelId) => new()
     {
         VmName = "web",
@@ -106,7 +114,8 @@ public sealed class DrainTests
         var lonelyPort = ((IPEndPoint)lonelyAck.LocalEndPoint!).Port;
         var closeWaitPort = ((IPEndPoint)closeWait.LocalEndPoint!).Port;
         var o = Options(tunnelId: 21);
-        await using var tunnel = new TunnelRedirector(o);
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using var tunnel = new TunnelRedirector(o, new LineLogger(log));
         var prepared = await tunnel.PrepareAsync(ct);   // the source host's conntrack starts tracking the old address
         Assert.That(prepared.Errors, Is.Empty, () => prepared.ToJson());
 
@@ -153,6 +162,9 @@ public sealed class DrainTests
         Assert.That(final.TunnelRemovedBecause, Is.EqualTo(TunnelRemovalReason.Drained), () => final.ToJson());
         Assert.That(final.Errors, Is.Empty, () => final.ToJson());
         Assert.That(after, Is.LessThan(o.DrainStaleAfter + TimeSpan.FromSeconds(2)), "the tunnel goes soon after the last connection");
+        // the log says which entries it stopped waiting for, and why
+        Assert.That(log, Has.One.EqualTo($"tunnel bmtun21: not waiting for ESTABLISHED src={TestNetwork.Old} dst=10.77.0.3 sport={VmServices.HelloPort} dport={lonelyPort} [UNREPLIED]: no packet for 10 s (a handshake or close that no longer goes on)"));
+        Assert.That(log, Has.One.EqualTo($"tunnel bmtun21: not waiting for CLOSE_WAIT src=10.77.0.3 dst={TestNetwork.Old} sport={closeWaitPort} dport={VmServices.HelloPort}: no packet for 10 s (a handshake or close that no longer goes on)"));
         SnapshotAssert.Same(before.Src, await HostSnapshot.TakeAsync(_net.Src, ct), "source host's network configuration");
         SnapshotAssert.Same(before.Dst, await HostSnapshot.TakeAsync(_net.Dst, ct), "destination host's network configuration");
     }

@@ -48,6 +48,9 @@ internal static partial class NetworkLog
     [LoggerMessage(EventId = 114, Level = LogLevel.Information, Message = "tunnel {Link}: no connection to {OldAddress} left after {Seconds:0.0} s")]
     public static partial void TunnelDrained(this ILogger logger, string link, object oldAddress, double seconds);
 
+    [LoggerMessage(EventId = 121, Level = LogLevel.Information, Message = "tunnel {Link}: not waiting for {Entry}: no packet for {Seconds} s (a handshake or close that no longer goes on)")]
+    public static partial void TunnelStaleEntry(this ILogger logger, string link, string entry, double seconds);
+
     [LoggerMessage(EventId = 115, Level = LogLevel.Information, Message = "tunnel {Link} removed ({Reason}){Note}")]
     public static partial void TunnelRemoved(this ILogger logger, string link, object reason, string note);
 

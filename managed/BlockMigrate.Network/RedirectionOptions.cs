@@ -77,6 +77,12 @@ public sealed record RedirectionOptions
     /// <summary>How often conntrack is asked whether connections remain.</summary>
     public TimeSpan DrainPollInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>A TCP connection to or from the old address that is half-open, closing, or seen one way only
+    /// (SYN_SENT, SYN_RECV, FIN_WAIT, CLOSE_WAIT, LAST_ACK, ESTABLISHED [UNREPLIED]) stops keeping the
+    /// tunnel once no packet has moved it on for this long. An established connection keeps it however
+    /// long it is idle.</summary>
+    public TimeSpan DrainStaleAfter { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>The destination host's link towards the VM (bridge or tap); default: the link the
     /// destination's routing uses for the VM's new IPv4 address.</summary>
     public string? DestinationVmDevice { get; init; }
@@ -169,6 +175,8 @@ public sealed record RedirectionOptions
                 e.Add("tunnel-minimum-hold must be between 0 and tunnel-timeout");
             if (DrainPollInterval <= TimeSpan.Zero)
                 e.Add("drain-poll-interval must be positive");
+            if (DrainStaleAfter <= TimeSpan.Zero)
+                e.Add("drain-stale-after must be positive");
         }
         foreach (var a in NewAddresses)
             if (OldAddress is not null && a.Equals(OldAddress))

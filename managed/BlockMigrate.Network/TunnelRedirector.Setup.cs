@@ -38,23 +38,25 @@ public sealed partial class TunnelRedirector
             await AddLinkAsync(_destination, "destination", remote, local, _plan.OverlayDestination, ct).ConfigureAwait(false);
             if (kind == TunnelKind.WireGuard)
                 await ConfigureWireGuardAsync(local, remote, ct).ConfigureAwait(false);
-            // The rules, on both hosts now, and all of the destination's table T but the reply route. Nothing
-            // moves yet: the source's table T stays empty (a rule whose table has no route falls through to the
-            // next rule: main), the destination's "to OLD" rule takes only what comes out of the tunnel (nothing,
-            // until the source's switch) and its "from OLD" rule finds no route for a reply in table T until the
-            // switch. So the switch at the freeze is one `ip route add` per host.
+            // The rules on both hosts and all of the destination's table T, now. Nothing moves yet: the source's
+            // table T stays empty (a rule whose table has no route falls through to the next rule: main); the
+            // destination's rules take only what comes out of the tunnel (nothing, until the source's switch)
+            // and what comes from the old address out of the VM's link (nothing, until the VM runs there). So
+            // the reply route is there before the VM can answer (replies never leave the destination another
+            // way, and the source's conntrack sees every tunnelled connection both ways), and the switch at the
+            // freeze is one `ip route add` on the source.
             string toVm = gateway is null ? $"dev {dev}" : $"via {gateway} dev {dev}";
             await BatchAsync(_destination, "destination",
             [
                 ($"route add {_plan.Old32} {toVm} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
+                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
                 ($"rule add to {_plan.Old32} iif {_plan.Link} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} iif {_plan.Link} lookup {_plan.Table} pref {_plan.RulePriority}"),
-                ($"rule add from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del from {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
+                ($"rule add from {_plan.Old32} iif {dev} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del from {_plan.Old32} iif {dev} lookup {_plan.Table} pref {_plan.RulePriority}"),
             ], ct).ConfigureAwait(false);
             await BatchAsync(_source, "source",
             [
                 ($"rule add to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}", $"rule del to {_plan.Old32} lookup {_plan.Table} pref {_plan.RulePriority}"),
             ], ct).ConfigureAwait(false);
-            _destinationShell = await StartShellAsync(_destination, "destination", ct).ConfigureAwait(false);
             _sourceShell = await StartShellAsync(_source, "source", ct).ConfigureAwait(false);
         }
         catch (SetupException ex)
@@ -69,24 +71,18 @@ public sealed partial class TunnelRedirector
         return true;
     }
 
-    // Redirect (at the freeze: the source VM has stopped): one route per host, both at once. The source's turns
-    // traffic for the old address into the tunnel; the destination's is the reply route (from the old address
-    // back into the tunnel), needed only once the VM runs there. Packets that reach the destination before its
-    // VM runs wait in the VM's tap (a paused QEMU does not read it) instead of being lost with the source QEMU.
+    // Redirect (at the freeze: the source VM has stopped): one route on the source turns traffic for the old
+    // address into the tunnel (the destination's side is all in place since prepare). Packets that reach the
+    // destination before its VM runs wait in the VM's tap (a paused QEMU does not read it) instead of being
+    // lost with the source QEMU.
     async Task RedirectCoreAsync(CancellationToken ct)
     {
         try
         {
-            // both undo entries are pushed (synchronously, in BatchAsync) before either command runs
-            var destination = BatchAsync(_destination, "destination",
-            [
-                ($"route add default via {_plan.OverlaySource} dev {_plan.Link} table {_plan.Table}", $"route del default table {_plan.Table}"),
-            ], ct, _destinationShell);
-            var source = BatchAsync(_source, "source",
+            await BatchAsync(_source, "source",
             [
                 ($"route add {_plan.Old32} via {_plan.OverlayDestination} dev {_plan.Link} table {_plan.Table}", $"route del {_plan.Old32} table {_plan.Table}"),
-            ], ct, _sourceShell);
-            await Task.WhenAll(destination, source).ConfigureAwait(false);   // both ended, whatever either did
+            ], ct, _sourceShell).ConfigureAwait(false);
         }
         catch (SetupException ex)
         {
@@ -224,8 +220,8 @@ public sealed partial class TunnelRedirector
         }
     }
 
-    // The hosts' shells for the switch at the freeze, started at prepare; a runner without them, or a shell
-    // that does not answer at once, leaves the switch to `ip -batch`.
+    // The source host's shell for the switch at the freeze, started at prepare; a runner without one, or a
+    // shell that does not answer at once, leaves the switch to `ip -batch`.
     async Task<HostShell?> StartShellAsync(IHostRunner host, string which, CancellationToken ct)
     {
         if (host is not IHostShellRunner runner || runner.StartShell() is not { } shell) return null;
@@ -239,9 +235,9 @@ public sealed partial class TunnelRedirector
     // Detaches the shells at once (the caller goes on), and ends them.
     Task CloseShellsAsync()
     {
-        HostShell?[] shells = [_destinationShell, _sourceShell];
-        _destinationShell = _sourceShell = null;
-        return Task.WhenAll(shells.OfType<HostShell>().Select(s => s.DisposeAsync().AsTask()));
+        var shell = _sourceShell;
+        _sourceShell = null;
+        return shell is null ? Task.CompletedTask : shell.DisposeAsync().AsTask();
     }
 
     // Runs iproute2 lines as one `ip -batch -` (one process: the switch to the tunnel is one short step),

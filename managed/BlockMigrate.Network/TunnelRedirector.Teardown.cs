@@ -46,10 +46,12 @@ public sealed partial class TunnelRedirector
         }
     }
 
-    // Live connections to or from the old address in the source host's conntrack table; null if conntrack failed.
+    // Connections to or from the old address in the source host's conntrack table that keep the tunnel
+    // (ConntrackDrain: established ones, and half-open or closing ones while packets still move them);
+    // null if conntrack failed.
     async Task<int?> LiveConnectionsAsync(CancellationToken ct)
     {
-        int total = 0;
+        var listing = new System.Text.StringBuilder();
         foreach (var dir in new[] { "-d", "-s" })
         {
             var r = await _source.RunAsync("conntrack", ["-L", "-f", "ipv4", dir, _plan.OldAddress.ToString()], null, ct).ConfigureAwait(false);
@@ -59,9 +61,16 @@ public sealed partial class TunnelRedirector
                     Error("drain", $"conntrack -L on the source host failed ({r.FirstErrorLine}); treating connections as open");
                 return null;
             }
-            total += ConntrackCount.Live(r.StandardOutput);
+            listing.Append(r.StandardOutput).Append('\n');
         }
-        return total;
+        lock (_drain)
+        {
+            var poll = _drain.Count(listing.ToString());
+            foreach (var e in poll.Stale)
+                if (_staleLogged.Add(e.Key))
+                    _log.TunnelStaleEntry(_plan.Link, e.ToString(), _options.DrainStaleAfter.TotalSeconds);
+            return poll.Live;
+        }
     }
 
     // Plays the undo list backwards. Caller holds _step. Errors are reported, and the rest still runs.

@@ -12,13 +12,14 @@ namespace BlockMigrate.Network;
 ///                 ▲                                                                                  ║
 ///                 ║                                      destination host: bmtunN ◄══════════════════╝
 ///                 ║                                        rule "to OLD iif bmtunN" → table T: OLD dev VM-link ──► VM
-///                 ╚════════ bmtunN ◄── rule "from OLD" → table T: default via overlay ◄── replies from OLD
+///                 ╚════════ bmtunN ◄── rule "from OLD iif VM-link" → table T: default via overlay ◄── replies from OLD
 /// </code>
 ///
-/// Prepare installs the links, all rules and the destination's route to the VM; the switch at the freeze is
-/// one route per host (the source's "OLD via overlay", the destination's "default via overlay"). Until then
-/// the source's table T is empty and a rule whose table has no matching route falls through to the next
-/// rule (main), so nothing changes for traffic before the switch.
+/// Prepare installs the links, all rules and the destination's whole table T (its rules only take what
+/// comes out of the tunnel and what the VM sends from the old address on its link, so nothing before the
+/// switch or before the VM runs there); the switch at the freeze is one route on the source ("OLD via
+/// overlay"). Until then the source's table T is empty and a rule whose table has no matching route falls
+/// through to the next rule (main), so nothing changes for traffic before the switch.
 ///
 /// Replies go back through the tunnel (not straight from the destination), so they leave the source host
 /// exactly as before the move: the client, its firewalls and strict reverse-path filters see the same path.
@@ -27,7 +28,7 @@ namespace BlockMigrate.Network;
 ///
 /// Everything we add is pushed on an undo list before it is added, and the list is played back on
 /// teardown or abort; we only ever delete what is on it. Our things: links bmtunN, their /30 overlay
-/// addresses, routing table T (checked empty first), two rules per host at <see cref="RedirectionOptions.RulePriority"/>,
+/// addresses, routing table T (checked empty first), our rules (one on the source, two on the destination) at <see cref="RedirectionOptions.RulePriority"/>,
 /// and chain tN in table inet blockmigrate (the table is removed when its last chain is).
 /// Requirements: iproute2 and IPv4 forwarding on both hosts, conntrack-tools on the source host.
 /// </summary>
@@ -47,7 +48,9 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
     TunnelKind? _kind;                                   // chosen at prepare
     State _state;                                        // guarded by _step
     bool _noConntrack;                                   // conntrack missing: drain by timeout only
-    HostShell? _sourceShell, _destinationShell;          // open from prepare to the switch (guarded by _step)
+    readonly ConntrackDrain _drain;                      // the drain's memory of conntrack entries (lock it)
+    readonly HashSet<string> _staleLogged = [];          // entries already logged as stale (under _drain's lock)
+    HostShell? _sourceShell;                             // open from prepare to the switch (guarded by _step)
     Task _shellsClosing = Task.CompletedTask;            // their end, after the switch
 
     enum State { New, Prepared, Up, Removed }
@@ -65,6 +68,7 @@ public sealed partial class TunnelRedirector : IRedirector, IAsyncDisposable
         _source = source;
         _destination = destination;
         _plan = TunnelPlan.From(options);
+        _drain = new ConntrackDrain(options.DrainStaleAfter);
     }
 
     /// <summary>A tunnel redirector with runners from <see cref="RedirectionOptions.SourceCommand"/> and

@@ -44,9 +44,11 @@ public sealed class OptionsAndReportTests
             TunnelId = 5000,
             RulePriority = 40000,
             DnsPrepareTtl = -1,
+            DrainStaleAfter = TimeSpan.Zero,
         };
         var errors = bad.Validate();
-        Assert.That(errors, Has.Count.EqualTo(8), string.Join("\n", errors));
+        Assert.That(errors, Has.Count.EqualTo(9), string.Join("\n", errors));
+        Assert.That(errors, Has.Some.Contain("drain-stale-after must be positive"));
         Assert.That(errors, Has.All.Not.Contain("\n"));
         Assert.That(errors, Has.Some.Contain("not inside zone 'vm.test'"));
         Assert.That(errors, Has.Some.Contain("IPv4 only"));
@@ -119,8 +121,67 @@ public sealed class OptionsAndReportTests
             udp      17 20 src=10.77.0.3 dst=10.10.1.10 sport=5001 dport=53 [UNREPLIED] src=10.10.1.10 dst=10.77.0.3 sport=53 dport=5001 mark=0 use=1
             icmp     1 29 src=10.77.0.3 dst=10.10.1.10 type=8 code=0 id=1 src=10.10.1.10 dst=10.77.0.3 type=0 code=0 id=1 mark=0 use=1
             """;
-        Assert.That(ConntrackCount.Live(output), Is.EqualTo(3));
-        Assert.That(ConntrackCount.Live(""), Is.Zero);
+        Assert.That(ConntrackDrain.Live(output), Is.EqualTo(3));
+        Assert.That(ConntrackDrain.Live(""), Is.Zero);
+    }
+
+    // Real lines of `conntrack -L -f ipv4 -d/-s 10.10.1.10` on the source host (DrainTests, WebServerMigrationTests).
+    const string Established = "tcp      6 431999 ESTABLISHED src=10.77.0.3 dst=10.10.1.10 sport=49502 dport=7000 src=10.10.1.10 dst=10.77.0.3 sport=7000 dport=49502 [ASSURED] mark=0 use=1";
+    const string TimeWait = "tcp      6 101 TIME_WAIT src=10.77.0.3 dst=10.10.1.10 sport=56506 dport=80 src=10.10.1.10 dst=10.77.0.3 sport=80 dport=56506 [ASSURED] mark=0 use=1";
+    const string Close = "tcp      6 9 CLOSE src=10.10.1.10 dst=10.77.0.3 sport=80 dport=59210 src=10.77.0.3 dst=10.10.1.10 sport=59210 dport=80 [ASSURED] mark=0 use=1";
+    const string PickedUpOneWay = "tcp      6 299 ESTABLISHED src=10.10.1.10 dst=10.77.0.3 sport=8080 dport=59828 [UNREPLIED] src=10.77.0.3 dst=10.10.1.10 sport=59828 dport=8080 mark=0 use=1";
+    const string CloseWait = "tcp      6 59 CLOSE_WAIT src=10.77.0.3 dst=10.10.1.10 sport=59830 dport=8080 src=10.10.1.10 dst=10.77.0.3 sport=8080 dport=59830 mark=0 use=1";
+    const string SynSent = "tcp      6 119 SYN_SENT src=10.77.0.3 dst=10.10.1.10 sport=45520 dport=80 [UNREPLIED] src=10.10.1.10 dst=10.77.0.3 sport=80 dport=45520 mark=0 use=1";
+
+    static string At(string line, int remaining) =>
+        System.Text.RegularExpressions.Regex.Replace(line, @"^(\w+\s+\d+) \d+ ", $"$1 {remaining} ");
+
+    [Test]
+    public void Conntrack_lines_are_parsed_and_classified()
+    {
+        var all = ConntrackEntry.Parse(string.Join('\n', Established, TimeWait, Close, PickedUpOneWay, CloseWait, SynSent,
+            "conntrack v1.4.7 (conntrack-tools): 6 flow entries have been shown.", "")).ToList();
+        Assert.That(all.Select(e => (e.State, e.Remaining, e.Unreplied, e.Liveness)), Is.EqualTo(new (string?, int, bool, ConntrackLiveness)[]
+        {
+            ("ESTABLISHED", 431999, false, ConntrackLiveness.Live),
+            ("TIME_WAIT", 101, false, ConntrackLiveness.Done),
+            ("CLOSE", 9, false, ConntrackLiveness.Done),
+            ("ESTABLISHED", 299, true, ConntrackLiveness.WhileActive),
+            ("CLOSE_WAIT", 59, false, ConntrackLiveness.WhileActive),
+            ("SYN_SENT", 119, true, ConntrackLiveness.WhileActive),
+        }));
+        Assert.That(all[3].Key, Is.EqualTo("tcp src=10.10.1.10 dst=10.77.0.3 sport=8080 dport=59828"), "the original direction's tuple");
+        Assert.That(all[3].ToString(), Is.EqualTo("ESTABLISHED src=10.10.1.10 dst=10.77.0.3 sport=8080 dport=59828 [UNREPLIED]"));
+        Assert.That(all[0].Key, Is.Not.EqualTo(ConntrackEntry.Parse(At(Established, 5).Replace("sport=49502", "sport=49503")).Single().Key));
+        Assert.That(ConntrackEntry.Parse(At(Established, 5)).Single().Key, Is.EqualTo(all[0].Key), "the key leaves out the timeout");
+    }
+
+    [Test]
+    public void Half_open_and_closing_connections_keep_the_tunnel_only_while_packets_move_them()
+    {
+        var drain = new ConntrackDrain(TimeSpan.FromSeconds(10));
+        string Poll(params string[] lines) => string.Join('\n', lines);
+
+        // first sight: everything that may carry traffic counts
+        var p = drain.Count(Poll(Established, TimeWait, PickedUpOneWay, CloseWait, SynSent));
+        Assert.That((p.Live, p.Stale.Count), Is.EqualTo((4, 0)));
+        // 9 s without a packet: still counted
+        p = drain.Count(Poll(At(Established, 431990), At(PickedUpOneWay, 290), At(CloseWait, 50), At(SynSent, 110)));
+        Assert.That((p.Live, p.Stale.Count), Is.EqualTo((4, 0)));
+        // 10 s: the one-way pickup and the CLOSE_WAIT are stale; the SYN was sent again (its timeout back up)
+        p = drain.Count(Poll(At(Established, 431989), At(PickedUpOneWay, 289), At(CloseWait, 49), At(SynSent, 119)));
+        Assert.That(p.Live, Is.EqualTo(2));
+        Assert.That(p.Stale.Select(e => e.State), Is.EqualTo(new[] { "ESTABLISHED", "CLOSE_WAIT" }));
+        // a packet moves the CLOSE_WAIT on again (data in the open direction): it counts again; the handshake
+        // goes on (SYN_RECV: watched afresh); an established connection counts however long it is idle
+        p = drain.Count(Poll(At(Established, 1000), At(PickedUpOneWay, 200), At(CloseWait, 60), SynSent.Replace("119 SYN_SENT", "59 SYN_RECV").Replace(" [UNREPLIED]", "")));
+        Assert.That((p.Live, p.Stale.Count), Is.EqualTo((3, 1)));
+        // the SYN_RECV gets no final ACK for 10 s: stale; an entry that went and came back is watched afresh
+        p = drain.Count(Poll(SynSent.Replace("119 SYN_SENT", "49 SYN_RECV").Replace(" [UNREPLIED]", "")));
+        Assert.That((p.Live, p.Stale.Count), Is.EqualTo((0, 1)));
+        p = drain.Count(Poll(At(CloseWait, 30)));
+        Assert.That((p.Live, p.Stale.Count), Is.EqualTo((1, 0)));
+        Assert.That(drain.Count("").Live, Is.Zero);
     }
 
     [Test]

@@ -215,6 +215,28 @@ public sealed class WebServerMigrationTests
         TestContext.Out.WriteLine(line);
     }
 
+    /// <summary><c>conntrack -E -o timestamp</c> in a namespace, its lines kept; killed by PID on Dispose.</summary>
+    sealed class ConntrackEvents : IDisposable
+    {
+        readonly Process _p;
+        readonly List<string> _lines = [];
+        ConntrackEvents(Process p)
+        {
+            _p = p;
+            p.OutputDataReceived += (_, e) => { if (e.Data != null) lock (_lines) _lines.Add(e.Data); };
+            p.BeginOutputReadLine();
+        }
+        public static ConntrackEvents Start(string ns)
+        {
+            var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, UseShellExecute = false };
+            foreach (var a in new[] { "netns", "exec", ns, "conntrack", "-E", "-f", "ipv4", "-o", "timestamp" }) psi.ArgumentList.Add(a);
+            return new ConntrackEvents(Process.Start(psi)!);
+        }
+        public int Pid => _p.Id;
+        public IReadOnlyList<string> Lines { get { lock (_lines) return [.. _lines]; } }
+        public void Dispose() { try { if (!_p.HasExited) { _p.Kill(); _p.WaitForExit(5000); } } catch (InvalidOperationException) { } _p.Dispose(); }
+    }
+
     sealed class Killer(Process p) : IDisposable
     {
         public void Dispose() { try { if (!p.HasExited) { p.Kill(); p.WaitForExit(5000); } } catch (InvalidOperationException) { } p.Dispose(); }
@@ -290,6 +312,10 @@ public sealed class WebServerMigrationTests
             "--dns-name", "web.vm.test", "--dns-zone", "vm.test", "--dns-server", $"127.0.0.1:{Bind9Server.Port}", "--dns-key", _bind.KeyFile,
             "--old-address", Old.ToString(), "--new-address", New.ToString(), "--tunnel", "vxlan",
             "--tunnel-remote", wan ? WanDst : Dst, "--destination-command", $"ip netns exec {DstNs}", "--tunnel-timeout", "120"];
+        // the source host's conntrack events, printed when the tunnel is slow to drain (or BM_WEB_VERBOSE=1)
+        var ctEvents = ConntrackEvents.Start(SrcNs);
+        _pids.Add(ctEvents.Pid);
+        Own(ctEvents);
         var migrate = Own(CliProcess.Start(SrcNs, migrateArgs));
         await migrate.WaitForStderrAsync("committed: ", ct);
         var committed = clock.Elapsed;
@@ -307,8 +333,21 @@ public sealed class WebServerMigrationTests
         var streamStall = stream.LongestGap;
         await stream.CloseAsync(ct);
         var tunnelClosing = clock.Elapsed;
+        var closedAt = DateTimeOffset.UtcNow;
 
-        var exit = await migrate.WaitForExitAsync(TimeSpan.FromSeconds(90), ct);
+        int exit;
+        try { exit = await migrate.WaitForExitAsync(TimeSpan.FromSeconds(90), ct); }
+        finally
+        {
+            var drainS = (DateTimeOffset.UtcNow - closedAt).TotalSeconds;
+            if (drainS > 5 || Environment.GetEnvironmentVariable("BM_WEB_VERBOSE") == "1")
+            {
+                TestContext.Out.WriteLine($"DRAIN {drainS:0.0} s after the stream closed at {closedAt.ToUnixTimeMilliseconds() / 1000.0:0.000}; source conntrack now:\n" +
+                    (await Sh.TryAsync($"conntrack -L -f ipv4 -d {Old}; conntrack -L -f ipv4 -s {Old}", SrcNs, ct)).StandardOutput);
+                foreach (var l in ctEvents.Lines.Where(l => l.Contains(Old.ToString(), StringComparison.Ordinal)))
+                    TestContext.Out.WriteLine("ct: " + l);
+            }
+        }
         Assert.That(exit, Is.Zero, $"migrate: {migrate.Stderr}\nreceiver: {receiver.Stderr}");
         Assert.That(await receiver.WaitForExitAsync(TimeSpan.FromSeconds(30), ct), Is.Zero, receiver.Stderr);
         var report = JsonDocument.Parse(migrate.Stdout).RootElement;

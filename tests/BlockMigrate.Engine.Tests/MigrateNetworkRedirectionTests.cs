@@ -119,7 +119,7 @@ public sealed class MigrateNetworkRedirectionTests
 
         var run = await MigrateRun.RunArgsAsync("--disk", source.DiskArg(), "--to", "127.0.0.1:1", "--plaintext",
             "--dns-name", "web9.vm.test", "--dns-zone", "other.test", "--dns-server", "127.0.0.1", "--dns-key", dir["world.key"],
-            "--new-address", "10.1", "--tunnel", "bogus", "--tunnel-timeout", "soon");
+            "--new-address", "10.1", "--tunnel", "bogus", "--tunnel-timeout", "soon", "--tunnel-stale-after", "0s");
 
         var lines = run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         TestContext.Out.WriteLine(run.Stderr);
@@ -130,6 +130,7 @@ public sealed class MigrateNetworkRedirectionTests
             Assert.That(run.Stderr, Does.Contain("new-address '10.1' is not an IP address"));
             Assert.That(run.Stderr, Does.Contain("tunnel 'bogus' is not one of vxlan, gre, ipip, wireguard, none"));
             Assert.That(run.Stderr, Does.Contain("tunnel-timeout 'soon' is not a positive duration"));
+            Assert.That(run.Stderr, Does.Contain("tunnel-stale-after '0s' is not a positive duration"));
             Assert.That(run.Stderr, Does.Contain("is accessible by group or others"));
             Assert.That(run.Stderr, Does.Contain("dns-name 'web9.vm.test' is not inside zone 'other.test'"));
             Assert.That(source.Map.Info().DirtyBlocks, Is.Zero, "the map was not touched");

@@ -31,10 +31,11 @@ public static class RedirectionCliOptions
     static readonly Setting<string?> TunnelRemote = Text("--tunnel-remote", "tunnel-remote", "the destination host's IPv4 address, the tunnel's far end");
     static readonly Setting<string?> DestinationCommand = Text("--destination-command", "destination-command", "command prefix that runs a command as root on the destination host, e.g. \"ssh -o BatchMode=yes root@dst\"");
     static readonly Setting<string?> TunnelTimeout = Text("--tunnel-timeout", "tunnel-timeout", "remove the tunnel after this long even if connections remain: seconds, or 90s, 30m, 2h", "30m");
+    static readonly Setting<string?> TunnelStaleAfter = Text("--tunnel-stale-after", "tunnel-stale-after", "a half-open or closing connection stops keeping the tunnel after this long without a packet: seconds, or 90s, 2m", "10s");
     static readonly Setting<string?> DnsPrepareTtl = Text("--dns-prepare-ttl", "dns-prepare-ttl", "before migrating, lower the record's TTL to this many seconds");
 
     /// <summary>The flags with a key, in --help order (then --new-address).</summary>
-    static readonly IReadOnlyList<Setting> Settings = [DnsName, DnsServer, DnsZone, DnsKey, OldAddress, Tunnel, TunnelRemote, DestinationCommand, TunnelTimeout, DnsPrepareTtl];
+    static readonly IReadOnlyList<Setting> Settings = [DnsName, DnsServer, DnsZone, DnsKey, OldAddress, Tunnel, TunnelRemote, DestinationCommand, TunnelTimeout, TunnelStaleAfter, DnsPrepareTtl];
 
     /// <summary>Keys of the [network] section with no flag.</summary>
     static readonly string[] FileOnlyKeys = ["new-address", "dns-ttl", "dns-command", "tunnel-local", "tunnel-id", "destination-vm-device", "vm-name"];
@@ -91,6 +92,8 @@ public static class RedirectionCliOptions
         var tunnel = tunnelText is null ? (old is null ? TunnelKind.None : TunnelKind.Vxlan) : ParseTunnel(tunnelText, errors);
         var timeoutText = Get(TunnelTimeout);
         var timeout = timeoutText is null ? (TimeSpan?)null : ParseDuration(timeoutText, "tunnel-timeout", errors);
+        var staleText = Get(TunnelStaleAfter);
+        var stale = staleText is null ? (TimeSpan?)null : ParseDuration(staleText, "tunnel-stale-after", errors);
         var keyFile = Get(DnsKey);
         var vmName = values.GetValueOrDefault("vm-name")
             ?? (configName.Length > 0 ? Path.GetFileNameWithoutExtension(configName) : disks.FirstOrDefault()?.Name ?? "vm");
@@ -116,6 +119,7 @@ public static class RedirectionCliOptions
         };
         if (timeout is { } t)
             options = options with { TunnelTimeout = t, TunnelMinimumHold = t < options.TunnelMinimumHold ? t : options.TunnelMinimumHold };
+        if (stale is { } s) options = options with { DrainStaleAfter = s };
         if (options.DnsName is null && (options.Zone ?? options.DnsServer ?? keyFile) is not null)
             errors.Add("dns-name is missing (--dns-name or name in [network]): the DNS settings would not be used");
         if (keyFile is not null && options.DnsName is not null && TsigKeyFile.Problem(options.KeyFile!) is { } keyProblem)

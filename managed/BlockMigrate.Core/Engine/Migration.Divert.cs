@@ -10,8 +10,8 @@ namespace BlockMigrate.Engine;
 /// <para><b>Why the hand-over does not wait for it.</b> The hand-over moves custody of the disks and of the VM; the
 /// divert only moves packets, and no packet can make either side's disk or memory wrong. If the destination VM resumes
 /// before the divert is done, what clients send to the old address meanwhile still reaches the stopped source and is
-/// lost — as it is before the divert anyway, and TCP resends it — and the VM's first replies from the old address leave
-/// the destination by its own routes until the tunnel's reply route is there. The DNS update, which must come after the
+/// lost — as it is before the divert anyway, and TCP resends it. (The VM's replies from the old address go into the
+/// tunnel from the start: the destination's reply route is installed at prepare.) The DNS update, which must come after the
 /// tunnel (the paper's order), waits for the divert in the redirection itself, not in the engine. Waiting here only
 /// made the guest's pause longer: measured, the hand-over came 158–203 ms after STOP with the wait and 31–67 ms without
 /// a network redirection. So: the hand-over goes on; a hook whose task has already failed by then fails the

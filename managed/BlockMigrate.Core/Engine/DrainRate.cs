@@ -109,7 +109,7 @@ internal sealed class DrainRate
     ///   latency. While no round has measured it: the wire rate's time for those bytes (the round's rate already
     ///   waited for the receiver's fsyncs, acks being sent after them: an upper bound when the link was slower).
     ///   Never less than <see cref="SmallTail"/> (a round's few blocks: an fsync's fixed cost). Gate mode: one ack
-    ///   latency (the final-set frames carry no data), or the small tail if longer (the ack still waits for an fsync);</item>
+    ///   latency (the final-set frames write nothing, so the receiver acks them without an image fsync);</item>
     /// <item>records: one durable state record per disk at the receiver ("committed" or "handed over"), each as long as
     ///   the receiver's own timing of one (its Welcome), else two ack latencies.</item>
     /// </list>
@@ -118,8 +118,9 @@ internal sealed class DrainRate
     public SwitchoverEstimate Switchover(double dirtyBytes, SwitchoverCosts c)
     {
         var records = c.Record * Math.Max(c.Disks, 1);
-        // the final set's ack, in gate mode too, waits for an fsync of whatever was written since the last one
-        if (c.Gate) return new SwitchoverEstimate(Take, TimeSpan.Zero, SmallTail is { } small && small > c.AckLatency ? small : c.AckLatency, records);
+        // gate mode: the final set's frames write nothing (every round before them was acked, so fsynced): its ack
+        // costs no image fsync, one round trip and the records
+        if (c.Gate) return new SwitchoverEstimate(Take, TimeSpan.Zero, c.AckLatency, records);
         var send = BlockRate > 0 ? TimeSpan.FromSeconds(dirtyBytes / BlockRate) + (dirtyBytes > 0 ? Startup : TimeSpan.Zero) : TimeSpan.Zero;
         var wireRatio = BlockRate > 0 && WireRate > 0 ? Math.Min(WireRate / BlockRate, 1.2) : 1;
         var inFlight = Math.Min(dirtyBytes * wireRatio, c.Window);

@@ -182,11 +182,13 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                     var (first, count) = disk.Write(h, frame.Span[DataHeader.Size..]);
                     if (disk.Final) disk.Gate?.Landed(first, count);
                     if (_seeds != null && h.Encoding != DataEncoding.Zero && !disk.Finishing) IndexReceived(h, disk, frame.Span[DataHeader.Size..]);
+                    Wrote(frame.Sequence);
                     Processed(frame.Sequence);
                     break;
                 }
                 case FrameType.SeedHashes:
                     await SeedHashesAsync(SeedHashes.Decode(frame.Span), frame.Sequence, ct);
+                    Wrote(frame.Sequence);
                     Processed(frame.Sequence);
                     break;
                 case FrameType.FinalSet:
@@ -373,6 +375,11 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
         }
     }
 
+    /// <summary>Frame <paramref name="seq"/> wrote to an image (before it is marked processed): the next flush must fsync.</summary>
+    private void Wrote(ulong seq) => Interlocked.Exchange(ref _lastWrite, (long)seq);
+
+    private long _lastWrite; // the highest sequence number of a frame that wrote to an image (Interlocked)
+
     private void Processed(ulong seq)
     {
         Interlocked.Exchange(ref _processed, (long)seq);
@@ -407,6 +414,10 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
             await _flushSignal.WaitAsync(ct);
             var written = Interlocked.Read(ref _processed);
             if (written <= flushed) continue;
+            // Only frames that wrote nothing to an image since the last fsync (the final set: its record is
+            // fsynced on its own, its gate marks live in shared memory): durable as they are, no fsync. Read after
+            // _processed: a frame marks its write before it is marked processed, so one covered by `written` shows.
+            var needsSync = Interlocked.Read(ref _lastWrite) > flushed;
             ReceivedDisk[] disks;
             lock (_disks) disks = _disks.ToArray();
             lock (_syncLock)
@@ -414,7 +425,8 @@ internal sealed class ReceiverSession(SecureChannel channel, ReceiverOptions opt
                 if (_fault != null || _committed) return;
                 try
                 {
-                    foreach (var d in disks) d.Sync(StoragePoint.FlushSync);
+                    if (needsSync)
+                        foreach (var d in disks) d.Sync(StoragePoint.FlushSync);
                 }
                 catch (ReceiverException e)
                 {

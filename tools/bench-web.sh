@@ -25,7 +25,9 @@ for link in ${BENCH_WEB_LINKS:-lan wan}; do
     if ! BM_WEB_LINK=$link dotnet test "$top/tests/BlockMigrate.Network.Tests" -c "${CONFIG:-Release}" --no-build \
         --filter "FullyQualifiedName~WebServerMigrationTests" --logger "console;verbosity=detailed" >"$log" 2>&1; then
       status=1
-      echo "bench-web: the $link run $i failed:" >&2
+      kept=/tmp/bench-web-failed-$link-$i-$$.log
+      cp "$log" "$kept"
+      echo "bench-web: the $link run $i failed (whole log: $kept):" >&2
       grep -E -A4 "Error Message" "$log" >&2 || tail -20 "$log" >&2
     fi
     grep -E "^(WEB-RESULT|TIMELINE|RTT|migrate: |slow request|tunnel up|failed at)" "$log" | awk '!seen[$0]++' || true

@@ -324,8 +324,23 @@ public sealed class WebServerMigrationTests
         await AssertNothingInTheHostNamespaceAsync(ct);
         await PrintRttsAsync("with the tunnel up", wan, ct);
         await Task.Delay(4000, ct);
-        Assert.That(stream.Error, Is.Null, () => $"the long-lived connection broke: {stream.Error}");
-        Assert.That(stream.LastTick, Is.GreaterThan(clock.Elapsed - TimeSpan.FromSeconds(2)), "the stream goes on");
+        // what a hung or unreachable guest leaves to look at (its console, the gate, both sides' logs)
+        string Diagnose()
+        {
+            string gateState;
+            try
+            {
+                using var g = DirtyMap.Open(Path.Combine(_dir["gates"], "vda.map"));
+                var info = g.Info();
+                gateState = $"state {info.State}, {info.GatedBlocks} blocks gated";
+            }
+            catch (Exception e) { gateState = e.Message; }
+            var console = destination.Serial.Text();
+            return $"\ndestination gate: {gateState}\ndestination console (last 3000 chars):\n{console[Math.Max(0, console.Length - 3000)..]}" +
+                   $"\nmigrate:\n{migrate.Stderr}\nreceiver:\n{receiver.Stderr}";
+        }
+        Assert.That(stream.Error, Is.Null, () => $"the long-lived connection broke: {stream.Error}{Diagnose()}");
+        Assert.That(stream.LastTick, Is.GreaterThan(clock.Elapsed - TimeSpan.FromSeconds(2)), () => "the stream goes on" + Diagnose());
         Assert.That(migrate.Stderr, Does.Contain("waiting until no connection to"));
         Assert.That(migrate.HasExited, Is.False, $"migrate waits while the stream is open:\n{migrate.Stderr}");
         await shorts.DisposeAsync();
@@ -390,7 +405,7 @@ public sealed class WebServerMigrationTests
             $"commit_seen {rel(committed)} longest_gap {rel(gapEnd - gap)}..{rel(gapEnd)} stream_stall {rel(stream.LongestGapEnd - streamStall)}..{rel(stream.LongestGapEnd)} " +
             $"first_ok_at_new {(firstNew is null ? "never" : rel(firstNew.Done))}");
         var verbose = Environment.GetEnvironmentVariable("BM_WEB_VERBOSE") == "1";
-        foreach (var l in migrate.Stderr.Split('\n').Where(l => verbose || l.Contains("after STOP", StringComparison.Ordinal) || l.Contains("network: tunnel", StringComparison.Ordinal) || l.Contains("handed over", StringComparison.Ordinal) || l.Contains("downtime-limit", StringComparison.Ordinal)))
+        foreach (var l in migrate.Stderr.Split('\n').Where(l => verbose || l.Contains("after STOP", StringComparison.Ordinal) || l.Contains("network: tunnel", StringComparison.Ordinal) || l.Contains("handed over", StringComparison.Ordinal) || l.Contains("downtime-limit", StringComparison.Ordinal) || l.Contains("switchover steps", StringComparison.Ordinal)))
             TestContext.Out.WriteLine("migrate: " + l.Trim());
         foreach (var r in requests.Where(r => r.Done - r.At > TimeSpan.FromMilliseconds(700)))
             TestContext.Out.WriteLine($"slow request: {ms(r.At - committed)}..{ms(r.Done - committed)} ms after the commit, {rel(r.At)}..{rel(r.Done)} after STOP ({r.Resolved}) {r.Error}");

@@ -114,9 +114,7 @@ internal sealed class ReceivedDisk : IDisposable
             {
                 // the handed-away record is consumed here: from now on the image is a partial copy of this
                 // migration's lineage (a resume continues it), never again a base for the same claim
-                var t = Stopwatch.GetTimestamp();
-                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
-                record = Stopwatch.GetElapsedTime(t);
+                record = Timed(() => new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name));
             }
             else if (!resume)
             {
@@ -126,9 +124,7 @@ internal sealed class ReceivedDisk : IDisposable
                 storage.Truncate(image, 0, StoragePoint.ImageTruncate);
                 storage.Truncate(image, (long)offer.Size, StoragePoint.ImageTruncate);
                 storage.Sync(image, StoragePoint.FlushSync);
-                var t = Stopwatch.GetTimestamp();
-                new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name);
-                record = Stopwatch.GetElapsedTime(t);
+                record = Timed(() => new ReceiverState(offer.Lineage, ReceiverState.Partial, offer.Size, offer.BlockSize, source, Now(), diskLineage, generation).Save(storage, dir, imageDir, offer.Name));
             }
             // a new copy (or a resume before any hand-over) replaces whatever an earlier attempt left gated
             if (gate != null && !offer.Finish) gate.ReleaseAll();
@@ -349,9 +345,7 @@ internal sealed class ReceivedDisk : IDisposable
     {
         try
         {
-            var t = Stopwatch.GetTimestamp();
-            new ReceiverState(Offer.Lineage, status, Offer.Size, Offer.BlockSize, Source, Now(), DiskLineage, Generation).Save(_storage, _dir, _imageDir, Name);
-            LastRecord = Stopwatch.GetElapsedTime(t);
+            LastRecord = Timed(() => new ReceiverState(Offer.Lineage, status, Offer.Size, Offer.BlockSize, Source, Now(), DiskLineage, Generation).Save(_storage, _dir, _imageDir, Name));
             Status = status;
         }
         catch (IOException e)
@@ -377,6 +371,14 @@ internal sealed class ReceivedDisk : IDisposable
 
     /// <summary>The hole-aware digest (<see cref="Verify.NonzeroDigest"/>): reads the image's data, not its holes.</summary>
     public string NonzeroHash() => Verify.NonzeroDigest.Compute(Image, (long)Offer.Size).Hex;
+
+    /// <summary>How long <paramref name="record"/> (a state record's save) took.</summary>
+    private static TimeSpan Timed(Action record)
+    {
+        var started = Stopwatch.GetTimestamp();
+        record();
+        return Stopwatch.GetElapsedTime(started);
+    }
 
     private static string Now() => DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ");
 

@@ -52,23 +52,9 @@ nbdkit_version=$(pkg-config --modversion nbdkit 2>/dev/null || nbdkit --dump-con
 filterdir=$(nbdkit --dump-config | sed -n 's/^filterdir=//p')
 [ -n "$filterdir" ] || die "nbdkit --dump-config shows no filterdir"
 
-# --- the CLI, NativeAOT -----------------------------------------------------------------
+# --- the CLI, NativeAOT (fails on any trim/AOT warning; checks the version) -------------
+packaging/publish-aot.sh || die "the NativeAOT publish failed"
 publish=build/package/publish
-rm -rf "$publish"
-log=build/package/publish.log
-mkdir -p build/package
-if ! dotnet publish managed/BlockMigrate.Cli -r linux-x64 -c Release -p:PublishAot=true \
-      -o "$publish" -nologo >"$log" 2>&1; then
-  cat "$log" >&2; die "dotnet publish failed"
-fi
-# AOT-clean: trim and AOT analysis warnings (IL2xxx, IL3xxx) are not acceptable
-if grep -E 'warning (IL[23][0-9]{3}|NETSDK)' "$log" >&2; then
-  die "the NativeAOT publish has warnings (above; full log $log)"
-fi
-[ -x "$publish/blockmigrate" ] || die "publish made no $publish/blockmigrate"
-# the executable links libblockmigrate.so.1 (DirectPInvoke): run it against the built one
-got=$(LD_LIBRARY_PATH=$native "$publish/blockmigrate" --version)
-[ "$got" = "$upstream" ] || die "blockmigrate --version says '$got', the changelog '$upstream'"
 
 # --- stage the tree ---------------------------------------------------------------------
 work=build/package/work

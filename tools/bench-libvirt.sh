@@ -16,6 +16,7 @@
 #   BENCH_DOC=FILE                      write elsewhere than docs/BENCHMARKS.md
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tools/bench-cli.sh"; bench_cli "$top"   # the NativeAOT blockmigrate, as the package ships it (BENCH_CLI=jit: the JIT build)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 runs=${1:-3}
 rate=${BENCH_LIBVIRT_RATE:-100mbit}

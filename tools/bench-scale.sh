@@ -21,7 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-bm=${BENCH_SCALE_BM:-$top/build/bin/blockmigrate}
+. "$top/tools/bench-cli.sh"; bench_cli "$top"
+bm=${BENCH_SCALE_BM:-$bm}
 filter=${BLOCKMIGRATE_FILTER:-$top/build/native/nbdkit-blockmigrate-filter.so}
 doc=$top/docs/BENCHMARKS.md
 bench=$top/build/bench-scale

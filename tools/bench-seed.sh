@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-bm=$top/build/bin/blockmigrate
+. "$top/tools/bench-cli.sh"; bench_cli "$top"   # sets bm: the NativeAOT blockmigrate (BENCH_CLI=jit: the JIT build)
 filter=$top/build/native/nbdkit-blockmigrate-filter.so
 doc=$top/docs/BENCHMARKS.md
 bench=$top/build/bench-seed

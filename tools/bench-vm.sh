@@ -25,6 +25,7 @@
 # The tool is tools/bench-qemu/ (tools/bench-qemu-baseline runs it directly).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tools/bench-cli.sh"; bench_cli "$top"   # the NativeAOT blockmigrate, as the package ships it (BENCH_CLI=jit: the JIT build)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 runs=${1:-3}
 scenarios=${BENCH_VM_SCENARIOS:-light100,light20,heavy20}

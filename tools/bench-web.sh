@@ -13,6 +13,7 @@
 # Needs root (network namespaces) and ./build.sh first. One guest pair at a time.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tools/bench-cli.sh"; bench_cli "$top"   # the NativeAOT blockmigrate, as the package ships it (BENCH_CLI=jit: the JIT build)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 runs=${1:-1}
 [ "$(id -u)" -eq 0 ] || { echo "bench-web: needs root (network namespaces)" >&2; exit 1; }

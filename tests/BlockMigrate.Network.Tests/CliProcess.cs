@@ -23,7 +23,7 @@ internal sealed class CliProcess : IDisposable
     public static CliProcess Start(string ns, params string[] args)
     {
         var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "netns", "exec", ns, "dotnet", Repo.CliDll }.Concat(args)) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "netns", "exec", ns }.Concat(Repo.CliCommand).Concat(args)) psi.ArgumentList.Add(a);
         psi.Environment["PATH"] = Tool.Env["PATH"];
         psi.Environment["BLOCKMIGRATE_RUN_DIR"] = Tool.Env["BLOCKMIGRATE_RUN_DIR"];
         return new CliProcess(Process.Start(psi)!);

@@ -34,15 +34,15 @@ public sealed class BackgroundProcess : IDisposable
         _process.BeginErrorReadLine();
     }
 
-    public static BackgroundProcess Cli(params string[] args) => new("dotnet", new[] { Repo.CliDll }.Concat(args));
+    public static BackgroundProcess Cli(params string[] args) => new(Repo.CliCommand[0], Repo.CliCommand[1..].Concat(args));
 
     /// <summary>The CLI with extra environment variables.</summary>
     public static BackgroundProcess Cli(IReadOnlyDictionary<string, string> env, params string[] args) =>
-        new("dotnet", new[] { Repo.CliDll }.Concat(args), env);
-    /// <summary>The CLI inside a network namespace (<c>ip netns exec</c> execs it: the PID is dotnet's).</summary>
+        new(Repo.CliCommand[0], Repo.CliCommand[1..].Concat(args), env);
+    /// <summary>The CLI inside a network namespace (<c>ip netns exec</c> execs it: the PID is the CLI's).</summary>
     public static BackgroundProcess CliIn(string? netns, params string[] args) => netns == null
         ? Cli(args)
-        : new("ip", new[] { "netns", "exec", netns, "dotnet", Repo.CliDll }.Concat(args));
+        : new("ip", new[] { "netns", "exec", netns }.Concat(Repo.CliCommand).Concat(args));
 
     public static BackgroundProcess Python(string script, params string[] args) =>
         new("/usr/bin/python3", new[] { Path.Combine(Repo.Root, "tools", script) }.Concat(args));

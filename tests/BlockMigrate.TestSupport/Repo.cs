@@ -17,6 +17,15 @@ public static class Repo
         }
     }
 
+    /// <summary>
+    /// The blockmigrate command the tests and benchmarks start, program first, before the CLI's own arguments:
+    /// <c>dotnet</c> <see cref="CliDll"/>, or the executable named by <c>BLOCKMIGRATE_CLI</c> when that is set —
+    /// the benchmarks set it to the NativeAOT build the package ships (<c>tools/bench-cli.sh</c>), which is what
+    /// an admin runs: a JIT process spends ~0.6 s more on a migration's start (TLS, the first calls).
+    /// </summary>
+    public static string[] CliCommand =>
+        Environment.GetEnvironmentVariable("BLOCKMIGRATE_CLI") is { Length: > 0 } exe ? [exe] : ["dotnet", CliDll];
+
     private static string FindRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)

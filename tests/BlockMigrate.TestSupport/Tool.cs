@@ -36,5 +36,5 @@ public static class Tool
 
     /// <summary>Runs the blockmigrate CLI built in the tree.</summary>
     public static Task<BufferedCommandResult> BlockMigrateAsync(params string[] args) =>
-        RunAsync("dotnet", new[] { Repo.CliDll }.Concat(args));
+        RunAsync(Repo.CliCommand[0], Repo.CliCommand[1..].Concat(args));
 }

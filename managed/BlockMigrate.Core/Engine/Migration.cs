@@ -63,6 +63,7 @@ public sealed partial class Migration : IAsyncDisposable
     {
         if (options.Disks.Count == 0) throw new MigrationException("no disks to migrate");
         _options = options;
+        if (!options.Plaintext) Transport.SecureChannel.WarmUpTrustStore(); // off the handshake's path (~100 ms)
         _hypervisor = hypervisor;
         _log = logger ?? NullLogger.Instance;
         _hypervisor.Log += (level, line) => _log.HypervisorLine(level, _hypervisor.Name, line);

@@ -49,6 +49,7 @@ public sealed class ReceiverServer(ReceiverOptions options, ILogger? logger = nu
             if (options.KeyPath == null) throw new TransportException("no key given (--key FILE); make one with 'blockmigrate keygen', or use --plaintext on both sides");
             if (options.TrustedPath == null) throw new TransportException("no trusted file given (--trusted FILE listing the sources' key fingerprints)");
             key = NodeKey.Load(options.KeyPath);
+            SecureChannel.WarmUpTrustStore(); // off the first handshake's path (~100 ms)
             trusted = TrustList.LoadTrusted(options.TrustedPath);
             if (trusted.Count == 0) Warn($"{options.TrustedPath} lists no keys; every source will be refused");
         }

@@ -1,6 +1,7 @@
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
+using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 
@@ -158,6 +159,35 @@ public sealed class SecureChannel : IAsyncDisposable
         await ssl.WriteAsync("A"u8.ToArray(), cancellationToken);
         await ssl.FlushAsync(cancellationToken);
         return new SecureChannel(tcp, ssl, counter, seen!);
+    }
+
+    private static Task? s_warmUp;
+
+    /// <summary>
+    /// Loads, in the background and once per process, the system trust store .NET reads on the first TLS handshake:
+    /// SslStream builds an X509 chain of each side's own certificate (and of the peer's) before our fingerprint
+    /// check, and the first chain build of a process reads OpenSSL's whole CA bundle and /etc/ssl/certs (147 files
+    /// here: ~100 ms on each side, strace of a loopback migrate). We trust no CA — peers are pinned by fingerprint —
+    /// but cannot stop .NET reading them; started when the process knows it will use TLS (the receiver at start, the
+    /// source when its migration is made), the read overlaps the rest of the start-up instead of the handshake.
+    /// Best effort: a failure here is the handshake's to report, as before.
+    /// </summary>
+    public static void WarmUpTrustStore()
+    {
+        if (Volatile.Read(ref s_warmUp) != null) return;
+        var load = new Task(() =>
+        {
+            try
+            {
+                using var store = new X509Store(StoreName.Root, StoreLocation.LocalMachine);
+                store.Open(OpenFlags.ReadOnly);
+                _ = store.Certificates.Count;
+            }
+            catch (CryptographicException)
+            {
+            }
+        });
+        if (Interlocked.CompareExchange(ref s_warmUp, load, null) == null) load.Start(TaskScheduler.Default);
     }
 
     private static async Task ExpectAsync(Stream s, byte expected, string who, CancellationToken cancellationToken)

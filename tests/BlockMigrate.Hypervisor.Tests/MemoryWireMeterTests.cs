@@ -169,6 +169,17 @@ public sealed class MemoryWireMeterTests
     }
 
     [Test]
+    public void A_tcg_source_before_qemu_9_keeps_qemus_downtime_limit()
+    {
+        Assert.That(QemuHypervisor.LosesTcgWrites(kvmEnabled: false, 7, 2), Is.True, "Debian 12's QEMU under TCG");
+        Assert.That(QemuHypervisor.LosesTcgWrites(kvmEnabled: false, 8, 2), Is.True);
+        Assert.That(QemuHypervisor.LosesTcgWrites(kvmEnabled: false, 9, 0), Is.False, "fixed in 9.0 (commit 03bfc2188f)");
+        Assert.That(QemuHypervisor.LosesTcgWrites(kvmEnabled: true, 7, 2), Is.False, "KVM tracks dirty pages itself");
+        Assert.That(QemuHypervisor.StartingAimMs(losesTcgWrites: true), Is.EqualTo(300));
+        Assert.That(QemuHypervisor.StartingAimMs(losesTcgWrites: false), Is.EqualTo(QemuHypervisor.AimedDowntimeMs));
+    }
+
+    [Test]
     public void The_downtime_limit_starts_low_and_relaxes_while_the_copy_does_not_converge()
     {
         Assert.That(QemuHypervisor.RelaxDowntime(50, 1, 0), Is.Null, "the first pass");

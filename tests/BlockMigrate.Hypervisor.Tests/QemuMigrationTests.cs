@@ -147,7 +147,14 @@ public sealed class QemuMigrationTests
         var hold = TimeSpan.FromMilliseconds(300); // stands for the engine's final dirty set and commit
 
         await using var hv = new QemuHypervisor(Options(destination));
+        var warnings = new List<string>();
+        hv.Log += (level, line) => { if (level == Microsoft.Extensions.Logging.LogLevel.Warning) lock (warnings) warnings.Add(line); };
         await hv.PrepareAsync(ct);
+        // a QEMU before 9.0 under TCG (these guests run TCG) loses guest writes in a live migration
+        // (docs/qemu-ram-check.md): said at prepare; not said by a QEMU that has the fix
+        var major = (int?)((await _sourceObserver.ExecuteObjectAsync("query-version", null, ct))["qemu"] as JsonObject)?["major"] ?? 0;
+        if (major < 9) Assert.That(warnings, Has.Some.Contains("03bfc2188f").And.Contains("TCG"));
+        else Assert.That(warnings, Has.None.Contains("03bfc2188f"));
         var report = await hv.MigrateAsync(async c =>
         {
             calls++;

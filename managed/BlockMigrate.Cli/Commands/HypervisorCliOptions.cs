@@ -44,7 +44,7 @@ public sealed class HypervisorCliOptions
         "qemu: max-bandwidth of the memory copy in bytes per second (K/M/G = 2^10/2^20/2^30)", t => ParseBytes(t), null,
         "paced by the link the disk copy measured", Section);
     public Setting<int?> DowntimeLimit { get; } = Int("--downtime-limit", "qemu: downtime-limit of the memory copy in ms", null,
-        $"{QemuHypervisor.AimedDowntimeMs}, rising to {QemuHypervisor.MaxRelaxedDowntimeMs} while the copy does not converge (link measured; else QEMU's {QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds:0})");
+        $"{QemuHypervisor.AimedDowntimeMs}, rising to {QemuHypervisor.MaxRelaxedDowntimeMs} while the copy does not converge (link measured, and KVM or QEMU 9.0+; else QEMU's {QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds:0})");
     public Switch Multifd { get; } = Flag("--multifd", "qemu: multifd memory channels on both QEMUs (slow links)");
     public Setting<int?> MultifdChannels { get; } = Int("--multifd-channels", "qemu: number of multifd channels", QemuDefaults.MultifdChannels,
         $"{QemuDefaults.MultifdChannels}");

@@ -300,9 +300,10 @@ public sealed partial class QemuHypervisor
     {
         if (_options.DowntimeLimit == null)
         {
-            await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["downtime-limit"] = AimedDowntimeMs }, cancellationToken);
-            _downtimeLimit = AimedDowntimeMs;
-            Say($"downtime-limit {AimedDowntimeMs} ms, raised while the memory copy does not converge (up to {MaxRelaxedDowntimeMs} ms)");
+            var aim = StartingAimMs(_losesTcgWrites);
+            await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["downtime-limit"] = aim }, cancellationToken);
+            _downtimeLimit = aim;
+            Say($"downtime-limit {aim} ms{(_losesTcgWrites ? " (QEMU's own: TCG before QEMU 9.0, see the warning above)" : "")}, raised while the memory copy does not converge (up to {MaxRelaxedDowntimeMs} ms)");
         }
         if (_options.MaxBandwidth != null) return;
         var cap = PacedCap(link, ratio);
@@ -400,6 +401,12 @@ public sealed partial class QemuHypervisor
     /// relax while the copy does not converge (<see cref="RelaxDowntime"/>), up to 2 s.
     /// </summary>
     public const long AimedDowntimeMs = 50;
+
+    /// <summary>Where the downtime-limit starts when the admin gave none and the link is measured: <see cref="AimedDowntimeMs"/>,
+    /// or QEMU's own default on a source whose QEMU loses TCG writes (<c>CheckTcgDirtyTrackingAsync</c>): every extra pass there
+    /// is one more chance to lose a page.</summary>
+    internal static long StartingAimMs(bool losesTcgWrites) =>
+        losesTcgWrites ? (long)QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds : AimedDowntimeMs;
 
     /// <summary>
     /// The law: from QEMU's 4th pass over memory (dirty-sync-count) on, every 2nd pass raises the limit

@@ -25,6 +25,16 @@ public sealed class LibvirtOptionsTests
     }
 
     [Test]
+    public void A_tcg_domain_on_qemu_before_9_is_warned_about()
+    {
+        const string debian12 = "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.22\n";
+        Assert.That(LibvirtHypervisor.TcgWarning(debian12), Does.Contain("03bfc2188f").And.Contain("QEMU 7.2"));
+        Assert.That(LibvirtHypervisor.TcgWarning(debian12.Replace("QEMU 7.2.22", "QEMU 9.0.0")), Is.Null, "fixed in 9.0");
+        Assert.That(LibvirtHypervisor.TcgWarning("Running hypervisor: Xen 4.17.0\n"), Is.Null);
+        Assert.That(LibvirtHypervisor.TcgWarning(""), Is.Null, "no version: no claim");
+    }
+
+    [Test]
     public async Task The_destination_connection_is_required() =>
         Assert.That(await FailsWithAsync([.. Base, "--memory-plaintext"]), Does.Contain("--destination-connect"));
 

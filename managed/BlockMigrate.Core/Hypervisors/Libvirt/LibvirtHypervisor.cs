@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
+using BlockMigrate.Hypervisors.Qemu;
 using CliWrap;
 using CliWrap.Buffered;
 
@@ -49,6 +50,18 @@ public sealed class LibvirtHypervisor : IHypervisor
 
     private void Say(string line) => Log?.Invoke(LogLevel.Information, line);
 
+    /// <summary>
+    /// For a domain of type <c>qemu</c> (TCG), from <c>virsh version</c>'s "Running hypervisor: QEMU X.Y.Z": the warning
+    /// the QEMU adapter gives too (<c>QemuHypervisor.CheckTcgDirtyTrackingAsync</c>: QEMU before 9.0 loses guest writes in
+    /// a live migration under TCG); null for QEMU 9.0 or later, or when the version cannot be read.
+    /// </summary>
+    internal static string? TcgWarning(string virshVersion) =>
+        Regex.Match(virshVersion, @"Running hypervisor:\s+QEMU\s+(\d+)\.(\d+)") is { Success: true } v
+        && QemuHypervisor.LosesTcgWrites(false, int.Parse(v.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(v.Groups[2].Value, CultureInfo.InvariantCulture))
+            ? $"the domain runs on QEMU {v.Groups[1].Value}.{v.Groups[2].Value} without KVM (domain type 'qemu', TCG): QEMU before 9.0 can lose guest " +
+              "memory writes in a live migration under TCG (fixed by QEMU commit 03bfc2188f), and the guest may then crash at the destination. Use KVM, or QEMU 9.0 or later"
+            : null;
+
     private void Ignored(string what, Exception e) => Log?.Invoke(LogLevel.Debug, $"{what} failed (ignored): {e.Message}");
 
     public async Task PrepareAsync(CancellationToken cancellationToken)
@@ -76,6 +89,9 @@ public sealed class LibvirtHypervisor : IHypervisor
             throw new HypervisorException($"libvirt: domain '{Domain}' already has a job running ({m.Groups[1].Value}): wait for it or abort it (virsh domjobabort {Domain})");
 
         var live = LibvirtDomainXml.Parse(await _source.CheckAsync(["dumpxml", "--migratable", Domain], cancellationToken));
+        if ((string?)live.Root?.Attribute("type") == "qemu" // TCG; "kvm" is KVM
+            && TcgWarning((await _source.RunAsync(["version"], cancellationToken)).StandardOutput) is { } tcg)
+            Log?.Invoke(LogLevel.Warning, tcg);
         var disks = LibvirtDomainXml.ShimDisks(live, Domain);
         if (_options.ShimDisks.Count > 0) LibvirtShimDisks.CheckUnchanged(live, Domain, _options.ShimDisks);
         foreach (var target in _options.DestinationSockets.Keys)

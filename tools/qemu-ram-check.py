@@ -260,6 +260,11 @@ def run(o):
         size = mem * 1024 * 1024
         for q, name in ((sq, "src"), (dq, "dst")):
             q.cmd("pmemsave", val=0, size=size, filename=f"{d}/{name}.mem")
+        # control: the stopped source's RAM must not change by itself (else a difference could be the source's)
+        time.sleep(1)
+        sq.cmd("pmemsave", val=0, size=size, filename=f"{d}/src2.mem")
+        res["src_pages_changed_while_stopped"] = len(compare(f"{d}/src.mem", f"{d}/src2.mem", size)[0])
+        os.unlink(f"{d}/src2.mem")
         # the images are taken; state must not have changed meanwhile
         res["dst_status_after_save"] = dq.cmd("query-status")["status"]
         diff, nbytes = compare(f"{d}/src.mem", f"{d}/dst.mem", size)
@@ -291,6 +296,8 @@ def run(o):
         res["crash"] = bool(bad)
         res["crash_lines"] = bad[:4]
         res["dst_alive"] = dst.poll() is None
+        # went on: printed new PROGRESS lines and no crash line; hung: neither
+        res["went_on"] = bool(seqs) and not bad
         if not bad and dst.poll() is None:
             res["dst_status_after_cont"] = dq.cmd("query-status")["status"]
         res["ok"] = True
@@ -336,7 +343,8 @@ def main():
     print(f"downtime={o.downtime_ms}ms multifd={o.multifd} bw={o.bandwidth}: ok={res.get('ok')} "
           f"pages_differing={res.get('pages_differing')} first={res.get('first_pages')} "
           f"syncs={res.get('dirty_sync_count')} forced={res.get('forced')} crash={res.get('crash')} "
-          f"dst_progress_lines={res.get('dst_progress_lines')} error={res.get('error')}")
+          f"dst_progress_lines={res.get('dst_progress_lines')} went_on={res.get('went_on')} "
+          f"src_changed_while_stopped={res.get('src_pages_changed_while_stopped')} error={res.get('error')}")
     print("RESULT " + line)
     if o.jsonl:
         with open(o.jsonl, "a") as f:

@@ -106,8 +106,8 @@ def wait_for(pred, timeout, what, step=0.1):
         time.sleep(step)
 
 
-def qemu_args(name, d, disk_sock, mem_mib, blocks, every, incoming):
-    a = ["qemu-system-x86_64", "-name", name, "-accel", "tcg", "-m", str(mem_mib), "-smp", "1",
+def qemu_args(name, d, disk_sock, mem_mib, blocks, every, incoming, accel="tcg"):
+    a = ["qemu-system-x86_64", "-name", name, "-accel", accel, "-m", str(mem_mib), "-smp", "1",
          "-display", "none", "-nodefaults", "-no-user-config",
          "-chardev", f"file,id=ser0,path={d}/{name}.serial", "-serial", "chardev:ser0",
          "-qmp", f"unix:{d}/{name}.qmp,server=on,wait=off",
@@ -157,6 +157,7 @@ def kill(p):
 def run(o):
     d = tempfile.mkdtemp(prefix="qemu-ram-check-", dir=o.tmpdir)
     res = {"downtime_ms": o.downtime_ms, "multifd": o.multifd, "bandwidth": o.bandwidth,
+           "stop_first": o.stop_first, "accel": o.accel,
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     procs = []
     qmps = []
@@ -172,7 +173,7 @@ def run(o):
         wait_for(lambda: os.path.exists(nbd_sock), 10, "nbdkit socket")
 
         mem = o.mem_mib
-        src = subprocess.Popen(qemu_args("src", d, nbd_sock, mem, o.blocks, o.every, False),
+        src = subprocess.Popen(qemu_args("src", d, nbd_sock, mem, o.blocks, o.every, False, o.accel),
                                stdout=devnull, stderr=open(f"{d}/src.stderr", "wb"))
         procs.append(src)
         sq = Qmp(f"{d}/src.qmp")
@@ -185,7 +186,7 @@ def run(o):
             raise RuntimeError(f"source QEMU exited {src.returncode}: {read_text(f'{d}/src.stderr')}")
         res["boot_s"] = round(time.monotonic() - t0, 1)
 
-        dst = subprocess.Popen(qemu_args("dst", d, nbd_sock, mem, o.blocks, o.every, True),
+        dst = subprocess.Popen(qemu_args("dst", d, nbd_sock, mem, o.blocks, o.every, True, o.accel),
                                stdout=devnull, stderr=open(f"{d}/dst.stderr", "wb"))
         procs.append(dst)
         dq = Qmp(f"{d}/dst.qmp")
@@ -204,6 +205,8 @@ def run(o):
         dq.cmd("migrate-incoming", uri=uri)
         wait_for(lambda: os.path.exists(f"{d}/mig.sock"), 10, "migration socket")
         src_seq_before = max(progress(read_text(f"{d}/src.serial")) or [-1])
+        if o.stop_first:
+            sq.cmd("stop")  # control: a non-live migration, the guest does not run while its RAM is copied
         t1 = time.monotonic()
         sq.cmd("migrate", uri=uri)
 
@@ -332,6 +335,9 @@ def main():
                     help="if not completed after this many s, raise downtime-limit (recorded as forced); 0 = never")
     ap.add_argument("--fallback-downtime-ms", type=int, default=300)
     ap.add_argument("--watch", type=float, default=10, help="seconds to watch the destination after cont")
+    ap.add_argument("--stop-first", action="store_true",
+                    help="control: stop the source before migrate (non-live); differing pages then are not dirty tracking's")
+    ap.add_argument("--accel", default="tcg", help="-accel value for both QEMUs (e.g. tcg,thread=single)")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--keep-diff", default=None, help="directory to keep the first bytes of differing pages")
     ap.add_argument("--jsonl", default=None, help="append the RESULT line to this file")
@@ -340,7 +346,7 @@ def main():
         ap.error("--boot-seq must be a multiple of --every")
     res = run(o)
     line = json.dumps(res, sort_keys=True)
-    print(f"downtime={o.downtime_ms}ms multifd={o.multifd} bw={o.bandwidth}: ok={res.get('ok')} "
+    print(f"downtime={o.downtime_ms}ms multifd={o.multifd} bw={o.bandwidth} accel={o.accel} stop_first={o.stop_first}: ok={res.get('ok')} "
           f"pages_differing={res.get('pages_differing')} first={res.get('first_pages')} "
           f"syncs={res.get('dirty_sync_count')} forced={res.get('forced')} crash={res.get('crash')} "
           f"dst_progress_lines={res.get('dst_progress_lines')} went_on={res.get('went_on')} "

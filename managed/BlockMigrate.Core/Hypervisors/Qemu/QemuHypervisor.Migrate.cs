@@ -403,8 +403,8 @@ public sealed partial class QemuHypervisor
     public const long AimedDowntimeMs = 50;
 
     /// <summary>Where the downtime-limit starts when the admin gave none and the link is measured: <see cref="AimedDowntimeMs"/>,
-    /// or QEMU's own default on a source whose QEMU loses TCG writes (<c>CheckTcgDirtyTrackingAsync</c>): every extra pass there
-    /// is one more chance to lose a page.</summary>
+    /// or QEMU's own default on a source whose QEMU loses TCG writes (<c>CheckTcgDirtyTrackingAsync</c>): measured there, pages were
+    /// lost when QEMU completed under a small limit (1 or 50 ms), never under its 300 ms.</summary>
     internal static long StartingAimMs(bool losesTcgWrites) =>
         losesTcgWrites ? (long)QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds : AimedDowntimeMs;
 

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 PAGE = 4096
-GUEST_DIR = "/work/main/build/guest"
+GUEST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "guest")  # ./build.sh builds it
 CRASH_RX = re.compile(r"BUG:|Oops|Kernel panic|general protection fault|Bad page|invalid opcode|"
                       r"Unable to handle|segfault|GUEST-INIT")
 

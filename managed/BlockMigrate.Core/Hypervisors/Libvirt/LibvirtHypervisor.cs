@@ -58,8 +58,7 @@ public sealed class LibvirtHypervisor : IHypervisor
     internal static string? TcgWarning(string virshVersion) =>
         Regex.Match(virshVersion, @"Running hypervisor:\s+QEMU\s+(\d+)\.(\d+)") is { Success: true } v
         && QemuHypervisor.LosesTcgWrites(false, int.Parse(v.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(v.Groups[2].Value, CultureInfo.InvariantCulture))
-            ? $"the domain runs on QEMU {v.Groups[1].Value}.{v.Groups[2].Value} without KVM (domain type 'qemu', TCG): QEMU before 9.0 can lose guest " +
-              "memory writes in a live migration under TCG (fixed by QEMU commit 03bfc2188f), and the guest may then crash at the destination. Use KVM, or QEMU 9.0 or later"
+            ? $"the domain runs on QEMU {v.Groups[1].Value}.{v.Groups[2].Value} without KVM (domain type 'qemu', TCG): {QemuHypervisor.TcgWriteLoss}. Use KVM, or QEMU 9.0 or later"
             : null;
 
     private void Ignored(string what, Exception e) => Log?.Invoke(LogLevel.Debug, $"{what} failed (ignored): {e.Message}");

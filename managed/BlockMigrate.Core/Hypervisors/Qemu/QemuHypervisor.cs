@@ -121,10 +121,13 @@ public sealed partial class QemuHypervisor : IHypervisor
         _losesTcgWrites = LosesTcgWrites((bool?)kvm["enabled"] ?? false, (int?)version?["major"] ?? 0, (int?)version?["minor"] ?? 0);
         if (_losesTcgWrites)
             Log?.Invoke(LogLevel.Warning,
-                $"the source QEMU {(int?)version?["major"]}.{(int?)version?["minor"]} runs without KVM (TCG): QEMU before 9.0 can lose guest memory " +
-                "writes in a live migration under TCG (fixed by QEMU commit 03bfc2188f), and the guest may then crash at the destination; " +
+                $"the source QEMU {(int?)version?["major"]}.{(int?)version?["minor"]} runs without KVM (TCG): {TcgWriteLoss}; " +
                 $"the downtime-limit is not lowered under QEMU's {QemuOptions.QemuDefaultDowntimeLimit.TotalMilliseconds:0} ms here. Use KVM, or QEMU 9.0 or later");
     }
+
+    /// <summary>The warning's core, the same from every adapter that drives such a QEMU (libvirt's too).</summary>
+    internal const string TcgWriteLoss = "QEMU before 9.0 can lose guest memory writes in a live migration under TCG " +
+                                         "(fixed by QEMU commit 03bfc2188f), and the guest may then crash at the destination";
 
     /// <summary>True for a source that runs TCG on a QEMU older than 9.0 (<see cref="CheckTcgDirtyTrackingAsync"/>).</summary>
     internal static bool LosesTcgWrites(bool kvmEnabled, int major, int minor) => !kvmEnabled && major < 9;

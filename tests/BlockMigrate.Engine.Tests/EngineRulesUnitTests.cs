@@ -215,21 +215,6 @@ public class EngineRulesUnitTests
     }
 
     [Test]
-    public void The_fsync_term_counts_as_measured_only_once_a_round_ended_with_data_in_flight()
-    {
-        var r = new DrainRate();
-        Assert.That(r.TailMeasured, Is.False);
-        // the bulk copy: its tail is not taken (Migration.PreCopy.cs zeroes its bytes in flight)
-        r.Observe(new RoundStats(TimeSpan.FromSeconds(0.5), 100 << 20, 100 << 20, 100 << 20, 0, Tail: TimeSpan.FromMilliseconds(41)));
-        Assert.That(r.TailMeasured, Is.False);
-        r.Observe(new RoundStats(TimeSpan.FromMilliseconds(7), 48 << 10, 112 << 10, 112 << 10, 0, Tail: TimeSpan.FromMilliseconds(6), TailWireBytes: 48 << 10));
-        Assert.That(r.TailMeasured, Is.True, "a few blocks' fsync and ack measured");
-        var big = new DrainRate();
-        big.Observe(new RoundStats(TimeSpan.FromSeconds(0.5), 100 << 20, 100 << 20, 100 << 20, 0, Tail: TimeSpan.FromMilliseconds(41), TailWireBytes: 8 << 20));
-        Assert.That(big.TailMeasured, Is.True, "a large round's per-byte fsync measured");
-    }
-
-    [Test]
     public void A_round_ending_with_little_in_flight_keeps_the_measured_fsync_cost()
     {
         var r = new DrainRate();

@@ -55,31 +55,6 @@ public class MigrationUnderWriterTests
         source.Map.Thaw();
     }
 
-    /// <summary>
-    /// Issue 11's switchover estimate: a copy that converges right after the bulk copy (a slow writer) had no
-    /// round measure the receiver's fsync of a few fresh blocks, and switched over on an estimate half the
-    /// measured downtime (14 ms predicted, 20 measured, the demo at 100 writes/s). One more round measures it.
-    /// </summary>
-    [Test]
-    public async Task A_copy_that_converges_after_the_bulk_copy_runs_one_round_to_measure_the_final_sets_fsync()
-    {
-        using var dir = new TempDir("engine");
-        var keys = new KeyPair(dir.Path);
-        using var source = SourceShim.Start(dir.Path, 16L << 20);
-        using var receiver = await ReceiverProcess.StartAsync(dir["dst"], keys);
-        using var writer = BackgroundProcess.Python("seqwriter.py", "write", source.Uri, "--blocks", "256", "--rate", "100");
-        await Task.Delay(500);
-
-        var run = await MigrateRun.RunAsync(source, receiver.Address, keys, "--keep-source-frozen");
-        writer.Kill();
-
-        Assert.That(run.ExitCode, Is.Zero, run.ToString());
-        Assert.That(run.Stderr, Does.Contain("one more round to measure it"), run.Stderr);
-        Assert.That(run.Report.GetProperty("rounds").GetInt32(), Is.EqualTo(1), "the bulk copy converged; one round measured the fsync, no more");
-        Assert.That(run.Stderr, Does.Match(@"round 1: \d+ blocks dirty .*fsync and ack"), "the estimate made again after that round");
-        source.Map.Thaw();
-    }
-
     [Test]
     public async Task Source_map_is_thawed_after_commit_with_no_hypervisor_and_the_writer_goes_on()
     {

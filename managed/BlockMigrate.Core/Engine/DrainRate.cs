@@ -68,15 +68,6 @@ internal sealed class DrainRate
     public TimeSpan? SmallTail { get; private set; }
 
     /// <summary>
-    /// Whether a dirty round has measured what the final set's fsync and ack cost (<see cref="Drain"/> or
-    /// <see cref="SmallTail"/>). Until one has, the fsync term is a guess (the wire rate's time for the bytes, the
-    /// ack latency): the bulk copy's tail is not taken (it ends on hole punches), and a migration that converges
-    /// right after it would switch over on that guess — a few final blocks measured 2× their estimate, the
-    /// receiver's image fsync of fresh data (a journal commit) unpriced. The pre-copy runs one more round then.
-    /// </summary>
-    public bool TailMeasured => Drain is not null || SmallTail is not null;
-
-    /// <summary>
     /// The latest drained round's time before its tail that its bytes at <see cref="BlockRate"/> do not explain
     /// (reading the blocks through the shim, the pipeline's start): what a small final set pays before its bytes.
     /// </summary>

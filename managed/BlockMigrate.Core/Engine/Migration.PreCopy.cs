@@ -45,7 +45,6 @@ public sealed partial class Migration
         var floor = _rates.Switchover(0, judged).Total; // what no round can shrink: the round trip, the records
         if (floor >= _options.MaxDowntime / 2)
             Warn($"the round trip to the receiver ({roundTrip.TotalMilliseconds:0} ms) and its records ({floor.TotalMilliseconds:0} ms in all) leave little of the {_options.MaxDowntime.TotalMilliseconds:0} ms downtime target: the rounds stop when the rest fits in it");
-        var measuringRoundDone = false;
         while (true)
         {
             var (dirtyBlocks, dirtyBytes) = Dirty();
@@ -54,18 +53,7 @@ public sealed partial class Migration
             _downtimeEstimate = estimate.Total;
             Say($"round {_round}: {dirtyBlocks} blocks dirty ({Mib(dirtyBytes)}), dirty rate {Mib(dirtyRate)}/s, drain rate {Mib(_rates.BlockRate)}/s, switchover would take {estimate}");
             floor = _rates.Switchover(0, judged).Total;
-            if (dirtyBlocks == 0) return;
-            if (_rates.Switchover(dirtyBytes, judged).Fits(floor, _options.MaxDowntime))
-            {
-                // an estimate whose fsync term no round has measured is not trusted with the switchover: one more
-                // (small) round measures it, and the final set then is what the guest wrote during that round
-                if (_rates.TailMeasured || measuringRoundDone || _round >= _options.MaxRounds) return;
-                measuringRoundDone = true;
-                Say($"round {_round}: no round has measured the receiver's fsync of a few blocks yet: one more round to measure it");
-                _round++;
-                stats = await TakeAndSendAsync(ct);
-                continue;
-            }
+            if (dirtyBlocks == 0 || _rates.Switchover(dirtyBytes, judged).Fits(floor, _options.MaxDowntime)) return;
             if (_round >= _options.MaxRounds)
                 throw new DidNotConvergeException(
                     $"did not converge in {_options.MaxRounds} rounds: {Mib(dirtyBytes)} still dirty, dirtied at {Mib(dirtyRate)}/s against {Mib(_rates.BlockRate)}/s drained" +

@@ -10,6 +10,7 @@
 #
 #   tools/bench-web.sh [RUNS]      (default 1; links: 100mbit, then 20mbit with a 50 ms RTT on every path)
 #   BENCH_WEB_LINKS="lan wan"      any subset
+#   BENCH_WEB_MEMORY=postcopy      memory by post-copy after the first pass (--postcopy) instead of multifd + zstd
 # Needs root (network namespaces) and ./build.sh first. One guest pair at a time.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +24,7 @@ status=0
 for link in ${BENCH_WEB_LINKS:-lan wan}; do
   for ((i = 1; i <= runs; i++)); do
     echo "== $link run $i" >&2
-    if ! BM_WEB_LINK=$link dotnet test "$top/tests/BlockMigrate.Network.Tests" -c "${CONFIG:-Release}" --no-build \
+    if ! BM_WEB_LINK=$link BM_WEB_MEMORY=${BENCH_WEB_MEMORY:-} dotnet test "$top/tests/BlockMigrate.Network.Tests" -c "${CONFIG:-Release}" --no-build \
         --filter "FullyQualifiedName~WebServerMigrationTests" --logger "console;verbosity=detailed" >"$log" 2>&1; then
       status=1
       kept=/tmp/bench-web-failed-$link-$i-$$.log

@@ -163,6 +163,7 @@ def run(o):
         # when the switch to post-copy is asked for: after the first pass (dirty-sync-count >= N) or after T s
         res["postcopy"] = ({"after_syncs": o.postcopy_after_syncs} if o.postcopy_after_s is None
                            else {"after_s": o.postcopy_after_s})
+        res["postcopy"]["poll_s"] = o.postcopy_poll_s
     procs = []
     qmps = []
     devnull = subprocess.DEVNULL
@@ -226,7 +227,9 @@ def run(o):
             st = info.get("status")
             if not src_mig_states or src_mig_states[-1] != st:
                 src_mig_states.append(st)
-            dst_states.add(dq.cmd("query-status")["status"])
+            waiting_to_ask = o.postcopy and not postcopy_asked and st in ("setup", "active")
+            if not waiting_to_ask:  # (while waiting to ask, one command per poll: the window can be short)
+                dst_states.add(dq.cmd("query-status")["status"])
             if st == "completed":
                 break
             if st in ("failed", "cancelled", "postcopy-paused"):
@@ -248,7 +251,7 @@ def run(o):
                 res["syncs_at_force"] = info.get("ram", {}).get("dirty-sync-count")
             if el > o.converge_timeout + 120:
                 raise TimeoutError(f"migration not completed after {el:.0f} s: {info}")
-            time.sleep(0.1)
+            time.sleep(o.postcopy_poll_s if waiting_to_ask else 0.1)
         res["migrate_s"] = round(time.monotonic() - t1, 1)
         res["forced"] = forced
         # the source's polled states and MIGRATION events: did it really switch to post-copy?
@@ -385,6 +388,8 @@ def main():
                     help="ask for post-copy once query-migrate's dirty-sync-count reaches this (2 = first pass done)")
     ap.add_argument("--postcopy-after-s", type=float, default=None,
                     help="instead: ask for post-copy this many seconds after migrate")
+    ap.add_argument("--postcopy-poll-s", type=float, default=0.02,
+                    help="query-migrate interval until post-copy is asked (at 50/300 ms pre-copy completes soon after sync 2)")
     ap.add_argument("--accel", default="tcg", help="-accel value for both QEMUs (e.g. tcg,thread=single)")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--keep-diff", default=None, help="directory to keep the first bytes of differing pages")

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Summarises the --jsonl lines of tools/qemu-ram-check.py:
-python3 tools/qemu-ram-check-table.py RUNS.jsonl [precopy|postcopy]   (only the runs without / with --postcopy)"""
+python3 tools/qemu-ram-check-table.py RUNS.jsonl [precopy|postcopy|all] [SINCE]
+   (only the runs without / with --postcopy; only those started at or after SINCE, e.g. 2026-12-03T20:00)"""
 import json, sys, collections, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-only = sys.argv[2] if len(sys.argv) > 2 else None
+only = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "all" else None
 if only not in (None, "precopy", "postcopy"):
-    sys.exit("the filter is precopy or postcopy")
+    sys.exit("the filter is precopy, postcopy or all")
+if len(sys.argv) > 3:
+    rows = [r for r in rows if r['started'] >= sys.argv[3]]
 if only:
     rows = [r for r in rows if bool(r.get('postcopy')) == (only == "postcopy")]
 cells = collections.OrderedDict()

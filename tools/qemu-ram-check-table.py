@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Summarises the --jsonl lines of tools/qemu-ram-check.py:
 python3 tools/qemu-ram-check-table.py RUNS.jsonl [precopy|postcopy|all] [SINCE]
-   (only the runs without / with --postcopy; only those started at or after SINCE, e.g. 2026-12-03T20:00)"""
+   (only the runs without / with --postcopy; only those started at or after SINCE, e.g. 2026-12-03T20:00,
+    or in SINCE..UNTIL, e.g. ..2026-12-03T20:00 for the pre-copy matrix of 18:07-19:12)"""
 import json, sys, collections, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
 only = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "all" else None
 if only not in (None, "precopy", "postcopy"):
     sys.exit("the filter is precopy, postcopy or all")
-if len(sys.argv) > 3:
-    rows = [r for r in rows if r['started'] >= sys.argv[3]]
+if len(sys.argv) > 3:  # SINCE or SINCE..UNTIL (UNTIL excluded; either side may be empty)
+    since, _, until = sys.argv[3].partition("..")
+    rows = [r for r in rows if r['started'] >= since and (not until or r['started'] < until)]
 if only:
     rows = [r for r in rows if bool(r.get('postcopy')) == (only == "postcopy")]
 cells = collections.OrderedDict()

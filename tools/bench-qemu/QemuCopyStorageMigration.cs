@@ -158,14 +158,16 @@ public sealed class QemuCopyStorageMigration(MemoryMode memory = MemoryMode.Defa
 
     /// <summary>
     /// The post-copy switchover, fair to QEMU: <c>migrate-start-postcopy</c> once the first pass over memory
-    /// is done (query-migrate's <c>dirty-sync-count</c> ≥ 2, as BlockMigrate's <c>--postcopy</c> does); the
+    /// is done (query-migrate's <c>dirty-sync-count</c> ≥ 2, the point the mode asks of both methods); the
     /// source stops its VM and, with <c>pause-before-switchover</c>, waits in <c>pre-switchover</c>. There
     /// the READY mirror is cancelled (<c>block-job-cancel</c>, BLOCK_JOB_COMPLETED: the source is stopped,
     /// so the target is a point-in-time copy), the export removed, <c>migrate-continue</c> sends the device
     /// state, and <c>cont</c> at the destination (still incoming: it only sets autostart) makes it run as
     /// soon as the device state is loaded (QEMU's postcopy RUN). The remaining pages follow, on demand
     /// and in the background; the run ends when the source reports <c>completed</c> and the destination
-    /// has loaded everything. Total: <c>migrate</c> to both; guest downtime: STOP to RESUME.
+    /// has loaded everything. Total: <c>migrate</c> to both; guest downtime: STOP to RESUME. If pre-copy
+    /// converges before the switch (QEMU checks for completion first), the run still pauses before the
+    /// switchover and completes in pre-copy; the detail then says so.
     /// </summary>
     private static async Task<MethodOutcome> FinishPostcopyAsync(
         QmpClient src, QmpClient dst, QmpEventSubscription srcEvents, QmpEventSubscription dstEvents,

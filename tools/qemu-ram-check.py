@@ -14,6 +14,9 @@ Prints a human summary and one JSON line ("RESULT {...}"); --jsonl FILE appends 
 Stdlib only. Every process it starts is killed by PID; the temporary directory is removed.
 
 Example: python3 tools/qemu-ram-check.py --downtime-ms 1 --multifd --bandwidth 16000000 --jsonl runs.jsonl
+--postcopy: postcopy-ram on both QEMUs and migrate-start-postcopy after the first pass (dirty-sync-count >= 2,
+--postcopy-after-syncs) or after T s (--postcopy-after-s); the destination (-S) stays paused through post-copy, and
+its RAM is saved once its own incoming migration is completed (docs/qemu-ram-check.md, section Post-copy).
 """
 import argparse
 import json

@@ -12,7 +12,8 @@
 #
 #   tools/bench-vm.sh [RUNS]            RUNS: interleaved runs per scenario (default 3; 1 = a smoke run)
 #   BENCH_VM_SCENARIOS=light100,light20,heavy20   which scenarios (the default: all three)
-#   BENCH_VM_MEMORY=defaults,zstd       which memory settings (the default: both)
+#   BENCH_VM_MEMORY=defaults,zstd       which memory settings (the default: both; also postcopy: both
+#                                       methods switch to post-copy after the first pass, docs/BENCHMARKS.md)
 #   BENCH_VM_OURS=blockmigrate-memplain BlockMigrate's method (the default; its memory stream in plaintext,
 #                                       as the baseline's; `blockmigrate` encrypts it, migrate's default)
 #   BENCH_VM_SMALL=1                    small disks and a 32 MiB heavy region (a quick smoke run)

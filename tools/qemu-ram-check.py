@@ -14,6 +14,9 @@ Prints a human summary and one JSON line ("RESULT {...}"); --jsonl FILE appends 
 Stdlib only. Every process it starts is killed by PID; the temporary directory is removed.
 
 Example: python3 tools/qemu-ram-check.py --downtime-ms 1 --multifd --bandwidth 16000000 --jsonl runs.jsonl
+--postcopy: postcopy-ram on both QEMUs and migrate-start-postcopy after the first pass (dirty-sync-count >= 2,
+--postcopy-after-syncs) or after T s (--postcopy-after-s); the destination (-S) stays paused through post-copy, and
+its RAM is saved once its own incoming migration is completed (docs/qemu-ram-check.md, section Post-copy).
 """
 import argparse
 import json
@@ -159,6 +162,11 @@ def run(o):
     res = {"downtime_ms": o.downtime_ms, "multifd": o.multifd, "bandwidth": o.bandwidth,
            "stop_first": o.stop_first, "accel": o.accel,
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if o.postcopy:
+        # when the switch to post-copy is asked for: after the first pass (dirty-sync-count >= N) or after T s
+        res["postcopy"] = ({"after_syncs": o.postcopy_after_syncs} if o.postcopy_after_s is None
+                           else {"after_s": o.postcopy_after_s})
+        res["postcopy"]["poll_s"] = o.postcopy_poll_s
     procs = []
     qmps = []
     devnull = subprocess.DEVNULL
@@ -195,6 +203,8 @@ def run(o):
         caps = [{"capability": "events", "state": True}]
         if o.multifd:
             caps.append({"capability": "multifd", "state": True})
+        if o.postcopy:
+            caps.append({"capability": "postcopy-ram", "state": True})
         for q in (sq, dq):
             q.cmd("migrate-set-capabilities", capabilities=caps)
             if o.multifd:
@@ -211,17 +221,31 @@ def run(o):
         sq.cmd("migrate", uri=uri)
 
         dst_states = set()
+        src_mig_states = []
         forced = False
+        postcopy_asked = False
         info = {}
         while True:
             info = sq.cmd("query-migrate")
             st = info.get("status")
-            dst_states.add(dq.cmd("query-status")["status"])
+            if not src_mig_states or src_mig_states[-1] != st:
+                src_mig_states.append(st)
+            waiting_to_ask = o.postcopy and not postcopy_asked and st in ("setup", "active")
+            if not waiting_to_ask:  # (while waiting to ask, one command per poll: the window can be short)
+                dst_states.add(dq.cmd("query-status")["status"])
             if st == "completed":
                 break
-            if st in ("failed", "cancelled"):
+            if st in ("failed", "cancelled", "postcopy-paused"):
                 raise RuntimeError(f"migration {st}: {info}")
             el = time.monotonic() - t1
+            if o.postcopy and not postcopy_asked and st == "active":
+                syncs = info.get("ram", {}).get("dirty-sync-count") or 0
+                if (el >= o.postcopy_after_s) if o.postcopy_after_s is not None else (syncs >= o.postcopy_after_syncs):
+                    sq.cmd("migrate-start-postcopy")
+                    postcopy_asked = True
+                    res["postcopy_asked_after_s"] = round(el, 2)
+                    res["postcopy_asked_at_sync"] = syncs
+                    res["postcopy_asked_remaining"] = info.get("ram", {}).get("remaining")
             if not forced and o.converge_timeout > 0 and el > o.converge_timeout:
                 # did not converge under the limit under test: raise it so that the run ends, and say so
                 sq.cmd("migrate-set-parameters", **{"downtime-limit": o.fallback_downtime_ms})
@@ -230,9 +254,16 @@ def run(o):
                 res["syncs_at_force"] = info.get("ram", {}).get("dirty-sync-count")
             if el > o.converge_timeout + 120:
                 raise TimeoutError(f"migration not completed after {el:.0f} s: {info}")
-            time.sleep(0.1)
+            time.sleep(o.postcopy_poll_s if waiting_to_ask else 0.1)
         res["migrate_s"] = round(time.monotonic() - t1, 1)
         res["forced"] = forced
+        # the source's polled states and MIGRATION events: did it really switch to post-copy?
+        res["src_mig_states"] = src_mig_states
+        res["src_mig_events"] = [e.get("data", {}).get("status") for e in sq.events if e.get("event") == "MIGRATION"]
+        if o.postcopy:
+            res["postcopy_entered"] = "postcopy-active" in src_mig_states + res["src_mig_events"]
+            res["postcopy_requests"] = info.get("ram", {}).get("postcopy-requests")
+            res["postcopy_blocktime"] = info.get("postcopy-blocktime")
         ram = info.get("ram", {})
         res["dirty_sync_count"] = ram.get("dirty-sync-count")
         res["downtime_reported_ms"] = info.get("downtime")
@@ -247,6 +278,23 @@ def run(o):
             dst_states.add(s)
             return s in ("paused", "postmigrate") and s
         wait_for(dst_done, 30, "destination did not reach paused")
+        if o.postcopy:
+            # in post-copy the source's "completed" means all pages were sent; the destination's incoming
+            # side (its query-migrate) ends when the listen thread has loaded them all and left userfault.
+            # Only then does pmemsave read what it received (and not fault pages in from the source).
+            dst_mig = []
+
+            def dst_mig_done():
+                s_ = dq.cmd("query-migrate").get("status")
+                dst_mig.append(s_)
+                return s_ == "completed"
+            wait_for(dst_mig_done, 30, "destination's incoming migration did not reach completed")
+            res["dst_mig_status"] = dst_mig[-1]
+            dst_status = dq.cmd("query-status")["status"]
+            dst_states.add(dst_status)
+            for e in dq.events:
+                if e.get("event") == "MIGRATION":
+                    res.setdefault("dst_mig_events", []).append(e.get("data", {}).get("status"))
         src_status = sq.cmd("query-status")["status"]
         dst_status = dq.cmd("query-status")["status"]
         dst_states.add(dst_status)
@@ -337,6 +385,14 @@ def main():
     ap.add_argument("--watch", type=float, default=10, help="seconds to watch the destination after cont")
     ap.add_argument("--stop-first", action="store_true",
                     help="control: stop the source before migrate (non-live); differing pages then are not dirty tracking's")
+    ap.add_argument("--postcopy", action="store_true",
+                    help="postcopy-ram on both QEMUs; migrate-start-postcopy after the first pass (see --postcopy-after-*)")
+    ap.add_argument("--postcopy-after-syncs", type=int, default=2,
+                    help="ask for post-copy once query-migrate's dirty-sync-count reaches this (2 = first pass done)")
+    ap.add_argument("--postcopy-after-s", type=float, default=None,
+                    help="instead: ask for post-copy this many seconds after migrate")
+    ap.add_argument("--postcopy-poll-s", type=float, default=0.02,
+                    help="query-migrate interval until post-copy is asked (at 50/300 ms pre-copy completes soon after sync 2)")
     ap.add_argument("--accel", default="tcg", help="-accel value for both QEMUs (e.g. tcg,thread=single)")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--keep-diff", default=None, help="directory to keep the first bytes of differing pages")
@@ -346,7 +402,8 @@ def main():
         ap.error("--boot-seq must be a multiple of --every")
     res = run(o)
     line = json.dumps(res, sort_keys=True)
-    print(f"downtime={o.downtime_ms}ms multifd={o.multifd} bw={o.bandwidth} accel={o.accel} stop_first={o.stop_first}: ok={res.get('ok')} "
+    print(f"downtime={o.downtime_ms}ms multifd={o.multifd} bw={o.bandwidth} accel={o.accel} stop_first={o.stop_first} "
+          f"postcopy={res.get('postcopy')} entered={res.get('postcopy_entered')}: ok={res.get('ok')} "
           f"pages_differing={res.get('pages_differing')} first={res.get('first_pages')} "
           f"syncs={res.get('dirty_sync_count')} forced={res.get('forced')} crash={res.get('crash')} "
           f"dst_progress_lines={res.get('dst_progress_lines')} went_on={res.get('went_on')} "

@@ -10,8 +10,9 @@ using BlockMigrate.TestSupport;
 //            [--timeline-dir DIR]
 // METHOD: baseline (QEMU copy-storage), blockmigrate (migrate's default switchover, gate) or
 // blockmigrate-commit (--switchover commit) or blockmigrate-memplain (the default with --memory-plaintext:
-// what the memory stream's TLS costs). MEMORY: defaults (QEMU's, the default) or zstd (multifd, one
-// channel, zstd), set alike for every method (MemoryMode). Runs are interleaved: a1 b1 c1 a2 b2 c2 ...
+// what the memory stream's TLS costs). MEMORY: defaults (QEMU's, the default), zstd (multifd, one
+// channel, zstd) or postcopy (post-copy after the first pass; BlockMigrate: migrate --postcopy), set
+// alike for every method (MemoryMode). Runs are interleaved: a1 b1 c1 a2 b2 c2 ...
 // --delay: one-way delay in ms on every migration connection of every method (default 25; 0 = none).
 // --heavy: a second writer in the guest, random 1 MiB writes back to back into that many MiB after the fill.
 // --timeline-dir: every BlockMigrate run also draws itself (migrate --timeline DIR/METHOD-RUN.svg).

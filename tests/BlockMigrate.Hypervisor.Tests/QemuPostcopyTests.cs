@@ -13,7 +13,7 @@ namespace BlockMigrate.Hypervisor.Tests;
 /// (1 MiB <c>dd</c>s, whose buffers dirty its memory) in a region of the disk the checker does not read, so that the
 /// pre-copy has not converged after its first pass and QEMU does switch to post-copy; memory is capped at 4 MiB/s
 /// (post-copy pages too: ~3 MB of them, most of a second), so the destination is seen to resume well before the source
-/// completes (at 8 MiB/s the margin was 8 ms in one run). A 64 MiB guest keeps the first pass short. One source guest boots once; the abort case runs first and leaves it running; the second moves it.
+/// completes (at 8 MiB/s the margin was 8 ms in one run). One source guest boots once; the abort case runs first and leaves it running; the second moves it.
 /// </summary>
 [TestFixture, NonParallelizable]
 public sealed class QemuPostcopyTests
@@ -58,7 +58,6 @@ public sealed class QemuPostcopyTests
         DiskSocket = _disk.Socket,
         Blocks = Blocks,
         KernelArgs = $"heavy={(DiskBlocks - Blocks) * GuestDisk.BlockSize >> 20} heavyat={Blocks * GuestDisk.BlockSize >> 20}",
-        MemoryMiB = 64,
         Incoming = incoming,
         Paused = incoming,
     };

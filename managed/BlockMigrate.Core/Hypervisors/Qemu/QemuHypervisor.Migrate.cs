@@ -179,8 +179,9 @@ public sealed partial class QemuHypervisor
             var pass = await passes.WaitAsync("MIGRATION_PASS", e => (long?)e.Data?["pass"] >= 2, ct);
             var cap = _pacedCap > 0 ? _pacedCap : _options.MaxBandwidth ?? 0;
             await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-postcopy-bandwidth"] = cap }, ct);
-            await source.ExecuteAsync("migrate-start-postcopy", null, ct);
+            // set first, and not cancelled: once sent, QEMU may switch, and ContinueInPostcopyAsync also handles a pre-copy that converged
             _postcopyRequested = true;
+            await source.ExecuteAsync("migrate-start-postcopy", null, CancellationToken.None);
             Say($"post-copy requested {Stopwatch.GetElapsedTime(started).TotalSeconds:0.0} s into the memory copy, after its first pass over memory " +
                 $"(pass {(long?)pass.Data?["pass"]}); post-copy pages {(cap > 0 ? $"capped at {cap / 1e6:0.0} MB/s" : "unpaced")}");
         }

@@ -178,3 +178,49 @@ public sealed class QemuPostcopyTests
         Assert.That((o with { Multifd = false }).Validate(), Is.Empty);
     }
 }
+
+/// <summary>
+/// By hand, not in the suite: the guest's pause (STOP → RESUME) of <see cref="QemuPostcopyTests"/>'s guest and settings with and
+/// without --postcopy, interleaved, each run on a fresh pair of QEMUs. Without post-copy this guest's heavy writer keeps the
+/// pre-copy from converging at 4 MiB/s and 300 ms, so that run gets --auto-converge. Prints one line per run.
+/// <c>/work/wt/heavy -x dotnet test tests/BlockMigrate.Hypervisor.Tests -c Release --no-build --filter FullyQualifiedName~PostcopyPauseBench --logger 'console;verbosity=detailed'</c>
+/// </summary>
+[TestFixture, Explicit("a measurement, minutes long"), NonParallelizable]
+public sealed class PostcopyPauseBench
+{
+    [Test, CancelAfter(1_800_000)]
+    public async Task Pause_with_and_without_postcopy(CancellationToken ct)
+    {
+        const int blocks = 2048, diskBlocks = 4096;
+        for (var run = 1; run <= 3; run++)
+            foreach (var postcopy in new[] { true, false })
+            {
+                using var dir = new TempDir("hv-postcopy-bench");
+                await Tool.CheckAsync("truncate", ["-s", $"{diskBlocks * GuestDisk.BlockSize}", dir["disk.img"]]);
+                using var disk = NbdkitServer.Start(dir.Path, NbdkitServer.FilterArgs(dir["disk.img"], dir["disk.map"]));
+                QemuGuestOptions Guest(string name, bool incoming) => new()
+                {
+                    Name = name, DiskSocket = disk.Socket, Blocks = blocks, Incoming = incoming, Paused = incoming,
+                    KernelArgs = $"heavy={(diskBlocks - blocks) * GuestDisk.BlockSize >> 20} heavyat={blocks * GuestDisk.BlockSize >> 20}",
+                };
+                using var source = QemuGuest.Start(dir.Path, Guest("src", false));
+                using var destination = QemuGuest.Start(dir.Path, Guest("dst", true));
+                await source.Serial.WaitForAsync(@"HEAVY n=16\b", TimeSpan.FromSeconds(60));
+                await using var hv = new QemuHypervisor(new QemuOptions
+                {
+                    SourceQmp = source.QmpSocket, DestinationQmp = destination.QmpSocket, MigrationUri = "unix:" + dir["mig.sock"],
+                    MemoryPlaintext = true, MaxBandwidth = 4L << 20, DowntimeLimit = QemuOptions.QemuDefaultDowntimeLimit,
+                    Postcopy = postcopy, AutoConverge = !postcopy,
+                });
+                await hv.PrepareAsync(ct);
+                using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                bounded.CancelAfter(TimeSpan.FromMinutes(4));
+                var r = await hv.MigrateAsync(_ => Task.CompletedTask, bounded.Token);
+                var last = source.Serial.LastProgress();
+                await destination.Serial.WaitForProgressBeyondAsync(last + 50, TimeSpan.FromSeconds(30));
+                TestContext.Out.WriteLine($"run {run} {(postcopy ? "--postcopy" : "--auto-converge")}: STOP→RESUME {r.GuestDowntime!.Value.TotalMilliseconds:0} ms, " +
+                                          $"QEMU downtime {r.HypervisorDowntime?.TotalMilliseconds:0} ms, total {r.Total.TotalSeconds:0.0} s, " +
+                                          $"post-copy after {r.PostcopyAfter?.TotalSeconds:0.0} s, {r.PostcopyBytes} B, tail {r.PostcopyTail?.TotalMilliseconds:0} ms");
+            }
+    }
+}

@@ -224,3 +224,53 @@ public sealed class PostcopyPauseBench
             }
     }
 }
+
+/// <summary>
+/// By hand, not in the suite: the guest's pause with and without --postcopy over a 20 Mbit/s tbf link between two network
+/// namespaces (the light test guest, memory over TCP, paced as the engine would after measuring the link, downtime-limit as
+/// the adapter sets it under TCG: 300 ms), interleaved, fresh QEMUs each run.
+/// <c>/work/wt/heavy -x dotnet test tests/BlockMigrate.Hypervisor.Tests -c Release --no-build --filter FullyQualifiedName~PostcopyLinkBench --logger 'console;verbosity=detailed'</c>
+/// </summary>
+[TestFixture, Explicit("a measurement, minutes long"), NonParallelizable]
+public sealed class PostcopyLinkBench
+{
+    [Test, CancelAfter(2_400_000)]
+    public async Task Pause_over_20mbit_with_and_without_postcopy(CancellationToken ct)
+    {
+        const int blocks = 4096;
+        using var net = await NamespacePair.CreateAsync("pcb", rate: "20mbit");
+        for (var run = 1; run <= 3; run++)
+            foreach (var postcopy in new[] { true, false })
+            {
+                using var dir = new TempDir("hv-postcopy-link");
+                await Tool.CheckAsync("truncate", ["-s", $"{blocks * GuestDisk.BlockSize}", dir["disk.img"]]);
+                using var disk = NbdkitServer.Start(dir.Path, NbdkitServer.FilterArgs(dir["disk.img"], dir["disk.map"]));
+                QemuGuestOptions Guest(string name, string ns, bool incoming) => new()
+                {
+                    Name = name, DiskSocket = disk.Socket, Blocks = blocks, Namespace = ns, Incoming = incoming, Paused = incoming,
+                };
+                using var source = QemuGuest.Start(dir.Path, Guest("src", net.Source, false));
+                using var destination = QemuGuest.Start(dir.Path, Guest("dst", net.Destination, true));
+                await source.Serial.WaitForAsync(@"PROGRESS seq=100\b", TimeSpan.FromSeconds(60));
+                await using var hv = new QemuHypervisor(new QemuOptions
+                {
+                    SourceQmp = source.QmpSocket, DestinationQmp = destination.QmpSocket,
+                    MigrationUri = $"tcp:{net.DestinationAddress}:4444", IncomingUri = "tcp:0.0.0.0:4444",
+                    MemoryPlaintext = true, Postcopy = postcopy,
+                });
+                hv.Log += (level, line) => TestContext.Progress.WriteLine($"  [{level}] {line}");
+                hv.LinkRateMeasured(20e6 / 8); // as the engine's disk copy would
+                await hv.PrepareAsync(ct);
+                using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                bounded.CancelAfter(TimeSpan.FromMinutes(5));
+                var r = await hv.MigrateAsync(_ => Task.CompletedTask, bounded.Token);
+                var last = source.Serial.LastProgress();
+                await destination.Serial.WaitForProgressBeyondAsync(last + 50, TimeSpan.FromSeconds(30));
+                var line = $"run {run} {(postcopy ? "--postcopy" : "pre-copy")}: STOP→RESUME {r.GuestDowntime!.Value.TotalMilliseconds:0} ms, " +
+                           $"QEMU downtime {r.HypervisorDowntime?.TotalMilliseconds:0} ms, total {r.Total.TotalSeconds:0.0} s, " +
+                           $"post-copy after {r.PostcopyAfter?.TotalSeconds:0.0} s, {r.PostcopyBytes} B, tail {r.PostcopyTail?.TotalMilliseconds:0} ms";
+                TestContext.Progress.WriteLine(line);
+                TestContext.Out.WriteLine(line);
+            }
+    }
+}

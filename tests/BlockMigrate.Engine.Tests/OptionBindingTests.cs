@@ -113,6 +113,13 @@ public class OptionBindingTests
         Assert.That(hv.Qemu, Is.EqualTo(new Hypervisors.Qemu.QemuOptions { SourceQmp = "/s", DestinationQmp = "/d", MigrationUri = "unix:/m" }));
     }
 
+    [Test]
+    public void Postcopy_binds_to_the_qemu_options()
+    {
+        var hv = MigrateCommand.Hypervisor.Bind(Bind("migrate", ["--hypervisor", "qemu", "--qmp-source", "/s", "--qmp-destination", "/d", "--migration-uri", "unix:/m", "--postcopy"]));
+        Assert.That(hv.Qemu!.Postcopy, Is.True);
+    }
+
     [TestCase("migrate")]
     [TestCase("receive")]
     public void Every_default_is_stated_once_in_help(string command)

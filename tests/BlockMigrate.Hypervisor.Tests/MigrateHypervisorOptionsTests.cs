@@ -63,6 +63,16 @@ public sealed class MigrateHypervisorOptionsTests
     }
 
     [Test]
+    public async Task Postcopy_with_multifd_is_refused() =>
+        Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "qemu", "--qmp-source", "/s", "--qmp-destination", "/d",
+            "--migration-uri", "unix:/m", "--postcopy", "--multifd"]), Does.Contain("--postcopy cannot be combined with --multifd"));
+
+    [Test]
+    public async Task Postcopy_is_a_qemu_option() =>
+        Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "xen", "--xen-domain", "vm0", "--xen-host", "h", "--postcopy"]),
+            Does.Contain("--postcopy does not apply to --hypervisor xen"));
+
+    [Test]
     public async Task Bad_memory_compression_is_refused() =>
         Assert.That(await FailsWithAsync([.. Base, "--hypervisor", "qemu", "--qmp-source", "/s", "--qmp-destination", "/d",
             "--migration-uri", "unix:/m", "--memory-compression", "lz4"]), Does.Contain("--memory-compression"));

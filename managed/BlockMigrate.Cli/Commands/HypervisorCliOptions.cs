@@ -52,6 +52,8 @@ public sealed class HypervisorCliOptions
         $"qemu: multifd compression {Words.Or(QemuOptions.MultifdCompressions)}", t => Setting.OneOf(t, QemuOptions.MultifdCompressions),
         QemuDefaults.MultifdCompression, QemuDefaults.MultifdCompression, Section, choices: QemuOptions.MultifdCompressions);
     public Switch AutoConverge { get; } = Flag("--auto-converge", "qemu: slow the vCPUs while memory is dirtied faster than the link drains it");
+    public Switch Postcopy { get; } = Flag("--postcopy",
+        "qemu: post-copy for memory after its first pass: the guest resumes at the destination at once and pulls the pages left; a link lost after that loses the VM (not with --multifd)");
     public Switch MemoryPlaintext { get; } = Flag("--memory-plaintext", "qemu: send the guest's memory unencrypted (default: TLS under a key made for this migration, delivered over the pinned channel)");
     public Setting<string?> XenDomain { get; } = Text("--xen-domain", "xen: the domain to migrate");
     public Setting<string?> XenHost { get; } = Text("--xen-host", "xen: the destination dom0, as xl migrate and ssh take it");
@@ -72,7 +74,7 @@ public sealed class HypervisorCliOptions
     public IEnumerable<Setting> All => [Kind, .. QemuSettings, .. XenSettings, .. LibvirtOnlySettings];
 
     internal IEnumerable<Setting> QemuSettings =>
-        [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, MemoryPlaintext];
+        [QmpSource, QmpDestination, MigrationUri, IncomingUri, NoStartIncoming, MemoryBandwidth, DowntimeLimit, Multifd, MultifdChannels, MemoryCompression, AutoConverge, Postcopy, MemoryPlaintext];
 
     internal IEnumerable<Setting> XenSettings => [XenDomain, XenHost, XenSsh, Xl, XenRemote, XenConfig];
 
@@ -150,6 +152,7 @@ public sealed class HypervisorCliOptions
             MultifdChannels = b.Get(MultifdChannels, file) ?? QemuDefaults.MultifdChannels,
             MultifdCompression = b.Get(MemoryCompression, file) ?? QemuDefaults.MultifdCompression,
             AutoConverge = b.Get(AutoConverge, file),
+            Postcopy = b.Get(Postcopy, file),
             MemoryPlaintext = b.Get(MemoryPlaintext, file),
         };
     }
@@ -235,6 +238,12 @@ public sealed class HypervisorCliOptions
         w.WriteNumber("memory_bytes", hv?.MemoryBytes ?? 0);
         if (hv?.MemoryWireBytes is { } onWire) w.WriteNumber("memory_wire_bytes", onWire);
         else w.WriteNull("memory_wire_bytes");
+        // QEMU post-copy (--postcopy): null when the memory moved by pre-copy alone
+        if (hv?.PostcopyAfter is { } after) w.WriteNumber("postcopy_after_seconds", Math.Round(after.TotalSeconds, 3));
+        else w.WriteNull("postcopy_after_seconds");
+        if (hv?.PostcopyBytes is { } pb) w.WriteNumber("postcopy_bytes", pb);
+        else w.WriteNull("postcopy_bytes");
+        Ms(w, "postcopy_tail_ms", hv?.PostcopyTail);
     }
 
     /// <summary>The hypervisor's lines of the text report (none for --hypervisor none).</summary>
@@ -245,5 +254,8 @@ public sealed class HypervisorCliOptions
         o.WriteLine($"  guest saw:    {Ms(hv.GuestDowntime)} (source STOP to destination RESUME); {hv.Hypervisor} downtime {Ms(hv.HypervisorDowntime)}");
         var onWire = hv.MemoryWireBytes is { } b ? $" ({Units.Bytes(b)} on the wire)" : "";
         o.WriteLine($"  memory:       {Units.Bytes(hv.MemoryBytes)}{onWire} in {hv.Total.TotalSeconds:0.0} s");
+        if (hv.PostcopyAfter is { } after)
+            o.WriteLine($"  post-copy:    from {after.TotalSeconds:0.0} s into the memory copy; {(hv.PostcopyBytes is { } pb ? Units.Bytes(pb) : "?")} sent " +
+                        $"after the switch, the last {Ms(hv.PostcopyTail)} while the guest already ran at the destination");
     }
 }

@@ -23,4 +23,16 @@ public sealed record HypervisorReport(
 
     /// <summary>When the destination VM resumed (QEMU's RESUME event, the destination host's clock), where the hypervisor reports it.</summary>
     public DateTimeOffset? ResumedAt { get; init; }
+
+    /// <summary>
+    /// QEMU post-copy (<c>--postcopy</c>): how long after the memory copy started the source switched to it
+    /// (its STOP); null when the memory moved by pre-copy alone.
+    /// </summary>
+    public TimeSpan? PostcopyAfter { get; init; }
+
+    /// <summary>Post-copy: memory bytes the source sent after the switch (QEMU's <c>ram.postcopy-bytes</c>).</summary>
+    public long? PostcopyBytes { get; init; }
+
+    /// <summary>Post-copy: from the destination's RESUME to the source's <c>completed</c>, while the guest ran on pages it still pulled.</summary>
+    public TimeSpan? PostcopyTail { get; init; }
 }

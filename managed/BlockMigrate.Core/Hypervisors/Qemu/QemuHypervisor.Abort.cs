@@ -38,6 +38,7 @@ public sealed partial class QemuHypervisor
         await CancelAndResumeSourceAsync(_source, cancellationToken);
         // left on, the capability would make anyone's next migration of this VM wait in pre-switchover
         await SetCapabilitiesAsync(_source, cancellationToken, ("pause-before-switchover", false));
+        if (_options.Postcopy) await SetCapabilitiesAsync(_source, cancellationToken, ("postcopy-ram", false));
         if (_memoryKey != null) await DropMemoryTlsAsync(_source, cancellationToken);
         _phase = QemuPhase.Aborted;
     }

@@ -13,6 +13,17 @@ namespace BlockMigrate.Hypervisors.Qemu;
 //           ──► migrate-continue ──► device ──► completed                        [dest: paused]
 //                                                                 cont ──► RESUME event [dest: running]
 //
+// With --postcopy (QemuOptions.Postcopy) the source is told migrate-start-postcopy once its first pass
+// over memory is done (MIGRATION_PASS 2); unless the pre-copy converged first, it then stops as above
+// (postcopy_start honours pause-before-switchover too: STOP, pre-switchover, the same hand-over), but
+// migrate-continue sends only the device state and goes on sending pages:
+//
+//           ──► migrate-continue ──► postcopy-active (pages still sent) ──► completed
+//                         [dest: inmigrate ──► paused, device state loaded] cont ──► RESUME [dest: running,
+//                                                               faulting in the pages it still misses]
+//
+// so the destination is resumed as soon as it leaves inmigrate, not at the source's completed. From
+// then on neither side has all of the memory: a broken stream or a dead QEMU loses the VM (PostcopyLost).
 // Guest-visible downtime is the source's STOP timestamp to the destination's RESUME timestamp,
 // both QEMU's own event times (wall clocks of the two hosts: keep them NTP-synchronised).
 public sealed partial class QemuHypervisor
@@ -44,18 +55,22 @@ public sealed partial class QemuHypervisor
         if (_wire.Unavailable is { } why) Log?.Invoke(LogLevel.Debug, why);
         var probing = _linkRate == null && (_options.MaxBandwidth == null || _options.DowntimeLimit == null) && _wire.Unavailable == null;
         _phase = QemuPhase.Migrating;
+        using var passes = _options.Postcopy ? source.Subscribe("MIGRATION_PASS") : null;
         await source.ExecuteAsync("migrate", new JsonObject { ["uri"] = _options.MigrationUri }, cancellationToken);
 
         DateTimeOffset? stoppedAt = null;
+        TimeSpan? stopSeen = null; // from the start of the memory copy
         using (var pacing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
             var repacing = _pacedCap > 0 || _downtimeLimit > 0 || probing ? Task.Run(() => RepaceAsync(source, pacing.Token), CancellationToken.None) : Task.CompletedTask;
+            var requesting = passes != null ? Task.Run(() => RequestPostcopyAsync(source, passes, started, pacing.Token), CancellationToken.None) : Task.CompletedTask;
             try
             {
                 await WaitForSourceStatusAsync(source, sourceEvents, "pre-switchover", e =>
                 {
                     if (stoppedAt != null) return;
                     stoppedAt = e;
+                    stopSeen = Stopwatch.GetElapsedTime(started);
                     SourceStopped?.Invoke(); // before QEMU's drain of the guest's requests in flight completes
                 }, cancellationToken);
             }
@@ -63,6 +78,7 @@ public sealed partial class QemuHypervisor
             {
                 await pacing.CancelAsync();
                 await repacing;
+                await requesting;
             }
         }
         stoppedAt ??= DateTimeOffset.UtcNow; // STOP precedes pre-switchover; this only covers a lost event
@@ -80,23 +96,34 @@ public sealed partial class QemuHypervisor
         // Past the hand-over the destination owns the VM: finish even if the caller gives up.
         using var finishing = new CancellationTokenSource(TimeSpan.FromMinutes(10));
         var ct = finishing.Token;
+        Postcopied? postcopied = null;
+        DateTimeOffset resumedAt;
         try
         {
             Say($"disks handed over {Since(stoppedAt.Value)} after STOP; migrate-continue");
-            await ContinueFromPreSwitchoverAsync(source, sourceEvents, ct);
-            Say($"source completed {Since(stoppedAt.Value)} after STOP");
-            await ResumeDestinationAsync(destination, () => Say($"destination loaded {Since(stoppedAt.Value)} after STOP; cont"), ct);
+            if (_postcopyRequested)
+            {
+                postcopied = await ContinueInPostcopyAsync(source, sourceEvents, destination, destinationEvents, stoppedAt.Value, ct);
+                resumedAt = postcopied.ResumedAt;
+            }
+            else
+            {
+                await ContinueFromPreSwitchoverAsync(source, sourceEvents, ct);
+                Say($"source completed {Since(stoppedAt.Value)} after STOP");
+                await ResumeDestinationAsync(destination, () => Say($"destination loaded {Since(stoppedAt.Value)} after STOP; cont"), ct);
+                resumedAt = await ResumedAtAsync(destinationEvents, stoppedAt.Value);
+            }
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e) when (e is not OperationCanceledException || _resumedInPostcopy)
         {
             await KeepSourceStoppedAsync(source);
+            if (_resumedInPostcopy)
+                throw new HypervisorException(PostcopyLost(e is OperationCanceledException ? "the memory stream stalled" : e.Message), e);
             throw new HypervisorException(
                 "qemu: memory migration failed after the disks were handed over to the destination. The VM is stopped " +
                 "at the source and must NOT be resumed there (its disk now lives at the destination); restart " +
                 "the destination QEMU from its disk, or retry the memory migration. Cause: " + e.Message, e);
         }
-        var resumedAt = await TryWaitAsync(destinationEvents, "RESUME", TimeSpan.FromSeconds(5)) ?? DateTimeOffset.UtcNow;
-        Say($"destination resumed at {resumedAt:HH:mm:ss.fff} (RESUME), {(resumedAt - stoppedAt.Value).TotalMilliseconds:0} ms after STOP");
         _phase = QemuPhase.Resumed;
         var total = Stopwatch.GetElapsedTime(started);
         if (_memoryKey != null)
@@ -116,8 +143,155 @@ public sealed partial class QemuHypervisor
             Switchover = switchoverTime,
             StoppedAt = stoppedAt,
             ResumedAt = resumedAt,
+            PostcopyAfter = postcopied?.Switched == true ? stopSeen : null,
+            PostcopyBytes = postcopied?.Switched == true ? (long?)ram?["postcopy-bytes"] : null,
+            PostcopyTail = postcopied?.Switched == true ? postcopied.CompletedAt - resumedAt : null,
         };
     }
+
+    private async Task<DateTimeOffset> ResumedAtAsync(QmpEventSubscription destinationEvents, DateTimeOffset stoppedAt)
+    {
+        var resumedAt = await TryWaitAsync(destinationEvents, "RESUME", TimeSpan.FromSeconds(5)) ?? DateTimeOffset.UtcNow;
+        Say($"destination resumed at {resumedAt:HH:mm:ss.fff} (RESUME), {(resumedAt - stoppedAt).TotalMilliseconds:0} ms after STOP");
+        return resumedAt;
+    }
+
+    private volatile bool _postcopyRequested; // migrate-start-postcopy was accepted before the source stopped
+    private bool _resumedInPostcopy;          // the destination runs while the source still holds pages: no way back
+    private volatile bool _postcopyStalled;   // WatchPostcopyAsync gave up
+
+    /// <summary>How long the source may send no memory in post-copy before we give up waiting for it.</summary>
+    internal static readonly TimeSpan PostcopyStall = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// <c>--postcopy</c>, while the pre-copy runs: at QEMU's second dirty-bitmap sync (MIGRATION_PASS 2, the
+    /// end of the first pass over memory, as libvirt's <c>--postcopy-after-precopy</c>) set the post-copy
+    /// bandwidth to the pre-copy's cap and send <c>migrate-start-postcopy</c>. QEMU then stops the guest at its
+    /// next iteration unless the pre-copy converges first (its own check comes first). The cap matters on a
+    /// slow link: QEMU 7.2 sends post-copy pages unpaced by default (<c>max-postcopy-bandwidth</c> 0), and a page
+    /// the resumed guest faults on waits behind whatever fills the socket buffers. Best effort: if this fails,
+    /// the pre-copy goes on as without --postcopy.
+    /// </summary>
+    private async Task RequestPostcopyAsync(QmpClient source, QmpEventSubscription passes, long started, CancellationToken ct)
+    {
+        try
+        {
+            var pass = await passes.WaitAsync("MIGRATION_PASS", e => (long?)e.Data?["pass"] >= 2, ct);
+            var cap = _pacedCap > 0 ? _pacedCap : _options.MaxBandwidth ?? 0;
+            await source.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-postcopy-bandwidth"] = cap }, ct);
+            // set first, and not cancelled: once sent, QEMU may switch, and ContinueInPostcopyAsync also handles a pre-copy that converged
+            _postcopyRequested = true;
+            await source.ExecuteAsync("migrate-start-postcopy", null, CancellationToken.None);
+            Say($"post-copy requested {Stopwatch.GetElapsedTime(started).TotalSeconds:0.0} s into the memory copy, after its first pass over memory " +
+                $"(pass {(long?)pass.Data?["pass"]}); post-copy pages {(cap > 0 ? $"capped at {cap / 1e6:0.0} MB/s" : "unpaced")}");
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // the source stopped first: the pre-copy converged by itself
+        }
+        catch (QmpException e)
+        {
+            Log?.Invoke(LogLevel.Warning, $"post-copy could not be requested ({e.Message}); the memory copy goes on as pre-copy");
+        }
+    }
+
+    /// <summary>What <see cref="ContinueInPostcopyAsync"/> saw: whether QEMU really switched, when the destination resumed and the source completed.</summary>
+    private sealed record Postcopied(bool Switched, DateTimeOffset ResumedAt, DateTimeOffset CompletedAt);
+
+    /// <summary>
+    /// After the hand-over with post-copy requested: <c>migrate-continue</c>, then, at the same time, wait for the
+    /// destination to have the device state (it leaves <c>inmigrate</c>: <c>paused</c>, as it was started with -S)
+    /// and <c>cont</c> it, and wait for the source's <c>completed</c>, which in post-copy comes only once every page
+    /// left has been sent. A source that fails before the destination resumed fails as in pre-copy; after that, see
+    /// <see cref="PostcopyLost"/>. If the pre-copy converged before QEMU switched, the source goes <c>device</c> and
+    /// <c>completed</c> as without --postcopy, and this still works.
+    /// </summary>
+    private async Task<Postcopied> ContinueInPostcopyAsync(QmpClient source, QmpEventSubscription sourceEvents, QmpClient destination,
+        QmpEventSubscription destinationEvents, DateTimeOffset stoppedAt, CancellationToken ct)
+    {
+        await source.ExecuteAsync("migrate-continue", new JsonObject { ["state"] = "pre-switchover" }, ct);
+        DateTimeOffset? switchedAt = null, completedAt = null;
+        // the source's wait outlives ct (10 min): post-copy may take long; it ends on a stall instead
+        using var watch = new CancellationTokenSource();
+        using var ended = CancellationTokenSource.CreateLinkedTokenSource(ct, watch.Token);
+        var completing = WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, watch.Token, (status, at) =>
+        {
+            if (status == "postcopy-active") switchedAt ??= at;
+            if (status == "completed") completedAt ??= at;
+        });
+        var resuming = ResumeDestinationAsync(destination, () => Say($"destination loaded the device state {Since(stoppedAt)} after STOP; cont"), ended.Token);
+        var stalls = Task.Run(() => WatchPostcopyAsync(source, watch), CancellationToken.None);
+        try
+        {
+            if (await Task.WhenAny(completing, resuming) == completing)
+                await completing; // throws when the source failed before the destination had its state
+            await resuming;
+            var resumedAt = await ResumedAtAsync(destinationEvents, stoppedAt);
+            if (!completing.IsCompleted)
+            {
+                _resumedInPostcopy = true;
+                Say($"post-copy: the guest runs at the destination and pulls its missing pages from the source ({(switchedAt is { } sw ? $"switched {(sw - stoppedAt).TotalMilliseconds:0} ms after STOP; " : "")}" +
+                    "from now on a lost link or QEMU loses the VM)");
+            }
+            await completing;
+            var done = completedAt ?? DateTimeOffset.UtcNow;
+            var switched = switchedAt != null || _resumedInPostcopy;
+            Say(switched
+                ? $"source completed {(done - resumedAt).TotalMilliseconds:0} ms after the destination resumed (post-copy)"
+                : $"source completed {Since(stoppedAt)} after STOP: the pre-copy converged before post-copy took over");
+            return new Postcopied(switched, resumedAt, done);
+        }
+        catch
+        {
+            await watch.CancelAsync();
+            await Task.WhenAll(completing, resuming).ContinueWith(t => t.Exception, TaskScheduler.Default); // observed; the first failure is rethrown
+            if (_postcopyStalled)
+                throw new HypervisorException($"qemu: the source sent no memory for {PostcopyStall.TotalSeconds:0} s in post-copy (status {Progress?.Status ?? "unknown"})");
+            throw;
+        }
+        finally
+        {
+            await watch.CancelAsync();
+            await stalls;
+        }
+    }
+
+    /// <summary>Cancels <paramref name="watch"/> when the source's <c>ram.transferred</c> has not moved for <see cref="PostcopyStall"/>.</summary>
+    private async Task WatchPostcopyAsync(QmpClient source, CancellationTokenSource watch)
+    {
+        long last = -1;
+        var since = Stopwatch.GetTimestamp();
+        try
+        {
+            while (!watch.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), watch.Token);
+                var info = await source.ExecuteObjectAsync("query-migrate", null, watch.Token);
+                var sent = (long?)(info["ram"] as JsonObject)?["transferred"] ?? 0;
+                if (sent != last || (string?)info["status"] == "completed") (last, since) = (sent, Stopwatch.GetTimestamp());
+                else if (Stopwatch.GetElapsedTime(since) >= PostcopyStall)
+                {
+                    _postcopyStalled = true;
+                    await watch.CancelAsync();
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (QmpException)
+        {
+            // the source's monitor is gone: the wait for 'completed' says so
+        }
+    }
+
+    /// <summary>The error past the point of no return of post-copy (the destination runs, pages are still at the source).</summary>
+    internal static string PostcopyLost(string cause) =>
+        $"qemu: post-copy broke after the VM resumed at the destination ({cause}). Neither QEMU holds all of the guest's memory now: " +
+        "do NOT resume the source (its disk is at the destination) and do not kill a QEMU that still runs. If both QEMUs still run " +
+        "(query-migrate: postcopy-paused) and the link can be mended, resume the memory stream by hand: 'migrate-recover' with uri=ADDRESS " +
+        "on the destination's monitor, then 'migrate' with uri=ADDRESS and resume=true on the source's (QEMU's post-copy recovery; " +
+        "BlockMigrate does not do it for you and has not tested it). Otherwise the VM is lost: restart it at the destination from its disk, which is whole there";
 
     /// <summary>
     /// Memory bytes sent once the migration started: on the wire (<see cref="MemoryWireMeter"/>) when the
@@ -138,7 +312,7 @@ public sealed partial class QemuHypervisor
     /// Reports each STOP event's time to <paramref name="onStop"/>.
     /// </summary>
     private async Task WaitForSourceStatusAsync(QmpClient source, QmpEventSubscription events, string wanted,
-        Action<DateTimeOffset> onStop, CancellationToken cancellationToken)
+        Action<DateTimeOffset> onStop, CancellationToken cancellationToken, Action<string, DateTimeOffset>? onStatus = null)
     {
         while (true)
         {
@@ -151,13 +325,17 @@ public sealed partial class QemuHypervisor
                 if (e.Name == "STOP")
                     onStop(e.Timestamp);
                 else if (e.Name == "MIGRATION")
+                {
                     status = e.DataString("status");
+                    if (status != null) onStatus?.Invoke(status, e.Timestamp);
+                }
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {
                 var info = await source.ExecuteObjectAsync("query-migrate", null, cancellationToken);
                 status = (string?)info["status"];
                 Progress = ToProgress(info);
+                if (status != null) onStatus?.Invoke(status, DateTimeOffset.UtcNow);
             }
             catch (System.Threading.Channels.ChannelClosedException e)
             {
@@ -166,7 +344,7 @@ public sealed partial class QemuHypervisor
             }
             if (status == wanted)
                 return;
-            if (status is "failed" or "cancelled" or "cancelling")
+            if (status is "failed" or "cancelled" or "cancelling" or "postcopy-paused" or "postcopy-recover")
             {
                 var info = await source.ExecuteObjectAsync("query-migrate", null, cancellationToken);
                 var why = (string?)info["error-desc"] ?? status;
@@ -214,6 +392,15 @@ public sealed partial class QemuHypervisor
         {
             Say("the source still waits at the hand-over (pre-switchover): migrate-continue");
             await ContinueFromPreSwitchoverAsync(source, sourceEvents, cancellationToken);
+        }
+        else if (status == "postcopy-active")
+        {
+            // the hand-over was done and post-copy runs: the destination has (or soon has) the device state
+            Say("the source is in post-copy: cont the destination; the source goes on sending the pages left");
+            await ResumeDestinationAsync(destination, () => Say("destination loaded the device state; cont unless it runs"), cancellationToken);
+            _phase = QemuPhase.Resumed;
+            await WaitForSourceStatusAsync(source, sourceEvents, "completed", _ => { }, cancellationToken);
+            return;
         }
         else if (status != "completed")
         {

@@ -78,6 +78,7 @@ public sealed partial class QemuHypervisor : IHypervisor
             ("events", true), ("pause-before-switchover", true), ("multifd", _options.Multifd),
             ("auto-converge", _options.AutoConverge));
         await SetCapabilitiesAsync(_destination, cancellationToken, ("events", true), ("multifd", _options.Multifd));
+        await SetPostcopyAsync(cancellationToken);
 
         // Always set both: QEMU keeps the last values it was given, so an earlier run's (or the
         // admin's) --memory-bandwidth would otherwise silently apply to this one.
@@ -148,7 +149,10 @@ public sealed partial class QemuHypervisor : IHypervisor
             return;
         var caps = await source.ExecuteAsync("query-migrate-capabilities", null, cancellationToken) as JsonArray ?? [];
         var ours = caps.Any(c => (string?)c?["capability"] == "pause-before-switchover" && (bool?)c?["state"] == true);
-        if (!ours || status == "postcopy-active")
+        if (ours && status == "postcopy-active")
+            throw new HypervisorException("qemu: the source is still in post-copy from an earlier run: its VM already runs at that run's destination " +
+                                          "and pulls the rest of its memory from here; let it complete (query-migrate), do not cancel it");
+        if (!ours)
             throw new HypervisorException($"qemu: the source already runs a migration (status {status}) that BlockMigrate did not start; cancel it first (migrate_cancel)");
         await CancelAndResumeSourceAsync(source, cancellationToken);
     }
@@ -221,6 +225,33 @@ public sealed partial class QemuHypervisor : IHypervisor
             var caps = await qmp.ExecuteAsync("query-migrate-capabilities", null, cancellationToken) as JsonArray ?? [];
             if (!caps.Any(c => (string?)c?["capability"] == "multifd"))
                 throw new HypervisorException($"qemu: the {side} QEMU has no multifd migration; run without --multifd");
+        }
+    }
+
+    /// <summary>
+    /// <c>postcopy-ram</c> on both QEMUs as <see cref="QemuOptions.Postcopy"/> says (off too: QEMU keeps the
+    /// last value it was given). The destination checks at this point that its host can do post-copy
+    /// (userfaultfd), so a refusal is known before anything starts.
+    /// </summary>
+    private async Task SetPostcopyAsync(CancellationToken cancellationToken)
+    {
+        foreach (var (side, qmp) in new[] { ("source", _source!), ("destination", _destination!) })
+        {
+            var caps = await qmp.ExecuteAsync("query-migrate-capabilities", null, cancellationToken) as JsonArray ?? [];
+            if (!caps.Any(c => (string?)c?["capability"] == "postcopy-ram"))
+            {
+                if (!_options.Postcopy) continue; // nothing to turn off
+                throw new HypervisorException($"qemu: the {side} QEMU has no post-copy migration (postcopy-ram); run without --postcopy");
+            }
+            try
+            {
+                await SetCapabilitiesAsync(qmp, cancellationToken, ("postcopy-ram", _options.Postcopy));
+            }
+            catch (QmpException e) when (_options.Postcopy && e.ErrorClass != QmpException.DisconnectedClass)
+            {
+                throw new HypervisorException($"qemu: the {side} QEMU refuses post-copy ({e.Description}); " +
+                                              "its host must allow userfaultfd (QEMU as root, or sysctl vm.unprivileged_userfaultfd=1); or run without --postcopy", e);
+            }
         }
     }
 

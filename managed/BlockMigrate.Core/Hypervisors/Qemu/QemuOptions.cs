@@ -58,6 +58,16 @@ public sealed record QemuOptions
     public bool AutoConverge { get; init; }
 
     /// <summary>
+    /// QEMU post-copy for memory (<c>--postcopy</c>): <c>postcopy-ram</c> on both QEMUs, and
+    /// <c>migrate-start-postcopy</c> once the first pass over memory is done (QEMU's second dirty-bitmap
+    /// sync), unless the pre-copy has converged by then. The source still stops in <c>pre-switchover</c>
+    /// for the disks' hand-over; the destination then resumes as soon as it has the device state and
+    /// pulls the pages still missing from the source. Past that point a broken link or a dead QEMU
+    /// loses the VM (neither side has all of its memory); docs/hypervisors.md. Not with <see cref="Multifd"/>.
+    /// </summary>
+    public bool Postcopy { get; init; }
+
+    /// <summary>
     /// Send the memory stream without TLS (<c>--memory-plaintext</c>). By default both QEMUs encrypt and
     /// authenticate it with TLS under a pre-shared key made for this migration (QEMU <c>tls-creds-psk</c>),
     /// which the engine delivers to the receiver inside the pinned channel
@@ -67,6 +77,11 @@ public sealed record QemuOptions
 
     /// <summary>How long to retry connecting to a monitor that is not there yet.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Why --postcopy and --multifd are refused together (seen here, QEMU 7.2.22; docs/hypervisors.md).</summary>
+    internal const string PostcopyWithMultifd =
+        "qemu: --postcopy cannot be combined with --multifd: QEMU 7.2 accepts both, but its destination aborts when post-copy starts " +
+        "(assertion in yank_unregister_instance), and newer QEMUs refuse the pair ('Postcopy is not yet compatible with multifd'); drop one of them";
 
     /// <summary>
     /// Every problem, one line each (none: usable). The one check of these settings: the CLI turns the
@@ -79,6 +94,8 @@ public sealed record QemuOptions
             e.Add($"qemu: memory compression '{MultifdCompression}': use none, zlib or zstd");
         if (MultifdChannels is < 1 or > 255)
             e.Add($"qemu: {MultifdChannels} multifd channels: use 1 to 255");
+        if (Postcopy && Multifd)
+            e.Add(PostcopyWithMultifd);
         if (DowntimeLimit is { } d && d <= TimeSpan.Zero)
             e.Add($"qemu: downtime limit {d.TotalMilliseconds:0} ms: a positive number of ms");
         if (MaxBandwidth is <= 0)

@@ -542,7 +542,9 @@ public sealed partial class QemuHypervisor
                 }
                 if (wire == null) continue;
                 var counted = (long?)(info["ram"] as JsonObject)?["transferred"];
-                if (counted == null || wire.Read() is not { } r) return;
+                // no connection seen (yet, or QEMU's stream leaves from another namespace): nothing to pace by this time;
+                // going on keeps the downtime-limit's relax law above running (a return here ended it too)
+                if (counted == null || wire.Read() is not { } r) continue;
                 var written = r.Acked + r.Queued;
                 var other = _otherBytes?.Invoke() ?? 0;
                 var now = Stopwatch.GetTimestamp();

@@ -183,7 +183,7 @@ public sealed class QemuPostcopyTests
 /// By hand, not in the suite: the guest's pause (STOP → RESUME) of <see cref="QemuPostcopyTests"/>'s guest and settings with and
 /// without --postcopy, interleaved, each run on a fresh pair of QEMUs. Without post-copy this guest's heavy writer keeps the
 /// pre-copy from converging at 4 MiB/s and 300 ms, so that run gets --auto-converge. Prints one line per run.
-/// <c>/work/wt/heavy -x dotnet test tests/BlockMigrate.Hypervisor.Tests -c Release --no-build --filter FullyQualifiedName~PostcopyPauseBench --logger 'console;verbosity=detailed'</c>
+/// <c>dotnet test tests/BlockMigrate.Hypervisor.Tests -c Release --no-build --filter FullyQualifiedName~PostcopyPauseBench --logger 'console;verbosity=detailed'</c>
 /// </summary>
 [TestFixture, Explicit("a measurement, minutes long"), NonParallelizable]
 public sealed class PostcopyPauseBench
@@ -231,7 +231,7 @@ public sealed class PostcopyPauseBench
 /// the adapter sets it under TCG, 300 ms, relaxed by its law while pre-copy does not converge), interleaved, fresh QEMUs each
 /// run. Measured before the relax law ran here: the pre-copy runs did not converge within their 5 minutes at 300 nor 450 ms
 /// (docs/hypervisors.md, "Post-copy").
-/// <c>/work/wt/heavy -x dotnet test tests/BlockMigrate.Hypervisor.Tests -c Release --no-build --filter FullyQualifiedName~PostcopyLinkBench --logger 'console;verbosity=detailed'</c>
+/// <c>dotnet test tests/BlockMigrate.Hypervisor.Tests -c Release --no-build --filter FullyQualifiedName~PostcopyLinkBench --logger 'console;verbosity=detailed'</c>
 /// </summary>
 [TestFixture, Explicit("a measurement, minutes long"), NonParallelizable]
 public sealed class PostcopyLinkBench

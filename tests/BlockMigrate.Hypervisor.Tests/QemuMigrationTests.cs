@@ -14,43 +14,17 @@ namespace BlockMigrate.Hypervisor.Tests;
 /// abort cases run first, each against a fresh destination, and leave it running; the last test moves it.
 /// </summary>
 [TestFixture, NonParallelizable]
-public sealed class QemuMigrationTests
+public sealed class QemuMigrationTests : SharedDiskGuestFixture
 {
     private const int Blocks = 4096;
-    private static readonly TimeSpan Boot = TimeSpan.FromSeconds(60);
-    private TempDir _dir = null!;
-    private NbdkitServer _disk = null!;
-    private QemuGuest _source = null!;
-    private QmpClient _sourceObserver = null!;
-    private readonly List<QemuGuest> _destinations = [];
     private bool _moved;
     private QemuGuest? _movedTo;
     private QemuGuest? _rerunTo;
 
-    [OneTimeSetUp]
-    public async Task BootSource()
-    {
-        _dir = new TempDir("hv-mig");
-        await Tool.CheckAsync("truncate", ["-s", $"{Blocks * GuestDisk.BlockSize}", _dir["disk.img"]]);
-        _disk = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_dir["disk.img"], _dir["disk.map"]));
-        _source = QemuGuest.Start(_dir.Path, Guest("src"));
-        _sourceObserver = await QmpClient.ConnectAsync(_source.ObserverQmpSocket, TimeSpan.FromSeconds(10), CancellationToken.None);
-        await _source.Serial.WaitForAsync(@"PROGRESS seq=100\b", Boot);
-    }
+    protected override string DirName => "hv-mig";
+    protected override int DiskBlocks => Blocks;
 
-    [OneTimeTearDown]
-    public async Task StopAll()
-    {
-        if (_sourceObserver != null)
-            await _sourceObserver.DisposeAsync();
-        foreach (var d in _destinations)
-            d.Dispose();
-        _source?.Dispose();
-        _disk?.Dispose();
-        _dir?.Dispose();
-    }
-
-    private QemuGuestOptions Guest(string name, bool incoming = false) => new()
+    protected override QemuGuestOptions Guest(string name, bool incoming = false) => new()
     {
         Name = name,
         DiskSocket = _disk.Socket,
@@ -58,13 +32,6 @@ public sealed class QemuMigrationTests
         Incoming = incoming,
         Paused = incoming,
     };
-
-    private QemuGuest StartDestination(string name)
-    {
-        var d = QemuGuest.Start(_dir.Path, Guest(name, incoming: true));
-        _destinations.Add(d);
-        return d;
-    }
 
     private QemuOptions Options(QemuGuest destination, long? maxBandwidth = null) => Options(_source, destination, maxBandwidth);
 
@@ -77,9 +44,6 @@ public sealed class QemuMigrationTests
         MaxBandwidth = maxBandwidth ?? 1L << 30,
         DowntimeLimit = TimeSpan.FromMilliseconds(100),
     };
-
-    private static async Task<string> StatusAsync(QmpClient qmp, CancellationToken ct) =>
-        (string?)(await qmp.ExecuteObjectAsync("query-status", null, ct))["status"] ?? "?";
 
     private async Task AssertSourceRunsAndWritesAsync(CancellationToken ct)
     {

@@ -16,58 +16,25 @@ namespace BlockMigrate.Hypervisor.Tests;
 /// completes (at 8 MiB/s the margin was 8 ms in one run). One source guest boots once; the abort case runs first and leaves it running; the second moves it.
 /// </summary>
 [TestFixture, NonParallelizable]
-public sealed class QemuPostcopyTests
+public sealed class QemuPostcopyTests : SharedDiskGuestFixture
 {
     private const int Blocks = 2048;               // the checked writer's 8 MiB
-    private const int DiskBlocks = 4096;           // the heavy writer's region: MiB 8 to 16
+    private const int HeavyDiskBlocks = 4096;      // the heavy writer's region: MiB 8 to 16
     private const long Bandwidth = 4L << 20;
-    private static readonly TimeSpan Boot = TimeSpan.FromSeconds(60);
-    private TempDir _dir = null!;
-    private NbdkitServer _disk = null!;
-    private QemuGuest _source = null!;
-    private QmpClient _sourceObserver = null!;
-    private readonly List<QemuGuest> _destinations = [];
 
-    [OneTimeSetUp]
-    public async Task BootSource()
-    {
-        _dir = new TempDir("hv-postcopy");
-        await Tool.CheckAsync("truncate", ["-s", $"{DiskBlocks * GuestDisk.BlockSize}", _dir["disk.img"]]);
-        _disk = NbdkitServer.Start(_dir.Path, NbdkitServer.FilterArgs(_dir["disk.img"], _dir["disk.map"]));
-        _source = QemuGuest.Start(_dir.Path, Guest("src"));
-        _sourceObserver = await QmpClient.ConnectAsync(_source.ObserverQmpSocket, TimeSpan.FromSeconds(10), CancellationToken.None);
-        await _source.Serial.WaitForAsync(@"PROGRESS seq=100\b", Boot);
-        await _source.Serial.WaitForAsync(@"HEAVY n=16\b", Boot);
-    }
+    protected override string DirName => "hv-postcopy";
+    protected override int DiskBlocks => HeavyDiskBlocks;
+    protected override Task AfterBootAsync() => _source.Serial.WaitForAsync(@"HEAVY n=16\b", Boot);
 
-    [OneTimeTearDown]
-    public async Task StopAll()
-    {
-        if (_sourceObserver != null)
-            await _sourceObserver.DisposeAsync();
-        foreach (var d in _destinations)
-            d.Dispose();
-        _source?.Dispose();
-        _disk?.Dispose();
-        _dir?.Dispose();
-    }
-
-    private QemuGuestOptions Guest(string name, bool incoming = false) => new()
+    protected override QemuGuestOptions Guest(string name, bool incoming = false) => new()
     {
         Name = name,
         DiskSocket = _disk.Socket,
         Blocks = Blocks,
-        KernelArgs = $"heavy={(DiskBlocks - Blocks) * GuestDisk.BlockSize >> 20} heavyat={Blocks * GuestDisk.BlockSize >> 20}",
+        KernelArgs = $"heavy={(HeavyDiskBlocks - Blocks) * GuestDisk.BlockSize >> 20} heavyat={Blocks * GuestDisk.BlockSize >> 20}",
         Incoming = incoming,
         Paused = incoming,
     };
-
-    private QemuGuest StartDestination(string name)
-    {
-        var d = QemuGuest.Start(_dir.Path, Guest(name, incoming: true));
-        _destinations.Add(d);
-        return d;
-    }
 
     private QemuOptions Options(QemuGuest destination) => new()
     {
@@ -79,9 +46,6 @@ public sealed class QemuPostcopyTests
         DowntimeLimit = QemuOptions.QemuDefaultDowntimeLimit, // QEMU 7.2 under TCG: never under its own (docs/qemu-ram-check.md)
         Postcopy = true,
     };
-
-    private static async Task<string> StatusAsync(QmpClient qmp, CancellationToken ct) =>
-        (string?)(await qmp.ExecuteObjectAsync("query-status", null, ct))["status"] ?? "?";
 
     private static List<string> Lines(QemuHypervisor hv)
     {

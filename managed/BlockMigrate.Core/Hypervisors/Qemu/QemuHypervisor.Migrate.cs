@@ -291,7 +291,8 @@ public sealed partial class QemuHypervisor
         "do NOT resume the source (its disk is at the destination) and do not kill a QEMU that still runs. If both QEMUs still run " +
         "(query-migrate: postcopy-paused) and the link can be mended, resume the memory stream by hand: 'migrate-recover' with uri=ADDRESS " +
         "on the destination's monitor, then 'migrate' with uri=ADDRESS and resume=true on the source's (QEMU's post-copy recovery; " +
-        "BlockMigrate does not do it for you and has not tested it). Otherwise the VM is lost: restart it at the destination from its disk, which is whole there";
+        "BlockMigrate does not do it for you and has not tested it). Otherwise the VM is lost: restart it at the destination from its disk, which is whole " +
+        "there once the migration's final blocks have landed (if this run could not send them all, run the same migrate command again: it finishes the hand-over)";
 
     /// <summary>
     /// Memory bytes sent once the migration started: on the wire (<see cref="MemoryWireMeter"/>) when the
